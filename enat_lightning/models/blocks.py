@@ -1,0 +1,197 @@
+"""Building blocks shared by ENAT and the NAT baseline.
+
+Shape letters: B batch, L = grid**2 tokens, Lv visible, Lm masked, Lc context tokens, n own tokens,
+D width, H heads, V codebook size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x (B, n, D), shift/scale (B, D) broadcast over tokens."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def plain_norm(x: torch.Tensor) -> torch.Tensor:
+    """Non-affine LayerNorm used inside blocks (affinity comes from adaLN)."""
+    return F.layer_norm(x, x.shape[-1:], eps=1e-6)
+
+
+class MLP(nn.Module):
+    """D -> hidden -> D with a GELU of the given approximation."""
+
+    def __init__(self, dim: int, hidden: int, approximate: str = "tanh"):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+
+
+class KVProjection(nn.Module):
+    """Separate key/value projections for context tokens (A) and the block's own tokens (B).
+
+    Each output has 2D channels: keys first, values second.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.A = nn.Linear(dim, 2 * dim)
+        self.B = nn.Linear(dim, 2 * dim)
+
+
+class SCAttention(nn.Module):
+    """SC-attention (paper §4.1): queries from own tokens, keys/values from [context ; own].
+
+    Without context tokens it is plain self-attention through ``kv.B``. The whole thing is one
+    ``scaled_dot_product_attention`` call over the concatenated keys.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = KVProjection(dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, own: torch.Tensor, ctx: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # own (B, n, D) already normalised+modulated; ctx (B, Lc, D) likewise or None
+        B, n, D = own.shape
+        kv = self.kv.B(own)  # (B, n, 2D)
+        if ctx is not None and ctx.shape[1] > 0:
+            kv = torch.cat([self.kv.A(ctx), kv], dim=1)  # (B, Lc+n, 2D)
+        q = self.q(own).view(B, n, self.heads, -1).transpose(1, 2)  # (B, H, n, D/H)
+        k, v = kv.view(B, kv.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, H, Lc+n, D/H)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, n, D/H)
+        return self.proj(out.transpose(1, 2).reshape(B, n, D))
+
+
+class Block(nn.Module):
+    """Transformer block with adaLN (8-way modulation) and SC-attention.
+
+    Modulation chunks, in order: shift/scale for own tokens, shift/scale for context tokens,
+    attention gate, shift/scale/gate for the MLP.
+    """
+
+    n_mod = 8
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.attn = SCAttention(dim, heads)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), approximate="tanh")
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_mod * dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, n, D) own tokens, updated; cond (B, D); ctx (B, Lc, D) read only
+        (sh_self, sc_self, sh_ctx, sc_ctx, gate_attn,
+         sh_mlp, sc_mlp, gate_mlp) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
+        own = modulate(plain_norm(x), sh_self, sc_self)
+        ctx_in = None if ctx is None or ctx.shape[1] == 0 else modulate(plain_norm(ctx), sh_ctx, sc_ctx)
+        x = x + gate_attn.unsqueeze(1) * self.attn(own, ctx_in, attn_mask)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp))
+
+
+class SelfCrossBlock(nn.Module):
+    """Table 6b ablation: self-attention among own tokens, then a separate cross-attention to the
+    context tokens, then the MLP (the alternative to SC-attention's single joint attention).
+
+    Modulation chunks: own shift/scale, context shift/scale, self-attn gate, cross-attn gate,
+    MLP shift/scale/gate, plus a shift/scale for the cross-attention queries.
+    """
+
+    n_mod = 11
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.self_attn = SCAttention(dim, heads)  # only kv.B used
+        self.cross_attn = SCAttention(dim, heads)  # queries from own, keys/values from context only
+        self.mlp = MLP(dim, int(dim * mlp_ratio), approximate="tanh")
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_mod * dim))
+        # Unused halves of the shared KV module would idle under DDP; drop them.
+        del self.self_attn.kv.A
+        del self.cross_attn.kv.B
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        (sh_self, sc_self, sh_ctx, sc_ctx, gate_self, gate_cross, sh_mlp, sc_mlp, gate_mlp,
+         sh_q, sc_q) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
+        x = x + gate_self.unsqueeze(1) * self.self_attn(modulate(plain_norm(x), sh_self, sc_self))
+        if ctx is not None and ctx.shape[1] > 0:
+            q_in = modulate(plain_norm(x), sh_q, sc_q)  # (B, n, D)
+            kv_in = modulate(plain_norm(ctx), sh_ctx, sc_ctx)  # (B, Lc, D)
+            x = x + gate_cross.unsqueeze(1) * self._cross(q_in, kv_in)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp))
+
+    def _cross(self, q_in: torch.Tensor, kv_in: torch.Tensor) -> torch.Tensor:
+        attn = self.cross_attn
+        B, n, D = q_in.shape
+        q = attn.q(q_in).view(B, n, attn.heads, -1).transpose(1, 2)
+        k, v = attn.kv.A(kv_in).view(B, kv_in.shape[1], 2, attn.heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return attn.proj(out.transpose(1, 2).reshape(B, n, D))
+
+
+class TokenEmbedding(nn.Module):
+    """Word + learned absolute position embedding, then an affine LayerNorm (eps 1e-6)."""
+
+    def __init__(self, vocab: int, seq_len: int, dim: int, dropout: float):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, dim)
+        self.position_embeddings = nn.Embedding(seq_len, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=1e-6)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.word_embeddings(ids) + self.position_embeddings.weight  # (B, L, D)
+        return self.dropout(self.LayerNorm(x))
+
+
+class LabelEmbedding(nn.Module):
+    """Class table with one extra row (index num_classes) for the null label used by CFG."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(labels)
+
+
+class ReuseProjection(nn.Module):
+    """f(z) = z + MLP(LN(z)) applied to reused features (paper §4.2, Eq. 5)."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), approximate="tanh")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.mlp(self.norm(z))
+
+
+class OutputHead(nn.Module):
+    """Final LN, then Linear-GELU-LN, then logits against the (tied, detached) word embeddings.
+
+    The [MASK] row of the embedding is skipped, so logits have V = codebook_size columns.
+    """
+
+    def __init__(self, dim: int, codebook_size: int):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.fc = nn.Linear(dim, dim)
+        self.ln = nn.LayerNorm(dim, eps=1e-5)
+        self.bias = nn.Parameter(torch.zeros(codebook_size + 1))
+
+    def forward(self, feat: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        h = self.ln(F.gelu(self.fc(self.norm(feat))))  # (B, n, D)
+        V = self.codebook_size
+        # detached tie: the head must not train the input embeddings (official behaviour)
+        return F.linear(h, word_embeddings[:V].detach(), self.bias[:V])  # (B, n, V)

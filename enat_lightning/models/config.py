@@ -1,0 +1,148 @@
+"""Network configurations as frozen dataclasses, and the paper's presets (Table 7) as data."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Literal
+
+ATTENTION_REMOVALS = ("none", "mask_to_visible", "visible_to_mask", "visible_to_visible", "mask_to_mask")
+
+
+@dataclass(frozen=True)
+class ENATConfig:
+    """ENAT: encoder over visible tokens, decoder over [MASK] tokens (paper §4).
+
+    The switches below each reproduce one ablation of paper Table 6:
+      attention          "sc" (SC-attention, default) | "self_cross" (Table 6b: self- and
+                         cross-attention stacked alternately inside each block)
+      reuse_projection   True (f(.) = x + MLP(LN(x))) | False (Table 6c: reuse raw features)
+      reuse_tokens       "visible" (default) | "all" (Table 6d: every previous token is context)
+      reuse_layers       "last" (default) | "layerwise" (Table 6e: layer i reads the previous
+                         step's layer-i features)
+    """
+
+    codebook_size: int = 1024
+    num_classes: int = 1000
+    grid: int = 16  # latent side; L = grid**2 tokens in raster order
+    width: int = 366
+    heads: int = 6
+    enc_depth: int = 15
+    dec_depth: int = 1
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = 0.1  # applied by the training batch-prep, never inside forward
+    embed_dropout: float = 0.1  # dropout after the embedding LayerNorm (train mode only)
+    attention: Literal["sc", "self_cross"] = "sc"
+    reuse_projection: bool = True
+    reuse_tokens: Literal["visible", "all"] = "visible"
+    reuse_layers: Literal["last", "layerwise"] = "last"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.enc_depth < 1 or self.dec_depth < 1:
+            raise ValueError(f"enc_depth and dec_depth must be >= 1, got {self.enc_depth}/{self.dec_depth}")
+        _check_choice("attention", self.attention, ("sc", "self_cross"))
+        _check_choice("reuse_tokens", self.reuse_tokens, ("visible", "all"))
+        _check_choice("reuse_layers", self.reuse_layers, ("last", "layerwise"))
+
+    @property
+    def seq_len(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def mask_id(self) -> int:
+        return self.codebook_size
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    @property
+    def depth(self) -> int:
+        return self.enc_depth + self.dec_depth
+
+    def to_dict(self) -> dict:
+        return {"arch": "enat", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class NATConfig:
+    """The conventional MaskGIT-style NAT: every token through the same blocks (paper §3, Fig. 2).
+
+    attention_removal cuts one spatial interaction (paper Fig. 2); "X_to_Y" removes attention where
+    X tokens are queries and Y tokens are keys.
+    """
+
+    codebook_size: int = 1024
+    num_classes: int = 1000
+    grid: int = 16
+    width: int = 288
+    heads: int = 6
+    depth: int = 8
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = 0.1
+    embed_dropout: float = 0.1
+    attention_removal: str = "none"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        _check_choice("attention_removal", self.attention_removal, ATTENTION_REMOVALS)
+
+    seq_len = ENATConfig.seq_len
+    mask_id = ENATConfig.mask_id
+    null_label = ENATConfig.null_label
+
+    def to_dict(self) -> dict:
+        return {"arch": "nat", **asdict(self)}
+
+
+def _check_common(cfg) -> None:
+    if cfg.width % cfg.heads != 0:
+        raise ValueError(f"width ({cfg.width}) must be divisible by heads ({cfg.heads})")
+    for name in ("codebook_size", "num_classes", "grid", "width", "heads"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+ModelConfig = ENATConfig | NATConfig
+
+# Paper Table 7 (App. A.1). 256 px, 1000 classes; override grid/num_classes for other settings.
+PRESETS: dict[str, ModelConfig] = {
+    "nat-baseline": NATConfig(width=288, heads=6, depth=8),
+    "disentangled-8-8": ENATConfig(width=288, heads=6, enc_depth=8, dec_depth=8),
+    "disentangled-12-4": ENATConfig(width=318, heads=6, enc_depth=12, dec_depth=4),
+    "disentangled-15-1": ENATConfig(width=366, heads=6, enc_depth=15, dec_depth=1),
+    "enat-s": ENATConfig(width=366, heads=6, enc_depth=15, dec_depth=1),
+    "enat-b": ENATConfig(width=768, heads=8, enc_depth=15, dec_depth=1),
+    "enat-l": ENATConfig(width=1024, heads=16, enc_depth=22, dec_depth=2),
+}
+# Which presets sample with computation reuse (Table 7, "reuse?" column).
+PRESET_USES_REUSE = {"nat-baseline": False, "disentangled-8-8": False, "disentangled-12-4": False,
+                     "disentangled-15-1": False, "enat-s": True, "enat-b": True, "enat-l": True}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A Table 7 preset, optionally with fields replaced (e.g. ``grid=32`` for 512 px)."""
+    key = name.lower().replace("_", "-")
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return replace(PRESETS[key], **overrides)
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of ``cfg.to_dict()``: rebuilds the config saved in a checkpoint's hparams."""
+    d = dict(d)
+    arch = d.pop("arch", "enat")
+    cls = {"enat": ENATConfig, "nat": NATConfig}.get(arch)
+    if cls is None:
+        raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat' or 'nat'")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {arch} config keys {unknown}; known keys: {sorted(known)}")
+    return cls(**d)

@@ -1,0 +1,79 @@
+"""The conventional NAT (MaskGIT-style) baseline and the Fig. 2 attention-removal variants.
+
+Every token, visible or [MASK], passes through the same blocks with full self-attention; embeddings,
+adaLN conditioning and the output head are those of ENAT. Shape letters as in ``enat.py``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import Block, LabelEmbedding, OutputHead, TokenEmbedding
+from .config import NATConfig
+from .enat import ENATOutput, check_ids, check_labels, split_positions, take
+
+
+def attention_allowed(masking: torch.Tensor, removal: str) -> torch.Tensor | None:
+    """(B, 1, L, L) bool, True where query i may attend key j, for a Fig. 2 variant.
+
+    "X_to_Y" removes attention with X-type queries and Y-type keys. The diagonal is always kept so
+    that no query is left without a key (e.g. a visible query under visible_to_visible when every
+    token is visible); a token reading itself carries no information from the removed side.
+    """
+    if removal == "none":
+        return None
+    q_kind, k_kind = removal.split("_to_")
+    is_kind = {"mask": masking, "visible": ~masking}
+    cut = is_kind[q_kind].unsqueeze(2) & is_kind[k_kind].unsqueeze(1)  # (B, L, L)
+    eye = torch.eye(masking.shape[1], dtype=torch.bool, device=masking.device)
+    return (~cut | eye).unsqueeze(1)
+
+
+class NAT(nn.Module):
+    def __init__(self, cfg: NATConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.width
+        self.embed = TokenEmbedding(cfg.codebook_size + 1, cfg.seq_len, D, cfg.embed_dropout)
+        self.label_embed = LabelEmbedding(cfg.num_classes, D)
+        self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        # Full self-attention needs only the own-token K/V projection; drop the context one so DDP
+        # sees no idle parameters.
+        for blk in self.blocks:
+            del blk.attn.kv.A
+        self.head = OutputHead(D, cfg.codebook_size)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for table in (self.embed.word_embeddings, self.embed.position_embeddings,
+                      self.label_embed.embedding_table):
+            nn.init.normal_(table.weight, std=0.02)
+        for blk in self.blocks:  # adaLN-Zero: blocks start as identity
+            nn.init.zeros_(blk.adaLN_modulation[-1].weight)
+            nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
+                logits_at: str = "all", attention_removal: str | None = None) -> ENATOutput:
+        """``prev`` is accepted and ignored: a NAT re-encodes every token at every step.
+
+        ``attention_removal`` overrides the config's variant for this call (inference-time cut).
+        """
+        cfg = self.cfg
+        masking = check_ids(ids, cfg.seq_len, cfg.mask_id)  # (B, L)
+        cond = self.label_embed(check_labels(labels, ids.shape[0], cfg.num_classes))  # (B, D)
+        allowed = attention_allowed(masking, attention_removal or cfg.attention_removal)
+        x = self.embed(ids)  # (B, L, D)
+        for blk in self.blocks:
+            x = blk(x, cond, attn_mask=allowed)
+        if logits_at == "all":
+            logits = self.head(x, self.embed.word_embeddings.weight)  # (B, L, V)
+        elif logits_at == "masked":
+            _, mask_idx = split_positions(masking, "masked tokens")
+            logits = self.head(take(x, mask_idx), self.embed.word_embeddings.weight)  # (B, Lm, V)
+        else:
+            raise ValueError(f"logits_at must be 'all' or 'masked', got {logits_at!r}")
+        return ENATOutput(logits, x, masking)
