@@ -12,7 +12,13 @@ from torch import nn
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x (B, n, D), shift/scale (B, D) broadcast over tokens."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    # one fused kernel instead of a mul and an add: these element-wise passes are ~30% of CPU time
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """x + gate * update with gate (B, D) broadcast over tokens, fused."""
+    return torch.addcmul(x, gate.unsqueeze(1), update)
 
 
 def plain_norm(x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +100,8 @@ class Block(nn.Module):
          sh_mlp, sc_mlp, gate_mlp) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
         own = modulate(plain_norm(x), sh_self, sc_self)
         ctx_in = None if ctx is None or ctx.shape[1] == 0 else modulate(plain_norm(ctx), sh_ctx, sc_ctx)
-        x = x + gate_attn.unsqueeze(1) * self.attn(own, ctx_in, attn_mask)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp))
+        x = gated_residual(x, gate_attn, self.attn(own, ctx_in, attn_mask))
+        return gated_residual(x, gate_mlp, self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp)))
 
 
 class SelfCrossBlock(nn.Module):
@@ -122,12 +128,12 @@ class SelfCrossBlock(nn.Module):
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         (sh_self, sc_self, sh_ctx, sc_ctx, gate_self, gate_cross, sh_mlp, sc_mlp, gate_mlp,
          sh_q, sc_q) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
-        x = x + gate_self.unsqueeze(1) * self.self_attn(modulate(plain_norm(x), sh_self, sc_self))
+        x = gated_residual(x, gate_self, self.self_attn(modulate(plain_norm(x), sh_self, sc_self)))
         if ctx is not None and ctx.shape[1] > 0:
             q_in = modulate(plain_norm(x), sh_q, sc_q)  # (B, n, D)
             kv_in = modulate(plain_norm(ctx), sh_ctx, sc_ctx)  # (B, Lc, D)
-            x = x + gate_cross.unsqueeze(1) * self._cross(q_in, kv_in)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp))
+            x = gated_residual(x, gate_cross, self._cross(q_in, kv_in))
+        return gated_residual(x, gate_mlp, self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp)))
 
     def _cross(self, q_in: torch.Tensor, kv_in: torch.Tensor) -> torch.Tensor:
         attn = self.cross_attn

@@ -136,11 +136,13 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 def config_from_dict(d: dict) -> ModelConfig:
     """Inverse of ``cfg.to_dict()``: rebuilds the config saved in a checkpoint's hparams."""
+    from .text import TextENATConfig  # lazy: text.py imports this module
+
     d = dict(d)
     arch = d.pop("arch", "enat")
-    cls = {"enat": ENATConfig, "nat": NATConfig}.get(arch)
+    cls = {"enat": ENATConfig, "nat": NATConfig, "text_enat": TextENATConfig}.get(arch)
     if cls is None:
-        raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat' or 'nat'")
+        raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat', 'nat' or 'text_enat'")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:

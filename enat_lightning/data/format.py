@@ -1,0 +1,207 @@
+"""Token shard format v1: webdataset tar shards plus a ``manifest.json`` beside them.
+
+One tar member group per image, keyed ``<key>.<field>`` (webdataset convention, the key has no dot):
+
+  tokens.npy     uint16 (h, w)          token ids of the image, raster order
+  flip.npy       uint16 (h, w)          ids of the horizontally flipped image (only if has_flip)
+  cls            ASCII int              class id (absent for text-only data -> label 0)
+  text.npy       float16 (N, T, Dt)     N caption embeddings, T tokens of width Dt (text data)
+  text_mask.npy  bool (N, T)            True = real caption token (text data)
+
+The manifest records everything a consumer must agree with (codebook size, latent side, classes,
+the tokenizer's identity) and the per-shard sample counts, which let readers detect truncation and
+split a validation pass exactly across ranks and workers. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+FIELDS = ("tokens.npy", "flip.npy", "cls", "text.npy", "text_mask.npy")
+
+
+class BadDataError(ValueError):
+    """A shard or sample that must not reach the model; the message names the shard and key."""
+
+
+@dataclass
+class Sample:
+    key: str
+    tokens: np.ndarray  # (h, w) integer ids
+    label: int | None = None
+    flip: np.ndarray | None = None  # (h, w)
+    text: np.ndarray | None = None  # (N, T, Dt)
+    text_mask: np.ndarray | None = None  # (N, T) bool
+
+
+@dataclass
+class ShardInfo:
+    name: str  # file name relative to the manifest, or an absolute URL
+    samples: int
+
+
+@dataclass
+class Manifest:
+    sample_count: int
+    shards: list[ShardInfo]
+    codebook_size: int
+    latent_side: int
+    num_classes: int | None  # None for text-only data
+    tokenizer: dict  # Tokenizer.identity(): kind, config, weights hash
+    has_flip: bool
+    text: dict | None = None  # {"encoder": str, "max_len": T, "dim": Dt} or None
+    source: dict = field(default_factory=dict)  # free-form provenance (root, resolution, class names)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "manifest") -> "Manifest":
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BadDataError(f"{where}: format_version {version!r} is not supported (this code reads "
+                               f"version {FORMAT_VERSION})")
+        required = ("sample_count", "shards", "codebook_size", "latent_side", "num_classes", "tokenizer",
+                    "has_flip")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise BadDataError(f"{where}: missing key(s) {missing}")
+        shards = [ShardInfo(**s) for s in d["shards"]]
+        if sum(s.samples for s in shards) != d["sample_count"]:
+            raise BadDataError(f"{where}: sample_count {d['sample_count']} != sum of shard counts "
+                               f"{sum(s.samples for s in shards)}")
+        return cls(**{**d, "shards": shards})
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes to a temporary file in the same directory, then renames: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    atomic_write_bytes(path, (json.dumps(manifest.to_dict(), indent=1) + "\n").encode())
+    return path
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_sample(s: Sample, codebook_size: int) -> dict[str, bytes]:
+    """Sample -> {field: bytes}. Ids are stored as uint16, so codebooks up to 65 536 fit."""
+    if codebook_size > 65536:
+        raise ValueError(f"codebook_size {codebook_size} does not fit uint16 token storage (max 65536)")
+    if "." in s.key or "/" in s.key:
+        raise ValueError(f"sample key {s.key!r} must not contain '.' or '/' (webdataset key rule)")
+    out = {"tokens.npy": _npy_bytes(_as_ids(s.tokens, codebook_size, s.key))}
+    if s.flip is not None:
+        out["flip.npy"] = _npy_bytes(_as_ids(s.flip, codebook_size, s.key))
+    if s.label is not None:
+        out["cls"] = str(int(s.label)).encode()
+    if s.text is not None:
+        if s.text_mask is None or s.text_mask.shape != s.text.shape[:2]:
+            raise ValueError(f"sample {s.key}: text_mask must have shape {s.text.shape[:2]} (N, T)")
+        out["text.npy"] = _npy_bytes(s.text.astype(np.float16))
+        out["text_mask.npy"] = _npy_bytes(s.text_mask.astype(bool))
+    return out
+
+
+def _as_ids(a, codebook_size: int, key: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"sample {key}: token grid must be 2-D (h, w), got shape {a.shape}")
+    if a.size and (a.min() < 0 or a.max() >= codebook_size):
+        raise ValueError(f"sample {key}: token ids must be in [0, {codebook_size}), got [{a.min()}, {a.max()}]")
+    return a.astype(np.uint16)
+
+
+def write_shard(path: str | os.PathLike, samples: Iterable[Sample], codebook_size: int) -> int:
+    """Writes one tar shard atomically; returns the number of samples. Members carry mtime 0 and no
+    owner so the same samples always give the same bytes."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    n = 0
+    try:
+        with open(tmp, "wb") as f:
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for s in samples:
+                    for fld, data in encode_sample(s, codebook_size).items():
+                        info = tarfile.TarInfo(f"{s.key}.{fld}")
+                        info.size, info.mtime, info.mode = len(data), 0, 0o644
+                        tar.addfile(info, io.BytesIO(data))
+                    n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n
+
+
+def decode_sample(key: str, fields: dict[str, bytes], where: str) -> Sample:
+    """{field: bytes} -> Sample; malformed fields raise BadDataError naming ``where`` and the key."""
+    try:
+        if "tokens.npy" not in fields:
+            raise ValueError(f"no tokens.npy (fields: {sorted(fields)})")
+        load = lambda name: np.load(io.BytesIO(fields[name]), allow_pickle=False)  # noqa: E731
+        return Sample(
+            key=key,
+            tokens=load("tokens.npy"),
+            label=int(fields["cls"].decode()) if "cls" in fields else None,
+            flip=load("flip.npy") if "flip.npy" in fields else None,
+            text=load("text.npy") if "text.npy" in fields else None,
+            text_mask=load("text_mask.npy") if "text_mask.npy" in fields else None,
+        )
+    except Exception as e:  # any decoding failure is bad data at a known place
+        raise BadDataError(f"{where}, sample {key!r}: cannot decode ({e})") from e
+
+
+def check_sample(s: Sample, m: Manifest, where: str) -> None:
+    """Raises BadDataError naming shard and key if the sample disagrees with its manifest."""
+    def bad(msg: str) -> BadDataError:
+        return BadDataError(f"{where}, sample {s.key!r}: {msg}")
+
+    side = m.latent_side
+    grids = [("tokens", s.tokens)] + ([("flip", s.flip)] if m.has_flip else [])
+    if m.has_flip and s.flip is None:
+        raise bad("manifest says has_flip but flip.npy is missing")
+    for name, g in grids:
+        if g.shape != (side, side):
+            raise bad(f"{name} shape {g.shape} != latent {side}x{side}")
+        if not np.issubdtype(g.dtype, np.integer):
+            raise bad(f"{name} dtype {g.dtype} is not an integer type")
+        if g.size and int(g.max()) >= m.codebook_size:
+            raise bad(f"{name} id {int(g.max())} >= codebook size {m.codebook_size}")
+    if s.label is not None:
+        if s.label < 0 or (m.num_classes is not None and s.label >= m.num_classes):
+            raise bad(f"label {s.label} outside [0, {m.num_classes})")
+    elif m.num_classes is not None:
+        raise bad("class label (cls) missing")
+    if m.text is not None:
+        if s.text is None or s.text_mask is None:
+            raise bad("text data expected (manifest.text is set) but text.npy / text_mask.npy missing")
+        t, d = m.text["max_len"], m.text["dim"]
+        if s.text.ndim != 3 or s.text.shape[1:] != (t, d) or s.text.shape[0] < 1:
+            raise bad(f"text shape {s.text.shape} != (N>=1, {t}, {d})")
+        if s.text_mask.shape != s.text.shape[:2]:
+            raise bad(f"text_mask shape {s.text_mask.shape} != {s.text.shape[:2]}")

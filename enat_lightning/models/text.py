@@ -1,0 +1,316 @@
+"""Text-conditioned ENAT for MS-COCO text-to-image (paper §5, Table 5; design ours, see below).
+
+Shape letters: B batch, L = grid**2 tokens (raster order), Lv visible, Lm masked, Lp visible in the
+previous call, Ln newly revealed, T caption tokens, Dt text-encoder width, D model width,
+V codebook size.
+
+The paper only says "we concatenate text embeddings with visual tokens for conditioning"; no code
+exists. Our reading, each part switchable in ``TextENATConfig``:
+
+* **Text tokens as read-only context.** The caption embeddings (B, T, Dt) are projected once to
+  (B, T, D) (``project_text`` -> ``TextContext``) and join the SC-attention context of every
+  block they reach (``text_in``): encoder blocks read ``[text ; f(reused)]`` (plain pass: just
+  ``[text]``), decoder blocks read ``[text ; visible]``. They go through ``kv.A`` exactly like the
+  visible context, so every visible and [MASK] token can attend to them. They are never updated by
+  the blocks, which keeps them identical across sampling steps: computation reuse (§4.2) is
+  untouched, and the projection runs once per sample (the sampler passes the ``TextContext``
+  back each step). The per-block ``kv.A`` of the T text tokens is recomputed each step; it costs
+  T/(Lp+T) of the context projections, i.e. a few percent of a step, and caching it would need a
+  change to ``SCAttention``.
+* **adaLN** (``adaln``): ``"none"`` (default) drops the label/condition modulation: blocks are
+  plain pre-LN transformer blocks (shift = scale = 0, gates = 1, no parameters). This is U-ViT's
+  COCO design (text only as tokens) and the only variant whose size is near the paper's 116M
+  ENAT-B (the adaLN linears alone are 8·D²·16 ≈ 75M at D = 768; see readme for counts).
+  ``"pooled"`` feeds the masked mean of the projected text tokens to the usual adaLN-Zero
+  linears (B, D) -> (B, 8D); ``"constant"`` gives each block a learned, zero-initialised
+  modulation vector (an input-independent adaLN, 8·D parameters per block).
+* ``shared_context_kv``: tie ``kv.A`` to ``kv.B`` (context and own tokens share one key/value
+  projection, as a plain transformer over the concatenated sequence would). With ``adaln="none"``
+  this gives 12·D² per block, the count that matches the paper's 116M.
+* **CFG null condition** = the empty caption's embedding, held in the ``null_text`` /
+  ``null_mask`` buffers (filled from the shard directory by ``set_null_condition``; saved in the
+  checkpoint). While unset, the null condition is "no text tokens" (an all-False mask), which is
+  also a valid unconditional input. ``p_uncond`` is applied by the batch prep (``drop_text``),
+  never inside forward.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .blocks import Block, OutputHead, ReuseProjection, TokenEmbedding
+from .config import _check_choice, _check_common
+from .enat import ENATOutput, check_ids, put, split_positions, take
+
+ADALN_MODES = ("none", "pooled", "constant")
+TEXT_IN = ("both", "encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class TextENATConfig:
+    """ENAT conditioned on caption token embeddings (B, T, Dt) instead of a class label.
+
+    Defaults: ENAT-B (width 768, 8 heads, 15/1) at 256 px with CLIP ViT-L/14 text (77 x 768),
+    the U-ViT MS-COCO protocol the paper follows (§5).
+    """
+
+    codebook_size: int = 1024
+    grid: int = 16
+    width: int = 768
+    heads: int = 8
+    enc_depth: int = 15
+    dec_depth: int = 1
+    mlp_ratio: float = 4.0
+    embed_dropout: float = 0.1
+    text_dim: int = 768  # Dt, width of the text encoder's token embeddings
+    text_len: int = 77  # T, tokens per caption (CLIP context length)
+    adaln: Literal["none", "pooled", "constant"] = "none"
+    text_in: Literal["both", "encoder", "decoder"] = "both"
+    shared_context_kv: bool = False
+    use_text_mask: bool = True  # False: attend to padding tokens too (U-ViT attends to all 77)
+    p_uncond: float = 0.1  # caption -> null caption probability in training (batch prep)
+    reuse_projection: bool = True
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.enc_depth < 1 or self.dec_depth < 1:
+            raise ValueError(f"enc_depth and dec_depth must be >= 1, got {self.enc_depth}/{self.dec_depth}")
+        if self.text_dim < 1 or self.text_len < 1:
+            raise ValueError(f"text_dim and text_len must be >= 1, got {self.text_dim}/{self.text_len}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must lie in [0, 1], got {self.p_uncond}")
+        _check_choice("adaln", self.adaln, ADALN_MODES)
+        _check_choice("text_in", self.text_in, TEXT_IN)
+
+    # _check_common reads these two; a text model has no class table
+    num_classes = 1
+
+    @property
+    def seq_len(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def mask_id(self) -> int:
+        return self.codebook_size
+
+    @property
+    def depth(self) -> int:
+        return self.enc_depth + self.dec_depth
+
+    def to_dict(self) -> dict:
+        return {"arch": "text_enat", **asdict(self)}
+
+
+@dataclass
+class TextContext:
+    """Projected caption tokens, constant across sampling steps (compute once per sample).
+
+    tokens: (B, T, D) projected embeddings; mask: (B, T) bool, True = attend;
+    pooled: (B, D) masked mean of ``tokens`` (the adaLN input for ``adaln="pooled"``).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def select(self, rows: slice | torch.Tensor) -> "TextContext":
+        return TextContext(self.tokens[rows], self.mask[rows], self.pooled[rows])
+
+    @staticmethod
+    def cat(parts: list["TextContext"]) -> "TextContext":
+        return TextContext(torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]),
+                           torch.cat([p.pooled for p in parts]))
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+class ConstantModulation(nn.Module):
+    """adaLN replacement: one learned (n_mod * D) vector per block, whatever the input."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.value = nn.Parameter(torch.zeros(n))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(cond.shape[0], -1)  # (B, n_mod * D)
+
+
+class FixedModulation(nn.Module):
+    """No adaLN: shift = scale = 0 and gates = 1, i.e. a plain pre-LN block. No parameters."""
+
+    def __init__(self, dim: int, n_mod: int, gate_chunks: tuple[int, ...]):
+        super().__init__()
+        value = torch.zeros(n_mod, dim)
+        value[list(gate_chunks)] = 1.0
+        self.register_buffer("value", value.flatten(), persistent=False)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(cond.shape[0], -1)  # (B, n_mod * D)
+
+
+def text_block(cfg: TextENATConfig) -> Block:
+    """An ENAT ``Block`` whose modulation and context projection follow the config."""
+    D = cfg.width
+    blk = Block(D, cfg.heads, cfg.mlp_ratio)
+    if cfg.adaln == "constant":
+        blk.adaLN_modulation = ConstantModulation(Block.n_mod * D)
+    elif cfg.adaln == "none":
+        blk.adaLN_modulation = FixedModulation(D, Block.n_mod, gate_chunks=(4, 7))  # attn and MLP gates
+    if cfg.shared_context_kv:
+        blk.attn.kv.A = blk.attn.kv.B  # one tied Linear: context and own tokens share keys/values
+    return blk
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x (B, T, D) over the True entries of mask (B, T) -> (B, D); zeros for an empty row."""
+    w = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+def drop_text(text: torch.Tensor, text_mask: torch.Tensor, null_text: torch.Tensor, null_mask: torch.Tensor,
+              p: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CFG training dropout: each row becomes the null caption with probability p.
+
+    text (B, T, Dt), text_mask (B, T), null_text (T, Dt), null_mask (T,) -> the (B, T, Dt), (B, T) pair.
+    """
+    B = text.shape[0]
+    drop = torch.rand(B, generator=generator, device=text.device if generator is None else generator.device)
+    drop = (drop < p).to(text.device)  # (B,)
+    text = torch.where(drop[:, None, None], null_text.to(text.dtype).expand_as(text), text)
+    mask = torch.where(drop[:, None], null_mask.expand_as(text_mask), text_mask)
+    return text, mask
+
+
+class TextENAT(nn.Module):
+    def __init__(self, cfg: TextENATConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.width
+        self.embed = TokenEmbedding(cfg.codebook_size + 1, cfg.seq_len, D, cfg.embed_dropout)
+        self.text_proj = nn.Linear(cfg.text_dim, D)  # U-ViT's context_embed: Dt -> D
+        self.encoder = nn.ModuleList(text_block(cfg) for _ in range(cfg.enc_depth))
+        self.decoder = nn.ModuleList(text_block(cfg) for _ in range(cfg.dec_depth))
+        self.reuse_proj = ReuseProjection(D, cfg.mlp_ratio) if cfg.reuse_projection else nn.Identity()
+        self.head = OutputHead(D, cfg.codebook_size)
+        # CFG null condition (the empty caption's embedding); persistent so checkpoints carry it.
+        self.register_buffer("null_text", torch.zeros(cfg.text_len, cfg.text_dim))
+        self.register_buffer("null_mask", torch.zeros(cfg.text_len, dtype=torch.bool))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        # Xavier for every Linear with zero bias, as ENAT (DiT/U-ViT default).
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        # Small normal token tables, as BERT-style embeddings.
+        for table in (self.embed.word_embeddings, self.embed.position_embeddings):
+            nn.init.normal_(table.weight, std=0.02)
+        # adaLN-Zero for the modulated variants: each block starts as the identity (DiT).
+        if self.cfg.adaln == "pooled":
+            for blk in [*self.encoder, *self.decoder]:
+                nn.init.zeros_(blk.adaLN_modulation[-1].weight)
+                nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+
+    # -- condition -----------------------------------------------------------------------------
+    def set_null_condition(self, text: torch.Tensor, mask: torch.Tensor) -> None:
+        """Stores the empty caption's embedding (T, Dt) and mask (T,) as the CFG null condition."""
+        T, Dt = self.cfg.text_len, self.cfg.text_dim
+        if tuple(text.shape) != (T, Dt) or tuple(mask.shape) != (T,):
+            raise ValueError(f"null condition must have shapes ({T}, {Dt}) and ({T},), got "
+                             f"{tuple(text.shape)} and {tuple(mask.shape)}")
+        self.null_text.copy_(text.to(self.null_text.dtype))
+        self.null_mask.copy_(mask.bool())
+
+    def null_condition(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The null caption repeated: (B, T, Dt) float, (B, T) bool."""
+        return (self.null_text.unsqueeze(0).expand(batch, -1, -1),
+                self.null_mask.unsqueeze(0).expand(batch, -1))
+
+    def project_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> TextContext:
+        """Caption embeddings (B, T, Dt) + mask (B, T) -> TextContext (once per sample)."""
+        T, Dt = self.cfg.text_len, self.cfg.text_dim
+        if text.dim() != 3 or tuple(text.shape[1:]) != (T, Dt):
+            raise ValueError(f"text must have shape (B, {T}, {Dt}), got {tuple(text.shape)}")
+        if tuple(text_mask.shape) != tuple(text.shape[:2]) or text_mask.dtype != torch.bool:
+            raise ValueError(f"text_mask must be a bool tensor of shape {tuple(text.shape[:2])}, got "
+                             f"{text_mask.dtype} {tuple(text_mask.shape)}")
+        tokens = self.text_proj(text.to(self.text_proj.weight.dtype))  # (B, T, D)
+        mask = text_mask if self.cfg.use_text_mask else torch.ones_like(text_mask)
+        return TextContext(tokens, mask, masked_mean(tokens, mask))
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, ids: torch.Tensor, text: torch.Tensor | TextContext, text_mask: torch.Tensor | None = None,
+                prev: ENATOutput | None = None, logits_at: str = "all") -> ENATOutput:
+        """ids (B, L) with codebook_size = [MASK]; text (B, T, Dt) + text_mask (B, T), or a
+        ``TextContext`` from ``project_text`` (then text_mask is None); prev as in ``ENAT``."""
+        cfg = self.cfg
+        masking = check_ids(ids, cfg.seq_len, cfg.mask_id)  # (B, L)
+        if not isinstance(text, TextContext):
+            if text_mask is None:
+                raise ValueError("text_mask is required with raw text embeddings")
+            text = self.project_text(text, text_mask)
+        elif text_mask is not None:
+            raise ValueError("pass text_mask only with raw text embeddings, not with a TextContext")
+        if len(text) != ids.shape[0]:
+            raise ValueError(f"text has {len(text)} rows but ids has {ids.shape[0]}")
+        cond = text.pooled  # (B, D); ignored by the "none"/"constant" modulations
+        x = self.embed(ids)  # (B, L, D)
+        vis_idx, mask_idx = split_positions(masking, "masked tokens")  # (B, Lv), (B, Lm)
+        enc_text = text if cfg.text_in in ("both", "encoder") else None
+        dec_text = text if cfg.text_in in ("both", "decoder") else None
+
+        if prev is None:
+            visible = take(x, vis_idx)  # (B, Lv, D)
+            if visible.shape[1] > 0:
+                visible = self._run(self.encoder, visible, cond, enc_text, None)
+        else:
+            visible = self._encode_reusing(x, masking, vis_idx, cond, enc_text, prev)  # (B, Lv, D)
+
+        masked = take(x, mask_idx)  # (B, Lm, D)
+        if masked.shape[1] > 0:
+            masked = self._run(self.decoder, masked, cond, dec_text, visible)
+
+        feat = put(put(torch.zeros_like(x), vis_idx, visible), mask_idx, masked)  # (B, L, D)
+        if logits_at == "all":
+            logits = self.head(feat, self.embed.word_embeddings.weight)  # (B, L, V)
+        elif logits_at == "masked":
+            logits = self.head(masked, self.embed.word_embeddings.weight)  # (B, Lm, V)
+        else:
+            raise ValueError(f"logits_at must be 'all' or 'masked', got {logits_at!r}")
+        return ENATOutput(logits, feat, masking)
+
+    def _run(self, blocks: nn.ModuleList, own: torch.Tensor, cond: torch.Tensor, text: TextContext | None,
+             ctx: torch.Tensor | None) -> torch.Tensor:
+        """own (B, n, D) through blocks reading [text ; ctx] (either part may be absent)."""
+        attn_mask = None
+        if text is not None:
+            ctx = text.tokens if ctx is None else torch.cat([text.tokens, ctx], dim=1)  # (B, T+Lc, D)
+            if not bool(text.mask.all()):
+                B, n = own.shape[:2]
+                rest = text.mask.new_ones(B, ctx.shape[1] - text.mask.shape[1] + n)
+                attn_mask = torch.cat([text.mask, rest], dim=1)[:, None, None, :]  # (B, 1, 1, T+Lc+n)
+        for blk in blocks:
+            own = blk(own, cond, ctx=ctx, attn_mask=attn_mask)
+        return own
+
+    def _encode_reusing(self, x, masking, vis_idx, cond, text: TextContext | None, prev: ENATOutput):
+        """§4.2, Eq. 5: only newly revealed tokens are encoded, reading [text ; f(prev visible)]."""
+        if prev.masking.shape != masking.shape or prev.feat.shape != x.shape:
+            raise ValueError(f"prev does not match the input: prev masking {tuple(prev.masking.shape)} / "
+                             f"feat {tuple(prev.feat.shape)} vs ids {tuple(masking.shape)} / width {x.shape[-1]}")
+        if bool((masking & ~prev.masking).any()):
+            raise ValueError("prev is not an earlier step of this input: some token visible in prev "
+                             "is [MASK] now (visible tokens must stay visible)")
+        prev_vis_idx, _ = split_positions(prev.masking, "previously masked tokens")  # (B, Lp)
+        _, new_idx = split_positions(~masking & prev.masking, "newly revealed tokens")  # (B, Ln)
+        reused = self.reuse_proj(take(prev.feat, prev_vis_idx))  # (B, Lp, D)
+        new = take(x, new_idx)  # (B, Ln, D)
+        if new.shape[1] > 0:
+            new = self._run(self.encoder, new, cond, text, reused)
+        full = put(put(torch.zeros_like(x), prev_vis_idx, reused), new_idx, new)  # (B, L, D)
+        return take(full, vis_idx)

@@ -1,0 +1,230 @@
+"""ENATModule: the training glue around an ENAT/NAT network (paper §3, digest §3 and §3.1).
+
+No model math here: masks, labels and the loss come from ``masking.py``; the networks from
+``models/``. Shape letters: B batch (per process), L = grid**2 tokens, V codebook size.
+
+training_step reads like the recipe:
+  draws for this step (one mask ratio per batch, masks, CFG label drop, reuse coin)
+  -> optional reuse pass: the EMA network, eval mode, no_grad, on a superset mask (§3.1)
+  -> online forward with that output as ``prev`` -> masked_ce -> logs.
+
+Checkpoint layout (read by ``sampling/checkpoint.py``): ``hyper_parameters["net"]`` is
+``cfg.to_dict()``, online weights under ``net.``, EMA weights under ``ema.``.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from enat_lightning.masking import (apply_mask, masked_accuracy, masked_ce, prepare_labels, sample_mask,
+                                    sample_mask_ratio, sample_reuse_mask)
+from enat_lightning.models import ENAT, ENATConfig, NATConfig, build_model, config_from_dict
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN/inf; raised before backward so no bad update is applied."""
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, online: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * online, parameters and float buffers alike."""
+    e_params, o_params = list(ema.parameters()), list(online.parameters())
+    if len(e_params) != len(o_params):
+        raise ValueError(f"EMA has {len(e_params)} parameters, online network {len(o_params)}")
+    torch._foreach_lerp_(e_params, [p.detach() for p in o_params], 1.0 - decay)
+    for eb, ob in zip(ema.buffers(), online.buffers()):
+        eb.copy_(ob)
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up then constant (U-ViT / official: min(step / warmup, 1)).
+
+    REPRO: step 0 has factor 0, i.e. the very first update uses lr 0, as in the official schedule.
+    """
+    return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
+
+
+class ENATModule(pl.LightningModule):
+    """Trains ``net`` with the official ENAT recipe; keeps an EMA copy that samples and teaches.
+
+    net:              the network config (``class_path: enat_lightning.models.ENATConfig`` or
+                      ``NATConfig`` in YAML; a ``cfg.to_dict()`` dict when loaded from a checkpoint)
+    lr, betas, weight_decay, warmup_steps: AdamW and linear warm-up, then constant
+    ema_decay:        EMA rate, updated after every optimizer step
+    label_smoothing:  of the masked-token cross-entropy
+    mask_ratio_beta:  (a, b) of the Beta distribution of the per-batch mask ratio
+    p_uncond:         dataset-level null-label probability (the network's ``class_dropout_prob``
+                      stacks on top, see ``masking.prepare_labels``)
+    reuse_prob:       probability of a reuse-aware step (0 for the "w/o reuse" ablations)
+    seed:             seeds every draw of the recipe together with the step number
+    """
+
+    def __init__(self, net: ENATConfig | NATConfig = ENATConfig(), lr: float = 4e-4,
+                 betas: tuple[float, float] = (0.99, 0.99), weight_decay: float = 0.03, warmup_steps: int = 5000,
+                 ema_decay: float = 0.9999, label_smoothing: float = 0.1,
+                 mask_ratio_beta: tuple[float, float] = (12.0, 3.0), p_uncond: float = 0.15,
+                 reuse_prob: float = 0.5, seed: int = 1234):
+        super().__init__()
+        cfg = config_from_dict(net) if isinstance(net, dict) else net
+        if not isinstance(cfg, (ENATConfig, NATConfig)):
+            raise TypeError(f"model.net must be an ENATConfig or NATConfig, got {type(net).__name__}")
+        _check_fraction("model.init_args.reuse_prob", reuse_prob)
+        _check_fraction("model.init_args.p_uncond", p_uncond)
+        _check_fraction("model.init_args.ema_decay", ema_decay)
+        if reuse_prob > 0 and not isinstance(cfg, ENATConfig):
+            raise ValueError(f"model.init_args.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = cfg.to_dict()  # self-describing checkpoint: no architecture flags at load time
+        self.cfg = cfg
+        self.net = build_model(cfg)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
+        self._last_batch_end: float | None = None
+
+    # -- mode: the EMA copy always runs in eval mode (no dropout), also as the reuse teacher -----------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.ema.eval()
+        return self
+
+    def forward(self, ids, labels, prev=None, logits_at: str = "all"):
+        return self.net(ids, labels, prev=prev, logits_at=logits_at)
+
+    # -- training ---------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        tokens, labels = self._unpack(batch)
+        hp, cfg = self.hparams, self.cfg
+        g = self._generator(stream=0, index=batch_idx % max(1, self.trainer.accumulate_grad_batches))
+        shard = (self.global_rank, self.trainer.world_size)
+        masking = sample_mask(tokens, sample_mask_ratio(g, *hp.mask_ratio_beta), g, shard)  # (B, L)
+        lab = prepare_labels(labels, hp.p_uncond, cfg.class_dropout_prob, cfg.null_label, g, shard)
+        # One coin for all processes, so every rank runs the same graph (no find_unused_parameters).
+        reuse = float(torch.rand((), generator=g)) < hp.reuse_prob
+        prev = None
+        if reuse:
+            prev_ids = apply_mask(tokens, sample_reuse_mask(masking, g, shard), cfg.mask_id)  # (B, L)
+            with torch.no_grad():  # §3.1: stop-gradient; the EMA network is the teacher
+                prev = self.ema(prev_ids, lab.data, logits_at="masked")
+        out = self.net(apply_mask(tokens, masking, cfg.mask_id), lab.net, prev=prev, logits_at="masked")
+        loss = masked_ce(out.logits, tokens, masking, hp.label_smoothing)  # logits (B, Lm, V)
+        self._stop_if_not_finite(loss, batch_idx)
+        if prev is None:
+            loss = loss + self._touch_idle_reuse_params()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", masked_accuracy(out.logits.detach(), tokens, masking))
+        self.log("train/mask_ratio", masking.float().mean())
+        self.log("train/reuse", float(reuse))
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        update_ema(self.ema, self.net, self.hparams.ema_decay)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # After AMP unscaling and before clipping (Trainer.gradient_clip_val): the raw update size.
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            self.log("grad_norm", norm)
+        self.log("lr", optimizer.param_groups[0]["lr"])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            tokens, _ = self._unpack(batch)
+            samples = tokens.shape[0] * self.trainer.world_size
+            dt = max(now - self._last_batch_end, 1e-9)
+            self.log("samples/s", samples / dt, rank_zero_only=True)
+            self.log("tokens/s", samples * tokens.shape[1] / dt, rank_zero_only=True)
+        self._last_batch_end = now
+
+    def on_train_epoch_start(self) -> None:
+        self._last_batch_end = None  # don't count evaluation or checkpointing time as a training step
+
+    # -- evaluation: online and EMA networks on masks fixed by the batch index ---------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def _eval_step(self, batch: dict, batch_idx: int, prefix: str) -> None:
+        tokens, labels = self._unpack(batch)
+        g = torch.Generator().manual_seed(_mix(self.hparams.seed, 1 if prefix == "val" else 2, batch_idx, 0))
+        shard = (self.global_rank, self.trainer.world_size)
+        masking = sample_mask(tokens, sample_mask_ratio(g, *self.hparams.mask_ratio_beta), g, shard)
+        ids = apply_mask(tokens, masking, self.cfg.mask_id)
+        for name, net in (("", self.net), ("ema_", self.ema)):
+            logits = net(ids, labels, logits_at="masked").logits  # (B, Lm, V)
+            self.log(f"{prefix}/{name}loss", masked_ce(logits, tokens, masking, self.hparams.label_smoothing),
+                     sync_dist=True, prog_bar=not name)
+            self.log(f"{prefix}/{name}acc", masked_accuracy(logits, tokens, masking), sync_dist=True)
+
+    # -- optimisation -----------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_factor(step, hp.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "check_compatible"):
+            dm.check_compatible(codebook_size=self.cfg.codebook_size, grid=self.cfg.grid,
+                                num_classes=self.cfg.num_classes)
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _unpack(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, dict) or "tokens" not in batch or "label" not in batch:
+            got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise ValueError(f"a training batch must be a dict with 'tokens' (B, L) and 'label' (B,); got {got}")
+        tokens, labels = batch["tokens"], batch["label"]
+        if tokens.dim() != 2 or tokens.shape[1] != self.cfg.seq_len:
+            raise ValueError(f"batch 'tokens' must have shape (B, {self.cfg.seq_len}) for grid {self.cfg.grid}, "
+                             f"got {tuple(tokens.shape)}: data and model.net.grid disagree")
+        return tokens.long(), labels.long().reshape(-1)
+
+    def _generator(self, stream: int, index: int) -> torch.Generator:
+        """The step's generator: a function of (seed, step), so resuming repeats the same draws."""
+        return torch.Generator().manual_seed(_mix(self.hparams.seed, stream, self.global_step, index))
+
+    def _touch_idle_reuse_params(self) -> torch.Tensor:
+        """0 * sum(reuse projection): keeps its gradient defined (zero) on steps without reuse.
+
+        Without it DDP needs ``find_unused_parameters=True`` (the official setting). Side effect: on
+        such steps AdamW sees a zero gradient instead of none (weight decay still applies to f(.)).
+        """
+        if not isinstance(self.net, ENAT):
+            return torch.zeros((), device=self.device)
+        params = list(self.net.reuse_proj.parameters())
+        if not params:
+            return torch.zeros((), device=self.device)
+        return sum(p.sum() for p in params) * 0.0
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        finite = bool(torch.isfinite(loss.detach()))
+        if self._trainer is not None:  # every rank must stop together, or the others hang in all-reduce
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(
+                f"train/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch "
+                f"{batch_idx}); training stopped before applying this update. Checkpoints already written are "
+                "kept (the last one holds the last good weights). Try a lower model.init_args.lr, "
+                "trainer.gradient_clip_val, or bf16-mixed instead of 16-mixed precision.")
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (distinct tuples give unrelated streams)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def _check_fraction(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} must lie in [0, 1], got {value}")

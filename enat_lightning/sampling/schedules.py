@@ -1,0 +1,87 @@
+"""Mask-ratio schedules shared by training (how many tokens to mask) and sampling (how many stay
+masked after each step).
+
+``mask_ratio(t, kind)`` maps progress t in [0, 1] to the fraction of tokens that are still masked:
+t = 0 -> 1 (everything masked), t = 1 -> 0. The MaskGIT family (Chang et al. 2022, §3.2):
+
+    cosine  cos(pi/2 * t)     (default; ENAT and MaskGIT)
+    linear  1 - t
+    square  1 - t**2
+    cubic   1 - t**3
+    sqrt    1 - sqrt(t)
+
+Sampling with S steps keeps ``num_masked(L, s, S) = floor(L * mask_ratio((s+1)/S))`` tokens masked
+after step s, evaluated in float64 exactly as the official sampler (REPRO: the official code calls
+``np.floor(L * np.cos(pi/2 * ratio))`` on Python floats).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt")
+
+_RATIO = {
+    "cosine": lambda t: math.cos(math.pi / 2 * t),
+    "linear": lambda t: 1.0 - t,
+    "square": lambda t: 1.0 - t * t,
+    "cubic": lambda t: 1.0 - t ** 3,
+    "sqrt": lambda t: 1.0 - math.sqrt(t),
+}
+_RATIO_T = {
+    "cosine": lambda t: torch.cos(math.pi / 2 * t),
+    "linear": lambda t: 1.0 - t,
+    "square": lambda t: 1.0 - t * t,
+    "cubic": lambda t: 1.0 - t ** 3,
+    "sqrt": lambda t: 1.0 - torch.sqrt(t),
+}
+
+Schedule = str | Sequence[float]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _RATIO:
+        raise ValueError(f"unknown mask schedule {kind!r}; choose from {list(SCHEDULES)} or pass a "
+                         f"list of per-step ratios (manual schedule)")
+
+
+def mask_ratio(t: float | torch.Tensor, kind: str = "cosine") -> float | torch.Tensor:
+    """Fraction of tokens still masked at progress t in [0, 1] (float, or a tensor elementwise)."""
+    _check_kind(kind)
+    if isinstance(t, torch.Tensor):
+        if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
+            raise ValueError("mask_ratio: progress t must lie in [0, 1]")
+        return _RATIO_T[kind](t).clamp(0.0, 1.0)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"mask_ratio: progress t must lie in [0, 1], got {t}")
+    return min(1.0, max(0.0, _RATIO[kind](float(t))))
+
+
+def masked_counts(seq_len: int, steps: int, schedule: Schedule = "cosine") -> list[int]:
+    """Number of masked tokens in the *input* of each of the ``steps`` steps, plus the final 0.
+
+    Returns S+1 counts: counts[0] = L (all masked), counts[s+1] = tokens still masked after step s,
+    counts[S] = 0. ``schedule`` is a name from SCHEDULES, or a manual list of S ratios (the masked
+    fraction after each step; non-increasing, the last one 0).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if isinstance(schedule, str):
+        _check_kind(schedule)
+        after = [math.floor(seq_len * _RATIO[schedule]((s + 1) / steps)) for s in range(steps)]
+    else:
+        ratios = [float(r) for r in schedule]
+        if len(ratios) != steps:
+            raise ValueError(f"manual schedule has {len(ratios)} ratios but steps={steps}")
+        if any(not 0.0 <= r <= 1.0 for r in ratios):
+            raise ValueError(f"manual schedule ratios must lie in [0, 1], got {ratios}")
+        if ratios[-1] != 0.0:
+            raise ValueError(f"manual schedule must end at ratio 0 (all tokens decoded), got {ratios[-1]}")
+        after = [math.floor(seq_len * r) for r in ratios]
+    counts = [seq_len, *[max(0, min(seq_len, n)) for n in after]]
+    if any(b > a for a, b in zip(counts, counts[1:])):
+        raise ValueError(f"mask schedule must be non-increasing (decoded tokens stay decoded); "
+                         f"got masked counts {counts}")
+    return counts
