@@ -193,11 +193,16 @@ def test_from_checkpoint_matches_from_official(tiny_ckpt, official_vqgan):
     assert model.identity()["weights_sha256"] == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
 
 
-def test_from_checkpoint_bare_state_dict_and_dict_config(tmp_path, official_vqgan):
+def _same_weights(a: VQGAN, b: VQGAN) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_from_checkpoint_bare_state_dict_and_dict_config(tmp_path, official_vqgan, vqgan):
     path = tmp_path / "bare.pth"
     torch.save(official_vqgan["state_dict"], path)
     model = VQGAN.from_checkpoint(path, config=official_vqgan["config"])  # official config layout
-    assert torch.equal(model.encode(official_vqgan["images"]), official_vqgan["token_ids"])
+    assert _same_weights(model, vqgan) and model.weights_sha256 is not None
 
 
 def test_from_checkpoint_missing_file_says_where_to_get_it(tmp_path):
@@ -227,21 +232,20 @@ class _Opaque:  # a pickled object that weights_only loading refuses
     pass
 
 
-def test_from_checkpoint_with_python_objects_needs_trust(tmp_path, official_vqgan):
+def test_from_checkpoint_with_python_objects_needs_trust(tmp_path, official_vqgan, vqgan):
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": dict(official_vqgan["state_dict"]), "callbacks": _Opaque()}, path)
     with pytest.raises(ValueError, match="trust_pickle=True"):
         VQGAN.from_checkpoint(path, config="tiny")
-    model = VQGAN.from_checkpoint(path, config="tiny", trust_pickle=True)
-    assert torch.equal(model.encode(official_vqgan["images"]), official_vqgan["token_ids"])
+    assert _same_weights(VQGAN.from_checkpoint(path, config="tiny", trust_pickle=True), vqgan)
 
 
 # ------------------------------------------------------------------------------ load_tokenizer
 
 
-def test_load_tokenizer_from_dict_spec(tiny_ckpt, official_vqgan):
+def test_load_tokenizer_from_dict_spec(tiny_ckpt, vqgan):
     tok = load_tokenizer({"kind": "vqgan", "path": str(tiny_ckpt), "config": "tiny"})
-    assert isinstance(tok, VQGAN) and torch.equal(tok.encode(official_vqgan["images"]), official_vqgan["token_ids"])
+    assert isinstance(tok, VQGAN) and _same_weights(tok, vqgan) and not tok.training
     tok = load_tokenizer({"kind": "vqgan", "path": tiny_ckpt, "config": VQGAN_PRESETS["tiny"].to_dict()})
     assert tok.cfg == VQGAN_PRESETS["tiny"]
 
