@@ -34,7 +34,8 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
     if kind == "vqgan":
         unknown = sorted(set(spec) - {"kind", "path", "config", "trust_pickle"})
         if unknown:
-            raise ValueError(f"unknown keys {unknown} in vqgan tokenizer spec; allowed: kind, path, config, trust_pickle")
+            raise ValueError(f"unknown keys {unknown} in vqgan tokenizer spec; "
+                             "allowed: kind, path, config, trust_pickle")
         return VQGAN.from_checkpoint(spec["path"], spec.get("config"), trust_pickle=bool(spec.get("trust_pickle")))
     if kind == "demo":
         # --- demo branch: the patch-VQ of the demo data pipeline (module owned by the data code) ---
