@@ -20,9 +20,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from enat_lightning.masking import (apply_mask, masked_accuracy, masked_ce, prepare_labels, sample_mask,
+from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, prepare_labels, sample_mask,
                                     sample_mask_ratio, sample_reuse_mask)
-from enat_lightning.models import ENAT, ENATConfig, NATConfig, build_model, config_from_dict
+from enat_lightning.models import (ENAT, ENATConfig, NATConfig, TextENAT, TextENATConfig, build_model,
+                                   config_from_dict)
+from enat_lightning.models.text import drop_text
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -60,23 +62,23 @@ class ENATModule(pl.LightningModule):
     p_uncond:         dataset-level null-label probability (the network's ``class_dropout_prob``
                       stacks on top, see ``masking.prepare_labels``)
     reuse_prob:       probability of a reuse-aware step (0 for the "w/o reuse" ablations)
-    seed:             seeds every draw of the recipe together with the step number
+    recipe_seed:      seeds every draw of the recipe (masks, label drops, reuse coin) with the step
     """
 
-    def __init__(self, net: ENATConfig | NATConfig = ENATConfig(), lr: float = 4e-4,
+    def __init__(self, net: ENATConfig | NATConfig | TextENATConfig = ENATConfig(), lr: float = 4e-4,
                  betas: tuple[float, float] = (0.99, 0.99), weight_decay: float = 0.03, warmup_steps: int = 5000,
                  ema_decay: float = 0.9999, label_smoothing: float = 0.1,
                  mask_ratio_beta: tuple[float, float] = (12.0, 3.0), p_uncond: float = 0.15,
-                 reuse_prob: float = 0.5, seed: int = 1234):
+                 reuse_prob: float = 0.5, recipe_seed: int = 1234):
         super().__init__()
         cfg = config_from_dict(net) if isinstance(net, dict) else net
-        if not isinstance(cfg, (ENATConfig, NATConfig)):
-            raise TypeError(f"model.net must be an ENATConfig or NATConfig, got {type(net).__name__}")
-        _check_fraction("model.init_args.reuse_prob", reuse_prob)
-        _check_fraction("model.init_args.p_uncond", p_uncond)
-        _check_fraction("model.init_args.ema_decay", ema_decay)
-        if reuse_prob > 0 and not isinstance(cfg, ENATConfig):
-            raise ValueError(f"model.init_args.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
+        if not isinstance(cfg, (ENATConfig, NATConfig, TextENATConfig)):
+            raise TypeError(f"model.net must be an ENATConfig, NATConfig or TextENATConfig, got {type(net).__name__}")
+        _check_fraction("model.reuse_prob", reuse_prob)
+        _check_fraction("model.p_uncond", p_uncond)
+        _check_fraction("model.ema_decay", ema_decay)
+        if reuse_prob > 0 and isinstance(cfg, NATConfig):
+            raise ValueError(f"model.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = cfg.to_dict()  # self-describing checkpoint: no architecture flags at load time
         self.cfg = cfg
@@ -100,7 +102,11 @@ class ENATModule(pl.LightningModule):
         g = self._generator(stream=0, index=batch_idx % max(1, self.trainer.accumulate_grad_batches))
         shard = (self.global_rank, self.trainer.world_size)
         masking = sample_mask(tokens, sample_mask_ratio(g, *hp.mask_ratio_beta), g, shard)  # (B, L)
-        lab = prepare_labels(labels, hp.p_uncond, cfg.class_dropout_prob, cfg.null_label, g, shard)
+        if isinstance(cfg, TextENATConfig):  # text: one CFG drop (p_uncond) to the null caption
+            cond = drop_text(*self._unpack_text(batch), self.net.null_text, self.net.null_mask, hp.p_uncond, g, shard)
+            lab = Labels(data=cond, net=cond)
+        else:
+            lab = prepare_labels(labels, hp.p_uncond, cfg.class_dropout_prob, cfg.null_label, g, shard)
         # One coin for all processes, so every rank runs the same graph (no find_unused_parameters).
         reuse = float(torch.rand((), generator=g)) < hp.reuse_prob
         prev = None
@@ -108,11 +114,13 @@ class ENATModule(pl.LightningModule):
             prev_ids = apply_mask(tokens, sample_reuse_mask(masking, g, shard), cfg.mask_id)  # (B, L)
             with torch.no_grad():  # §3.1: stop-gradient; the EMA network is the teacher
                 prev = self.ema(prev_ids, lab.data, logits_at="masked")
-        out = self.net(apply_mask(tokens, masking, cfg.mask_id), lab.net, prev=prev, logits_at="masked")
+        # Dropout draws from the global RNG: seed it from (seed, step, rank) so a resumed run repeats them.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(_mix(hp.recipe_seed, 3, self.global_step, batch_idx, self.global_rank))
+            out = self.net(apply_mask(tokens, masking, cfg.mask_id), lab.net, prev=prev, logits_at="masked")
         loss = masked_ce(out.logits, tokens, masking, hp.label_smoothing)  # logits (B, Lm, V)
         self._stop_if_not_finite(loss, batch_idx)
-        if prev is None:
-            loss = loss + self._touch_idle_reuse_params()
+        loss = loss + self._touch_idle_params()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", masked_accuracy(out.logits.detach(), tokens, masking))
         self.log("train/mask_ratio", masking.float().mean())
@@ -153,12 +161,13 @@ class ENATModule(pl.LightningModule):
 
     def _eval_step(self, batch: dict, batch_idx: int, prefix: str) -> None:
         tokens, labels = self._unpack(batch)
-        g = torch.Generator().manual_seed(_mix(self.hparams.seed, 1 if prefix == "val" else 2, batch_idx, 0))
+        g = torch.Generator().manual_seed(_mix(self.hparams.recipe_seed, 1 if prefix == "val" else 2, batch_idx, 0))
         shard = (self.global_rank, self.trainer.world_size)
         masking = sample_mask(tokens, sample_mask_ratio(g, *self.hparams.mask_ratio_beta), g, shard)
         ids = apply_mask(tokens, masking, self.cfg.mask_id)
+        cond = self._unpack_text(batch) if isinstance(self.cfg, TextENATConfig) else labels
         for name, net in (("", self.net), ("ema_", self.ema)):
-            logits = net(ids, labels, logits_at="masked").logits  # (B, Lm, V)
+            logits = net(ids, cond, logits_at="masked").logits  # (B, Lm, V)
             self.log(f"{prefix}/{name}loss", masked_ce(logits, tokens, masking, self.hparams.label_smoothing),
                      sync_dist=True, prog_bar=not name)
             self.log(f"{prefix}/{name}acc", masked_accuracy(logits, tokens, masking), sync_dist=True)
@@ -174,7 +183,12 @@ class ENATModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_compatible"):
             dm.check_compatible(codebook_size=self.cfg.codebook_size, grid=self.cfg.grid,
-                                num_classes=self.cfg.num_classes)
+                                num_classes=None if isinstance(self.cfg, TextENATConfig) else self.cfg.num_classes)
+        if dm is not None and isinstance(self.cfg, TextENATConfig) and hasattr(dm, "manifest"):
+            from enat_lightning.data.coco import configure_text_model  # shard text info + null caption
+
+            for net in (self.net, self.ema):
+                configure_text_model(net, dm.manifest("train").text, "train shards")
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _unpack(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,22 +201,31 @@ class ENATModule(pl.LightningModule):
                              f"got {tuple(tokens.shape)}: data and model.net.grid disagree")
         return tokens.long(), labels.long().reshape(-1)
 
+    def _unpack_text(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch "text" (B, T, Dt) float and "text_mask" (B, T) bool, for text models."""
+        if "text" not in batch or "text_mask" not in batch:
+            raise ValueError(f"a text model (TextENATConfig) needs 'text' and 'text_mask' in the batch; got "
+                             f"{sorted(batch)}: are these text shards (enat tokenize coco)?")
+        return batch["text"].float(), batch["text_mask"].bool()
+
     def _generator(self, stream: int, index: int) -> torch.Generator:
         """The step's generator: a function of (seed, step), so resuming repeats the same draws."""
-        return torch.Generator().manual_seed(_mix(self.hparams.seed, stream, self.global_step, index))
+        return torch.Generator().manual_seed(_mix(self.hparams.recipe_seed, stream, self.global_step, index))
 
-    def _touch_idle_reuse_params(self) -> torch.Tensor:
-        """0 * sum(reuse projection): keeps its gradient defined (zero) on steps without reuse.
+    def _touch_idle_params(self) -> torch.Tensor:
+        """0 * (one element of every encoder / reuse-projection parameter), added to the loss.
 
-        Without it DDP needs ``find_unused_parameters=True`` (the official setting). Side effect: on
-        such steps AdamW sees a zero gradient instead of none (weight decay still applies to f(.)).
+        Some parameters are idle on some steps: the reuse projection and the encoders' context K/V
+        (``kv.A``) without reuse, and the whole encoder on a reuse step that reveals no new token
+        (k = 0). DDP without ``find_unused_parameters`` needs every parameter in the graph, so these
+        get an exact-zero gradient instead of none; indexing one element keeps it cheap. Side effect:
+        on such steps AdamW sees a zero gradient instead of skipping them (moments decay, weight decay
+        applies), where the official code ran DDP with ``find_unused_parameters=True``.
         """
-        if not isinstance(self.net, ENAT):
+        if not isinstance(self.net, ENAT):  # NAT: every parameter is used on every step
             return torch.zeros((), device=self.device)
-        params = list(self.net.reuse_proj.parameters())
-        if not params:
-            return torch.zeros((), device=self.device)
-        return sum(p.sum() for p in params) * 0.0
+        params = [*self.net.encoder.parameters(), *self.net.reuse_proj.parameters()]
+        return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
 
     def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
         finite = bool(torch.isfinite(loss.detach()))
@@ -212,7 +235,7 @@ class ENATModule(pl.LightningModule):
             raise NonFiniteLossError(
                 f"train/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch "
                 f"{batch_idx}); training stopped before applying this update. Checkpoints already written are "
-                "kept (the last one holds the last good weights). Try a lower model.init_args.lr, "
+                "kept (the last one holds the last good weights). Try a lower model.lr, "
                 "trainer.gradient_clip_val, or bf16-mixed instead of 16-mixed precision.")
 
 

@@ -6,6 +6,7 @@ DDP every rank yields exactly ``batches_per_epoch`` batches and reads its own sl
 from __future__ import annotations
 
 import os
+import warnings
 
 import lightning as L
 import torch
@@ -13,6 +14,11 @@ from torch.utils.data import DataLoader
 
 from .format import Manifest
 from .reader import SkipCounter, StreamConfig, TrainStream, ValStream, resolve_manifest
+
+
+# Our streams hand every worker an exact batch quota, so their __len__ is exact; Lightning's generic
+# warning about IterableDataset lengths under multi-worker loading does not apply to them.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 class _EpochLoader(DataLoader):

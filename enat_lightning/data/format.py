@@ -158,12 +158,35 @@ def write_shard(path: str | os.PathLike, samples: Iterable[Sample], codebook_siz
     return n
 
 
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """np.load for the small .npy members of a shard, ~10x faster: every sample of a shard has the
+    same header, so the parsed (dtype, shape) is cached by the header's bytes (np.load re-parses it
+    with ast each time). Falls back to np.load for unusual headers (Fortran order, version 2+)."""
+    if data[:8] == b"\x93NUMPY\x01\x00" and len(data) >= 10:
+        hlen = int.from_bytes(data[8:10], "little")
+        header = data[10:10 + hlen]
+        parsed = _NPY_HEADERS.get(header)
+        if parsed is None:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            if arr.flags.c_contiguous and len(_NPY_HEADERS) < 4096 and b"'fortran_order': False" in header:
+                _NPY_HEADERS[header] = (arr.dtype, arr.shape, arr.size)
+            return arr
+        dtype, shape, count = parsed
+        if len(data) - 10 - hlen != count * dtype.itemsize:
+            raise ValueError(f"npy payload of {len(data) - 10 - hlen} bytes, expected {count * dtype.itemsize}")
+        return np.frombuffer(data, dtype, count, offset=10 + hlen).reshape(shape)
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def decode_sample(key: str, fields: dict[str, bytes], where: str) -> Sample:
     """{field: bytes} -> Sample; malformed fields raise BadDataError naming ``where`` and the key."""
     try:
         if "tokens.npy" not in fields:
             raise ValueError(f"no tokens.npy (fields: {sorted(fields)})")
-        load = lambda name: np.load(io.BytesIO(fields[name]), allow_pickle=False)  # noqa: E731
+        load = lambda name: load_npy(fields[name])  # noqa: E731
         return Sample(
             key=key,
             tokens=load("tokens.npy"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 class _TokenDataset(Dataset):
@@ -73,10 +73,17 @@ class SyntheticTokenDataModule(pl.LightningDataModule):
         for key, want, have in (("codebook_size", codebook_size, self.codebook_size), ("grid", grid, self.grid),
                                 ("num_classes", num_classes, self.num_classes)):
             if want != have:
-                raise ValueError(f"model.init_args.net.init_args.{key}={want} but data.init_args.{key}={have}")
+                raise ValueError(f"model.net.init_args.{key}={want} but data.init_args.{key}={have}")
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffleSampler(len(self.train_set), self.seed) if self.shuffle else None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Rank r takes samples r, r + world, ... (unshuffled): the rows ENATModule's sharded
+            # draws assume, so N processes see exactly one process's global batch.
+            sampler = DistributedSampler(self.train_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                         shuffle=self.shuffle, seed=self.seed, drop_last=True)
+        else:
+            sampler = EpochShuffleSampler(len(self.train_set), self.seed) if self.shuffle else None
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers)
 

@@ -83,6 +83,11 @@ def _concat(a: ENATOutput, b: ENATOutput) -> ENATOutput:
                       torch.cat([a.masking, b.masking]), lf)
 
 
+def _cat_conditions(a, b):
+    """Row-concatenates two conditions: label tensors, or condition objects with a ``cat``."""
+    return torch.cat([a, b]) if isinstance(a, torch.Tensor) else type(a).cat([a, b])
+
+
 def _state_is_empty_when_all_masked(model) -> bool:
     """True if a reuse state from an all-[MASK] input carries no information (R is empty).
 
@@ -101,7 +106,9 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
     """Sample token grids for class ``labels`` (B,) -> ids (B, grid, grid) int64.
 
     ``model`` is an ENAT or NAT (anything with ``cfg`` and the ``(ids, labels, prev, logits_at)``
-    call). The null label for the unconditional pass is ``model.cfg.num_classes``. ``reuse=False``
+    call). The null label for the unconditional pass is ``model.cfg.num_classes``. A text model
+    (``TextENAT``) takes a ``TextPrompt`` / (text, mask) pair instead of labels; its
+    ``prepare_condition`` gives the projected caption and null-caption conditions. ``reuse=False``
     never passes the previous output (the paper's "w/o reuse" rows). With ``return_trace`` the
     result is ``(ids, GenerationTrace)``; ``trace_logits`` also records full (B, L, V) logits (the
     normal path computes the output head at masked positions only).
@@ -109,14 +116,18 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
     cfg = model.cfg
     L, mask_id, null = cfg.seq_len, cfg.mask_id, cfg.num_classes
     device = next(model.parameters()).device
-    labels = torch.as_tensor(labels, dtype=torch.long).to(device).reshape(-1)  # (B,)
-    B = labels.shape[0]
+    if hasattr(model, "prepare_condition"):  # text models: (cond, null) condition objects, see TextENAT
+        labels, null_labels = model.prepare_condition(labels)
+        B = len(labels)
+    else:
+        labels = torch.as_tensor(labels, dtype=torch.long).to(device).reshape(-1)  # (B,)
+        B = labels.shape[0]
+        null_labels = torch.full_like(labels, null)
     if mask_temp < 0 or samp_temp < 0 or cfg_scale < 0:
         raise ValueError(f"mask_temp, samp_temp and cfg_scale must be >= 0, got {mask_temp}, {samp_temp}, {cfg_scale}")
     counts = masked_counts(L, steps, schedule)  # (S+1,)
     guided = cfg_scale != 0.0
     skip_uncond0 = guided and not trace_logits and _state_is_empty_when_all_masked(model)
-    null_labels = torch.full_like(labels, null)
     logits_at = "all" if trace_logits else "masked"
     trace = GenerationTrace() if return_trace else None
 
@@ -136,7 +147,7 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
             if both and prev is not None and prev.feat.shape[0] == B:
                 prev = _concat(prev, prev)  # step-0 state had no visible tokens: nothing to reuse
             if both:
-                out = model(torch.cat([ids, ids]), torch.cat([labels, null_labels]), prev=prev,
+                out = model(torch.cat([ids, ids]), _cat_conditions(labels, null_labels), prev=prev,
                             logits_at=logits_at)  # 2B rows: cond then uncond
                 cond, uncond = out.logits[:B], out.logits[B:]  # (B, Lm|L, V)
             else:

@@ -157,6 +157,14 @@ def test_drop_text():
     dropped = (a[0] == 7).all(dim=(1, 2))
     assert torch.equal(a[1][dropped], torch.zeros_like(a[1][dropped]))
     assert torch.equal(a[0][~dropped], text[~dropped])
+    # sharded draws: rank r of w decides like rows r::w of the global batch
+    def dropped_rows(n, shard):
+        ones, m = torch.ones(n, T, DT), torch.ones(n, T, dtype=torch.bool)
+        out = drop_text(ones, m, torch.zeros(T, DT), null_m, 0.5, torch.Generator().manual_seed(4), shard=shard)
+        return (out[0] == 0).all(dim=(1, 2))
+    assert torch.equal(dropped_rows(5, (1, 2)), dropped_rows(10, (0, 1))[1::2])
+    with pytest.raises(ValueError, match="p_uncond"):
+        drop_text(text, mask, null_t, null_m, 1.5)
 
 
 def test_text_context_select_and_cat():
@@ -186,7 +194,7 @@ def test_config_round_trip_and_checks():
     assert config_from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["arch"] == "text_enat"
     assert isinstance(build_model(cfg), TextENAT)
     for bad, match in [(dict(adaln="film"), "adaln"), (dict(text_in="all"), "text_in"),
-                       (dict(p_uncond=1.5), "p_uncond"), (dict(width=30), "divisible")]:
+                       (dict(text_len=0), "text_len"), (dict(width=30), "divisible")]:
         with pytest.raises(ValueError, match=match):
             TextENATConfig(**{**TINY, **bad})
 
@@ -215,3 +223,24 @@ def test_parameter_counts_of_variants():
     out2.logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert missing == []
+
+
+def test_pair_condition_and_prepare_condition():
+    from enat_lightning.models.text import TextPrompt
+
+    model = tiny()
+    text, mask = captions()
+    ids = masked_ids()
+    ref = model(ids, text, mask).logits
+    assert torch.equal(model(ids, (text, mask)).logits, ref)
+    cond, null = model.prepare_condition(TextPrompt(text, mask))
+    assert torch.equal(model(ids, cond).logits, ref)
+    assert not null.mask.any() and len(null) == 3  # default null: the stored (unset) null condition
+    emb, m = torch.randn(T, DT), torch.tensor([True] * 2 + [False] * (T - 2))
+    _, null2 = model.prepare_condition(TextPrompt(text, mask, emb, m))
+    torch.testing.assert_close(null2.tokens[2], model.text_proj(emb))
+    c3, _ = model.prepare_condition((text, mask))
+    assert torch.equal(c3.tokens, cond.tokens)
+    assert model.prepare_condition(cond)[0] is cond
+    with pytest.raises(TypeError, match="TextPrompt"):
+        model.prepare_condition(torch.zeros(3, dtype=torch.long))

@@ -1,0 +1,1 @@
+"""Measurements on models and samples: FID statistics, FLOP counts, attention/feature analyses (torch only)."""

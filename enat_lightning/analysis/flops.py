@@ -1,0 +1,165 @@
+"""FLOP counting of a whole generation in the paper's convention (§4.1 of the digest; Tables 1-4, 6).
+
+Convention (what the paper's numbers are, reproduced by this module):
+  * multiply-accumulates (MACs): ``torch.utils.flop_counter`` counts 2 FLOPs per MAC -> divide by 2;
+  * summed over every sampling step, conditional **and** unconditional (CFG) passes, one image;
+  * ablation tables (1, 2, 6) exclude the VQ decoder; system tables (3, 4) include it and print
+    "TFLOPs" that are really tera-MACs.
+
+How: the network is built on the ``meta`` device (no memory, no arithmetic) and driven by the
+*real* sampler (``sampling.generate``) through a proxy. The sampler's data-dependent work (Gumbel
+draws, argsort re-masking) runs on tiny real CPU tensors: the proxy hands it random logits, while
+ids, labels and masks stay real CPU tensors, so the meta network sees the exact visible / masked /
+newly-revealed counts of every step, with reuse states threaded exactly as in sampling.
+
+Two totals:
+  gmacs_total   the official network's work: logits at all L positions and an unconditional pass
+                at every step, step 0 included (the official sampler runs it although w = 0);
+  gmacs_actual  what our sampler executes: logits only at masked positions, and no unconditional
+                pass at step 0 where its result is unused.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from enat_lightning.models import ModelConfig, build_model
+from enat_lightning.models.enat import ENATOutput
+
+# Which network a "TFLOPs incl. decoder" number adds: the MaskGIT VQGAN (vq-f16-jax.yaml).
+DEFAULT_VQ = "maskgit-f16"
+
+
+@dataclass
+class StepFlops:
+    step: int
+    masked: int  # masked tokens in this step's input
+    new: int  # tokens revealed by the previous step (what a reuse step encodes)
+    reused: bool  # a reuse state was passed to the network
+    cond_gmacs: float  # official convention (logits at all positions)
+    uncond_gmacs: float
+    actual_gmacs: float  # what our sampler ran at this step (cond + uncond rows)
+
+
+@dataclass
+class FlopReport:
+    config: dict
+    steps: int
+    reuse: bool
+    schedule: str
+    gmacs_total: float
+    gmacs_actual: float
+    gmacs_vq_decoder: float
+    per_step: list[StepFlops] = field(default_factory=list)
+    convention: str = ("multiply-accumulates (FlopCounterMode FLOPs / 2), one image, summed over all steps, "
+                       "conditional + unconditional passes; gmacs_total = official network (logits at all "
+                       "positions, uncond pass at every step); tflops_paper = (gmacs_total + decoder) / 1000")
+
+    @property
+    def tflops_paper(self) -> float:
+        """Paper Table 3/4 unit: tera-MACs per image, VQ decoder included."""
+        return (self.gmacs_total + self.gmacs_vq_decoder) / 1000.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tflops_paper"] = self.tflops_paper
+        return d
+
+
+def _macs(flops: int) -> float:
+    return flops / 2 / 1e9  # FlopCounterMode: 2 FLOPs per multiply-accumulate -> GMACs
+
+
+class _CountingProxy(nn.Module):
+    """Looks like the network to ``generate``; counts the meta network's work per call."""
+
+    def __init__(self, net: nn.Module, seed: int = 0):
+        super().__init__()
+        self._net = [net]  # a list, so the meta parameters are not registered (generate reads the device)
+        self.cfg = net.cfg
+        self._anchor = nn.Parameter(torch.zeros(()))  # CPU: generate places its tensors here
+        self._gen = torch.Generator().manual_seed(seed)
+        self.calls: list[dict] = []
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
+                logits_at: str = "all") -> ENATOutput:
+        net = self._net[0]
+        masking = ids == self.cfg.mask_id  # (R, L) real CPU
+        rows, L = ids.shape
+        n_masked = int(masking[0].sum())
+        with FlopCounterMode(display=False) as fc:
+            out = net(ids, labels, prev=prev, logits_at=logits_at)
+        actual = fc.get_total_flops()
+        # The official network runs the output head at every position: add the head over the
+        # visible positions our masked-only path skipped (the head is per-position, so this is exact).
+        official = actual
+        if logits_at == "masked" and L > n_masked:
+            with FlopCounterMode(display=False) as fh:
+                net.head(torch.empty(rows, L - n_masked, net.cfg.width, device="meta"),
+                         net.embed.word_embeddings.weight)
+            official += fh.get_total_flops()
+        new = 0
+        if prev is not None:
+            new = int((prev.masking[0] & ~masking[0]).sum())
+        self.calls.append(dict(rows=rows, masked=n_masked, reused=prev is not None, new=new,
+                               actual=actual, official_per_row=official / rows))
+        logits = torch.randn(tuple(out.logits.shape), generator=self._gen)  # drives the real sampler
+        return ENATOutput(logits, out.feat, masking, out.layer_feats)
+
+
+def build_meta(cfg: ModelConfig) -> nn.Module:
+    """The network on the meta device: shapes only, no memory, no arithmetic."""
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def vq_decoder_gmacs(grid: int, vq: str | dict | None = DEFAULT_VQ) -> float:
+    """GMACs of one VQ-decoder call for a grid x grid token map (the MaskGIT VQGAN by default).
+
+    ``vq``: a ``tokenizers.VQGAN_PRESETS`` name or a VQGANConfig dict; None -> 0 (no decoder).
+    """
+    if vq is None:
+        return 0.0
+    from enat_lightning.tokenizers.vqgan import PRESETS, Decoder, VQGANConfig
+
+    if isinstance(vq, str):
+        if vq not in PRESETS:
+            raise ValueError(f"unknown VQGAN preset {vq!r}; choose from {sorted(PRESETS)}")
+        vcfg = PRESETS[vq]
+    else:
+        vcfg = VQGANConfig.from_dict(vq)
+    with torch.device("meta"):
+        dec = Decoder(vcfg)
+    with FlopCounterMode(display=False) as fc:
+        dec(torch.empty(1, vcfg.z_channels, grid, grid, device="meta"))
+    return _macs(fc.get_total_flops())
+
+
+def count_generation(cfg: ModelConfig, steps: int, *, reuse: bool = True, schedule: str = "cosine",
+                     guided: bool = True, vq: str | dict | None = DEFAULT_VQ, seed: int = 0) -> FlopReport:
+    """GMACs to generate one image with ``cfg`` in ``steps`` steps (see the module docstring).
+
+    ``reuse``: pass the previous output back (ENAT); a NAT ignores it anyway. ``guided``: count the
+    unconditional CFG pass (the paper does). ``vq``: decoder added to ``tflops_paper``.
+    """
+    from enat_lightning.sampling import generate
+
+    proxy = _CountingProxy(build_meta(cfg), seed=seed)
+    # cfg_scale only needs to be non-zero so that the sampler runs its unconditional rows.
+    generate(proxy, torch.zeros(1, dtype=torch.long), steps=steps, cfg_scale=1.0 if guided else 0.0,
+             schedule=schedule, reuse=reuse, generator=torch.Generator().manual_seed(seed))
+    if len(proxy.calls) != steps:
+        raise RuntimeError(f"expected one network call per step ({steps}), the sampler made {len(proxy.calls)}")
+    per_step = []
+    for s, c in enumerate(proxy.calls):
+        one = _macs(c["official_per_row"])  # one image, one pass (every row has the same shapes)
+        per_step.append(StepFlops(step=s, masked=c["masked"], new=c["new"], reused=c["reused"],
+                                  cond_gmacs=one, uncond_gmacs=one if guided else 0.0,
+                                  actual_gmacs=_macs(c["actual"])))
+    return FlopReport(config=cfg.to_dict(), steps=steps, reuse=reuse, schedule=str(schedule),
+                      gmacs_total=sum(p.cond_gmacs + p.uncond_gmacs for p in per_step),
+                      gmacs_actual=sum(p.actual_gmacs for p in per_step),
+                      gmacs_vq_decoder=vq_decoder_gmacs(cfg.grid, vq), per_step=per_step)

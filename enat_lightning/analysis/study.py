@@ -1,0 +1,407 @@
+"""Studies: train every row of a paper table from its YAMLs, evaluate it, and put our numbers beside
+the paper's (paper Fig. 2, Tables 1, 2, 6).
+
+A study spec (``experiments/studies/*.yaml``) is plain data:
+
+    name: table2_allocation
+    title: "Compute allocation N_E/N_D (paper Table 2)"
+    base: [experiments/enat_s.yaml]           # composed first for every row (optional)
+    metrics: [gflops, fid]                   # columns; the paper's numbers use the same keys
+    sampling: {steps: 8, cfg_scale: 2.5}     # for FID / GFLOPs (reuse follows each row's reuse_prob)
+    rows:
+      - name: "8/8"
+        configs: [experiments/ablations/table2_8_8.yaml]
+        paper: {gflops: 40.2, fid: 5.50}
+
+Each row trains with ``enat fit -c base... -c configs... -c overrides...`` (LightningCLI, in process),
+writes ``<out>/<row>/final.ckpt`` and is then evaluated:
+
+  masked_loss  masked-token cross-entropy of the EMA network on the row's validation shards
+  gflops       GMACs of one 8-step generation (``analysis.flops``, the paper's convention, no VQ decoder)
+  fid / demo_fid  sample quality through ``evaluation`` (``--metric``)
+
+A row whose ``final.ckpt`` exists is not retrained (rerun the command to resume a study). Results go to
+``<out>/results.csv`` and ``<out>/results.md``. Paths inside a spec are relative to the working directory,
+else to the spec's folder or one of its parents (the repository root).
+
+Imports no Lightning at module level (the training entry is imported inside ``train_row``).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .attention import load_tokens, markdown_table, masked_token_loss
+from .similarity import atomic_write_bytes, write_csv
+
+KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
+METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",
+                 "is": "IS", "demo_is": "demo-IS", "accuracy": "class acc."}
+
+
+@dataclass
+class StudyRow:
+    name: str
+    configs: list[Path]
+    paper: dict = field(default_factory=dict)
+    sampling: dict = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    name: str
+    title: str
+    path: Path
+    base: list[Path]
+    metrics: list[str]
+    sampling: dict
+    rows: list[StudyRow]
+
+
+def resolve_path(p: str | os.PathLike, spec_path: Path) -> Path:
+    """A path from a spec: as given (cwd), else beside the spec, else beside one of its parents."""
+    p = Path(p)
+    if p.is_absolute() or p.exists():
+        return p
+    for folder in [spec_path.parent, *spec_path.resolve().parents]:
+        if (folder / p).exists():
+            return folder / p
+    raise FileNotFoundError(f"{spec_path}: config file {p} not found (relative to the working directory or "
+                            f"the spec's folders)")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"study file {path} does not exist")
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
+    return d if isinstance(d, dict) else {}
+
+
+def load_study(path: str | os.PathLike) -> Study:
+    """Parses a study spec; every config it names must exist. Errors name the file and key."""
+    path = Path(path)
+    d = _read_yaml(path)
+    if "rows" not in d:
+        raise ValueError(f"{path}: not a study spec (no 'rows' key); see experiments/studies/")
+    unknown = sorted(set(d) - {"name", "title", "base", "metrics", "sampling", "rows", "notes"})
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}")
+    metrics = list(d.get("metrics") or [])
+    bad = [m for m in metrics if m not in KNOWN_METRICS]
+    if bad:
+        raise ValueError(f"{path}: metrics {bad} unknown; choose from {list(KNOWN_METRICS)}")
+    if not isinstance(d["rows"], list) or not d["rows"]:
+        raise ValueError(f"{path}: 'rows' must be a non-empty list")
+    rows = []
+    for i, r in enumerate(d["rows"]):
+        if not isinstance(r, dict) or "name" not in r:
+            raise ValueError(f"{path}: rows[{i}] needs a 'name'")
+        extra = sorted(set(r) - {"name", "configs", "paper", "sampling"})
+        if extra:
+            raise ValueError(f"{path}: rows[{i}] ({r['name']}): unknown key(s) {extra}")
+        paper = dict(r.get("paper") or {})
+        badp = [k for k in paper if k not in KNOWN_METRICS]
+        if badp:
+            raise ValueError(f"{path}: rows[{i}].paper keys {badp} unknown; choose from {list(KNOWN_METRICS)}")
+        rows.append(StudyRow(str(r["name"]), [resolve_path(c, path) for c in r.get("configs") or []], paper,
+                             dict(r.get("sampling") or {})))
+    names = [r.name for r in rows]
+    if len(set(map(slug, names))) != len(names):
+        raise ValueError(f"{path}: row names must be distinct (after slugging): {names}")
+    return Study(str(d.get("name") or path.stem), str(d.get("title") or path.stem), path,
+                 [resolve_path(c, path) for c in d.get("base") or []], metrics, dict(d.get("sampling") or {}), rows)
+
+
+def find_studies_for(config: Path, search: Path | None = None) -> list[tuple[Study, list[int]]]:
+    """Specs under ``search`` (default experiments/studies beside the config's experiments/ folder)
+    whose rows use ``config``, with the indices of those rows."""
+    config = Path(config).resolve()
+    if search is None:
+        parents = [p for p in config.parents if p.name == "experiments"]
+        search = (parents[0] if parents else config.parent) / "studies"
+    found = []
+    for spec in sorted(Path(search).glob("*.yaml")):
+        try:
+            st = load_study(spec)
+        except (ValueError, FileNotFoundError):
+            continue
+        idx = [i for i, r in enumerate(st.rows) if any(c.resolve() == config for c in r.configs)]
+        if idx:
+            found.append((st, idx))
+    return found
+
+
+def study_for_path(path: str | os.PathLike) -> Study:
+    """A study spec, or an ablation YAML: then the spec row(s) using it plus that spec's first row (the
+    reference, e.g. the baseline), from the one spec under experiments/studies that lists it."""
+    path = Path(path)
+    d = _read_yaml(path)
+    if "rows" in d:
+        return load_study(path)
+    found = find_studies_for(path)
+    if not found:
+        raise ValueError(f"{path} is a config, not a study spec, and no spec under experiments/studies/ lists "
+                         f"it; write a spec (see experiments/studies/) or pass one")
+    st, idx = found[0]
+    keep = sorted({0, *idx})
+    st.rows = [st.rows[i] for i in keep]
+    return st
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+    return s or "row"
+
+
+# -- config composition (only to read values the evaluation needs) ---------------------------------------
+def merge(a: dict, b: dict) -> dict:
+    """LightningCLI-like composition: nested dicts merge, anything else (lists too) is replaced; a
+    dict with another ``class_path`` replaces the old one whole."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict) and \
+                ("class_path" not in v or v.get("class_path") == old.get("class_path")):
+            out[k] = merge(old, v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def compose(paths: list[Path], sets: list[str] = ()) -> dict:
+    cfg: dict = {}
+    for p in paths:
+        cfg = merge(cfg, _read_yaml(p))
+    for s in sets:
+        key, value = parse_set(s)
+        node = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {s}: {part} is not a mapping in the composed config")
+        node[parts[-1]] = value
+    return cfg
+
+
+def parse_set(s: str) -> tuple[str, object]:
+    if "=" not in s:
+        raise ValueError(f"--set {s!r}: expected KEY=VALUE, e.g. trainer.max_steps=50")
+    key, value = s.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _get(cfg: dict, dotted: str, default=None):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+# -- running ---------------------------------------------------------------------------------------------
+def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
+    """Trains one row with LightningCLI (in process) and saves ``out_dir/final.ckpt`` (EMA inside)."""
+    from enat_lightning.training_cli import ENATLightningCLI, _quiet_known_warnings
+    from enat_lightning.module import ENATModule
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    composed = compose(configs, sets)
+    args: list[str] = []
+    for c in configs:
+        args += ["-c", str(c)]
+    args += ["--trainer.default_root_dir", str(out_dir)]
+    logger = _get(composed, "trainer.logger")
+    if isinstance(logger, dict) and "class_path" in logger:  # keep each row's logs inside the study folder
+        args += ["--trainer.logger.init_args.save_dir", str(out_dir / "logs")]
+    for s in sets:
+        key, _ = parse_set(s)
+        args += [f"--{key}", s.split("=", 1)[1]]
+    _quiet_known_warnings()
+    # LightningCLI warns when args= comes with a non-empty sys.argv (ours is `enat study ...`): present
+    # the row's arguments as the command line instead, as training_cli.run_lightning_cli does.
+    saved_argv, sys.argv = sys.argv, [sys.argv[0] if sys.argv else "enat", *args]
+    try:
+        cli = ENATLightningCLI(ENATModule, datamodule_class=None, auto_configure_optimizers=False,
+                               save_config_kwargs={"overwrite": True}, run=False)
+    except SystemExit as e:
+        raise ValueError(f"LightningCLI rejected the composed config {[str(c) for c in configs]} + {list(sets)} "
+                         f"(exit {e.code}); its message is printed above") from e
+    finally:
+        sys.argv = saved_argv
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    ckpt = out_dir / "final.ckpt"
+    tmp = out_dir / ".final.ckpt.tmp"
+    cli.trainer.save_checkpoint(tmp)
+    os.replace(tmp, ckpt)
+    return ckpt
+
+
+def sampling_for(study: Study, row: StudyRow, composed: dict, cfg) -> dict:
+    """Sampler settings of a row: study defaults < row overrides; reuse follows the row's training
+    (a model trained with reuse_prob 0 is sampled without reuse, a NAT never reuses)."""
+    s = {"steps": 8, "cfg_scale": 2.5, "mask_temp": 1.5, "samp_temp": 6.0, **study.sampling, **row.sampling}
+    if "reuse" not in s:
+        s["reuse"] = bool((_get(composed, "model.reuse_prob", 0.5) or 0) > 0) and hasattr(cfg, "enc_depth")
+    return s
+
+
+def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: dict, *, sample_metric=None,
+                 val_limit: int | None = None, device: str = "cpu") -> dict:
+    """Our numbers for one trained row."""
+    from enat_lightning.sampling.checkpoint import load_generator
+
+    net, cfg = load_generator(ckpt, device=device)
+    res: dict = {}
+    val = _get(composed, "data.init_args.val_shards")
+    if val:
+        tokens, labels = load_tokens(str(val), val_limit)
+        beta = tuple(_get(composed, "model.mask_ratio_beta", (12.0, 3.0)))
+        res["masked_loss"] = masked_token_loss(net, tokens, labels, mask_ratio_beta=beta)["loss"]
+    if "gflops" in metrics:
+        from .flops import count_generation
+
+        # ablation-table convention: network only, conditional + unconditional passes, no VQ decoder
+        res["gflops"] = count_generation(cfg, sampling["steps"], reuse=sampling["reuse"], vq=None).gmacs_total
+    if sample_metric is not None:
+        res.update(sample_metric(net, sampling))
+    return res
+
+
+def run_study(study: Study, out_dir: str | os.PathLike, *, overrides: list[Path] = (), sets: list[str] = (),
+              sample_metric=None, val_limit: int | None = None, retrain: bool = False,
+              device: str = "cpu") -> list[dict]:
+    """Trains (or reuses) and evaluates every row; writes results.csv / results.md; returns the rows.
+
+    ``overrides``: YAMLs composed after every row (e.g. experiments/studies/demo_tiny.yaml);
+    ``sets``: ``key=value`` overrides applied last; ``sample_metric(net, sampling) -> dict``.
+    """
+    out = Path(out_dir)
+    results = []
+    for row in study.rows:
+        configs = [*study.base, *row.configs, *map(Path, overrides)]
+        for c in configs:
+            if not c.is_file():
+                raise FileNotFoundError(f"study {study.path}, row {row.name!r}: config {c} does not exist")
+        composed = compose(configs, sets)
+        row_dir = out / slug(row.name)
+        ckpt = row_dir / "final.ckpt"
+        if retrain or not ckpt.is_file():
+            train_row(configs, list(sets), row_dir)
+        from enat_lightning.sampling.checkpoint import generator_config, load_checkpoint_dict
+
+        cfg = generator_config(load_checkpoint_dict(ckpt), ckpt)
+        sampling = sampling_for(study, row, composed, cfg)
+        ours = evaluate_row(ckpt, composed, study.metrics, sampling, sample_metric=sample_metric,
+                            val_limit=val_limit, device=device)
+        results.append(table_row(study, row, ours, ckpt))
+        write_results(study, results, out)  # after every row: a long study shows progress
+    return results
+
+
+def table_row(study: Study, row: StudyRow, ours: dict, ckpt: Path) -> dict:
+    r = {"row": row.name}
+    for m in study.metrics:
+        r[f"{m}_ours"] = ours.get(m, float("nan"))
+        r[f"{m}_paper"] = float(row.paper[m]) if m in row.paper else float("nan")
+    for m, v in ours.items():  # extra measurements (e.g. masked_loss, demo-FID when the paper has FID)
+        if f"{m}_ours" not in r:
+            r[f"{m}_ours"] = v
+    r["checkpoint"] = str(ckpt)
+    return r
+
+
+def write_results(study: Study, rows: list[dict], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / "results.csv", "md": out_dir / "results.md"}
+    cols = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    full = [{c: r.get(c, float("nan")) for c in cols} for r in rows]
+    write_csv(paths["csv"], full)
+    pretty = []
+    for r in full:
+        p = {"row": r["row"]}
+        for c in cols:
+            if c.endswith("_ours") or c.endswith("_paper"):
+                m, who = c.rsplit("_", 1)
+                p[f"{METRIC_TITLES.get(m, m)} ({who})"] = r[c]
+        pretty.append(p)
+    text = (f"# {study.title}\n\nStudy spec: `{study.path}`. Paper numbers are ImageNet-256, 300k steps; "
+            f"ours are whatever this run trained (tiny demo runs are not comparable in value, only in "
+            f"direction).\n\n" + markdown_table(pretty, floatfmt="{:.3f}"))
+    atomic_write_bytes(paths["md"], text.encode())
+    return paths
+
+
+# -- sample quality through the evaluation package -----------------------------------------------------
+def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_scale: float = 2.5,
+                          mask_temp: float = 1.5, samp_temp: float = 6.0, seed: int = 0,
+                          fid_stats: str | None = None, tokenizer: str | None = None, feature: str | None = None,
+                          batch_size: int = 64, device: str = "cpu"):
+    """A callable ``(model, sampling=None) -> dict`` scoring ``num_samples`` samples of a model.
+
+    kind "demo-fid": demo tokenizer + demo classifier, against the demo train digits -> demo_fid,
+    demo_is, accuracy. kind "fid": ``tokenizer`` (VQGAN path or JSON spec), Inception weights
+    (``feature``, a .pth path) and reference ``fid_stats`` (.npz) -> fid, is. ``sampling`` (a study row's
+    settings) overrides the defaults given here.
+    """
+    import json
+
+    from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
+
+    if kind == "demo-fid":
+        from enat_lightning.data.demo import ensure_demo_data
+        from enat_lightning.evaluation.reference import demo_reference_stats
+        from enat_lightning.tokenizers.demo import DemoTokenizer
+
+        tok = DemoTokenizer.load(ensure_demo_data().tokenizer)
+        extractor = load_feature_extractor("demo", device=device)
+        ref = demo_reference_stats(extractor, "train")
+        prefix = "demo_"
+    elif kind == "fid":
+        from enat_lightning.analysis.fid import load_stats
+        from enat_lightning.tokenizers import load_tokenizer
+
+        missing = [n for n, v in (("--fid-stats", fid_stats), ("--tokenizer", tokenizer),
+                                  ("--inception", feature)) if not v]
+        if missing:
+            raise ValueError(f"--metric fid needs {', '.join(missing)} (reference stats from `enat fid-stats`, the "
+                             f"VQGAN checkpoint, the Inception-v3 weights file)")
+        tok = load_tokenizer(json.loads(tokenizer) if tokenizer.lstrip().startswith("{") else tokenizer)
+        extractor = load_feature_extractor(feature, device=device)
+        ref = load_stats(fid_stats)
+        prefix = ""
+    else:
+        raise ValueError(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
+    if hasattr(tok, "to"):
+        tok = tok.to(device)
+    defaults = {"steps": steps, "cfg_scale": cfg_scale, "mask_temp": mask_temp, "samp_temp": samp_temp}
+
+    def metric(model, sampling: dict | None = None) -> dict:
+        s = {**defaults, **(sampling or {})}
+        reuse = bool(s.get("reuse", hasattr(model.cfg, "enc_depth")))
+        settings = SamplerSettings(steps=int(s["steps"]), cfg_scale=float(s["cfg_scale"]),
+                                   mask_temp=float(s["mask_temp"]), samp_temp=float(s["samp_temp"]),
+                                   schedule=str(s.get("schedule", "cosine")), reuse=reuse)
+        r = evaluate(model, tok, extractor, num_samples=num_samples, ref=ref, settings=settings, seed=seed,
+                     batch_size=batch_size)
+        out = {f"{prefix}fid": r["fid"]}
+        if "is_mean" in r:
+            out[f"{prefix}is"] = r["is_mean"]
+        if "accuracy" in r:
+            out["accuracy"] = r["accuracy"]
+        return out
+
+    return metric

@@ -1,0 +1,1 @@
+"""Lightning callbacks: sample grids during training (evaluation callbacks live beside it)."""

@@ -1,0 +1,92 @@
+"""FIDCallback: FID / IS (/ demo accuracy) of EMA samples every N steps and at the end of fit.
+
+The math is ``enat_lightning.evaluation.evaluate`` (tested without a Trainer); this callback only
+decides when, picks the EMA network and logs. Under DDP every rank generates its share of the K
+samples (``torch.distributed`` process group of the strategy) and features are gathered, so the
+result does not depend on the number of devices.
+"""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
+
+METRIC_KEYS = ("fid", "is_mean", "is_std", "accuracy")
+
+
+class FIDCallback(pl.Callback):
+    """Args:
+        ref_stats:     reference ``.npz`` (mu, sigma) made with the same feature network; None -> IS only
+        feature:       'demo', 'demo:PATH' or 'inception:PATH' (local pt_inception-2015-12-05 weights)
+        tokenizer:     'demo', 'demo:PATH' or a VQGAN checkpoint path (decodes tokens to pixels)
+        every_n_steps: evaluate when global_step is a multiple of this (0: only at the end)
+        num_samples:   K samples per evaluation (per-class balanced labels by default)
+        steps, cfg_scale, mask_temp, samp_temp, schedule, reuse: sampler settings
+        seed:          the same seed at every evaluation, so curves compare like with like
+        use_ema:       sample with ``pl_module.ema`` when the module has one
+        prefix:        metric names are ``{prefix}/fid`` etc.
+    """
+
+    def __init__(self, ref_stats: str | None = None, feature: str = "demo", tokenizer: str = "demo",
+                 every_n_steps: int = 0, num_samples: int = 1000, steps: int = 8, cfg_scale: float = 2.5,
+                 mask_temp: float = 1.5, samp_temp: float = 6.0, schedule: str = "cosine", reuse: bool = True,
+                 per_class_balanced: bool = True, seed: int = 0, batch_size: int = 64, is_splits: int = 10,
+                 at_fit_end: bool = True, use_ema: bool = True, prefix: str = "eval"):
+        super().__init__()
+        if every_n_steps < 0 or num_samples < 1:
+            raise ValueError(f"FIDCallback: every_n_steps must be >= 0 and num_samples >= 1, got "
+                             f"{every_n_steps}, {num_samples}")
+        self.ref_stats, self.feature, self.tokenizer_spec = ref_stats, feature, tokenizer
+        self.every_n_steps, self.num_samples, self.at_fit_end = every_n_steps, num_samples, at_fit_end
+        self.settings = SamplerSettings(steps=steps, cfg_scale=cfg_scale, mask_temp=mask_temp,
+                                        samp_temp=samp_temp, schedule=schedule, reuse=reuse)
+        self.per_class_balanced, self.seed, self.batch_size = per_class_balanced, seed, batch_size
+        self.is_splits, self.use_ema, self.prefix = is_splits, use_ema, prefix
+        self.history: list[dict] = []  # one entry per evaluation: step + metrics
+        self._ref = self._extractor = self._tokenizer = None
+        self._last_step = -1
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Fail at the start of fit, not hours later: missing weights / stats files raise here.
+        if stage != "fit":
+            return
+        from enat_lightning.analysis.fid import load_stats
+        from enat_lightning.data.tokenize import resolve_tokenizer
+
+        self._ref = load_stats(self.ref_stats) if self.ref_stats else None
+        self._extractor = load_feature_extractor(self.feature, device=pl_module.device)
+        self._tokenizer = resolve_tokenizer(self.tokenizer_spec)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.run(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.at_fit_end and trainer.global_step != self._last_step:
+            self.run(trainer, pl_module)
+
+    @torch.no_grad()
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        if self._extractor is None:
+            self.setup(trainer, pl_module, "fit")
+        net = pl_module.ema if self.use_ema and hasattr(pl_module, "ema") else pl_module.net
+        device = next(net.parameters()).device
+        tok = self._tokenizer.to(device) if hasattr(self._tokenizer, "to") else self._tokenizer
+        if hasattr(self._extractor, "net"):
+            self._extractor.net.to(device)
+            self._extractor.device = device
+        res = evaluate(net, tok, self._extractor, num_samples=self.num_samples, ref=self._ref, settings=self.settings,
+                       per_class_balanced=self.per_class_balanced, seed=self.seed, batch_size=self.batch_size,
+                       is_splits=self.is_splits)
+        metrics = {f"{self.prefix}/{k}": float(res[k]) for k in METRIC_KEYS if k in res}
+        step = trainer.global_step
+        self._last_step = step
+        self.history.append({"step": step, **metrics})
+        for k, v in metrics.items():  # visible to ModelCheckpoint(monitor="eval/fid") and EarlyStopping
+            trainer.callback_metrics[k] = torch.tensor(v)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        return res

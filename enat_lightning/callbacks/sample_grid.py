@@ -1,0 +1,120 @@
+"""SampleGrid: every N optimizer steps, sample a few images with the EMA network and log a grid.
+
+Sampling is ``enat_lightning.sampling.generate`` (the same sampler as ``enat sample``). With a
+tokenizer the token grids are decoded to pixels; without one each token grid is shown as a
+heatmap of its ids (ids / (V - 1) in grey), which still shows class structure early in training.
+The grid goes to the logger (TensorBoard ``add_image``) and, atomically, to
+``<log_dir>/samples/step_<k>.png``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+KEY = "trainer.callbacks[SampleGrid].init_args.tokenizer"
+
+
+def tile(images: torch.Tensor, nrow: int, pad: int = 2) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> one (C, H', W') grid, ``nrow`` images per row, white padding."""
+    N, C, H, W = images.shape
+    rows = (N + nrow - 1) // nrow
+    grid = images.new_ones(C, rows * (H + pad) + pad, nrow * (W + pad) + pad)
+    for i in range(N):
+        r, c = divmod(i, nrow)
+        grid[:, pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = images[i]
+    return grid
+
+
+def heatmap(ids: torch.Tensor, codebook_size: int, scale: int = 8) -> torch.Tensor:
+    """Token ids (B, h, w) -> grey images (B, 3, h*scale, w*scale) in [0, 1]."""
+    x = ids.float().unsqueeze(1) / max(codebook_size - 1, 1)  # (B, 1, h, w)
+    return F.interpolate(x, scale_factor=scale, mode="nearest").expand(-1, 3, -1, -1)
+
+
+def save_png(grid: torch.Tensor, path: Path) -> Path:
+    """Writes a (3, H, W) [0, 1] grid as PNG via a temporary file and os.replace."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (grid.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+class SampleGrid(pl.Callback):
+    """Logs ``num_samples`` EMA samples every ``every_n_steps`` optimizer steps.
+
+    labels: classes to sample (default: evenly spread over the classes); tokenizer: a
+    ``load_tokenizer`` spec (VQGAN checkpoint path, or ``{kind: demo, path: ...}``) or None for
+    heatmaps; steps / cfg_scale / mask_temp / samp_temp: sampler settings; reuse: None = reuse for
+    ENAT networks. A missing tokenizer file fails when the callback is built, before training.
+    """
+
+    def __init__(self, every_n_steps: int = 1000, num_samples: int = 16, labels: list[int] | None = None,
+                 tokenizer: str | dict | None = None, steps: int = 8, cfg_scale: float = 0.0,
+                 mask_temp: float = 1.5, samp_temp: float = 6.0, reuse: bool | None = None, seed: int = 0,
+                 nrow: int | None = None, use_ema: bool = True):
+        if every_n_steps < 1 or num_samples < 1:
+            raise ValueError(f"SampleGrid: every_n_steps and num_samples must be >= 1, got {every_n_steps}, {num_samples}")
+        path = tokenizer.get("path") if isinstance(tokenizer, dict) else tokenizer
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{KEY}: tokenizer file {path} not found")
+        self.every_n_steps, self.num_samples, self.labels = every_n_steps, num_samples, labels
+        self.tokenizer_spec, self.tokenizer = tokenizer, None
+        self.sampler = dict(steps=steps, cfg_scale=cfg_scale, mask_temp=mask_temp, samp_temp=samp_temp)
+        self.reuse, self.seed, self.nrow, self.use_ema = reuse, seed, nrow, use_ema
+        self.last_path: Path | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.tokenizer_spec is not None and self.tokenizer is None:
+            from enat_lightning.tokenizers import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+            if self.tokenizer.codebook_size != pl_module.cfg.codebook_size:
+                raise ValueError(f"{KEY}: tokenizer codebook_size {self.tokenizer.codebook_size} != "
+                                 f"model.net codebook_size {pl_module.cfg.codebook_size}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every_n_steps or getattr(self, "_done_step", None) == step:
+            return  # (with gradient accumulation several batches share one step)
+        self._done_step = step
+        grid = self.sample_grid(pl_module)
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if hasattr(getattr(logger, "experiment", None), "add_image"):
+                logger.experiment.add_image("samples", grid, step)
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self.last_path = save_png(grid, log_dir / "samples" / f"step_{step:08d}.png")
+
+    @torch.no_grad()
+    def sample_grid(self, pl_module) -> torch.Tensor:
+        """(3, H, W) grid in [0, 1] of samples from the EMA (or online) network."""
+        from enat_lightning.models import ENAT
+        from enat_lightning.sampling import generate
+
+        net = pl_module.ema if self.use_ema else pl_module.net
+        cfg = net.cfg
+        labels = self.labels or [i * cfg.num_classes // self.num_samples for i in range(self.num_samples)]
+        labels = torch.tensor(labels[: self.num_samples], dtype=torch.long, device=pl_module.device)
+        reuse = isinstance(net, ENAT) if self.reuse is None else self.reuse
+        g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        ids = generate(net, labels, reuse=reuse, generator=g, **self.sampler)  # (B, side, side)
+        if self.tokenizer is not None:
+            if hasattr(self.tokenizer, "to"):  # nn.Module tokenizers (VQGAN) follow the model's device
+                self.tokenizer.to(ids.device)
+            else:
+                ids = ids.cpu()
+            images = self.tokenizer.decode(ids).clamp(0, 1).float()  # (B, 3, H, W)
+        else:
+            images = heatmap(ids, cfg.codebook_size)
+        nrow = self.nrow or max(1, int(len(labels) ** 0.5))
+        return tile(images.cpu(), nrow)

@@ -1,0 +1,228 @@
+"""Images -> token shards: ADM centre crop, batched tokenizer encode (original + flipped), resumable.
+
+Library side of ``enat tokenize``. Inputs are a fixed, sorted list of (image path, label); shard k
+holds inputs [k * shard_size, (k + 1) * shard_size), so an interrupted run resumes at the first
+unfinished shard (see writer.py). Unreadable images are reported by path and skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .format import Manifest, Sample
+from .writer import ShardSetWriter
+
+# torchvision's ImageFolder extensions, so class indices and file sets match it
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def adm_center_crop(img, resolution: int):
+    """ADM / guided-diffusion centre crop of a PIL image: halve with a box filter while the short
+    side is >= 2x the target (cheap anti-aliasing), bicubic-resize the short side to
+    ``resolution``, then crop the centre square."""
+    from PIL import Image
+
+    while min(img.size) >= 2 * resolution:
+        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
+    scale = resolution / min(img.size)
+    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
+    arr = np.asarray(img)
+    top, left = (arr.shape[0] - resolution) // 2, (arr.shape[1] - resolution) // 2
+    return Image.fromarray(arr[top:top + resolution, left:left + resolution])
+
+
+def load_image(path: str | os.PathLike, resolution: int) -> torch.Tensor:
+    """-> float32 (3, R, R) in [0, 1]. Raises OSError / ValueError on unreadable files."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = adm_center_crop(im.convert("RGB"), resolution)
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def list_imagefolder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], list[str]]:
+    """torchvision ImageFolder order: classes = sorted sub-directories (label = index), files sorted
+    within each class. -> ([(path, label)], class names)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class sub-directories (expected ROOT/<class>/<image>)")
+    items = []
+    for label, c in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(root / c, followlinks=True)):
+            items += [(os.path.join(dirpath, f), label) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+    if not items:
+        raise FileNotFoundError(f"no images with extensions {IMG_EXTENSIONS} under {root}")
+    return items, classes
+
+
+def read_list(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """A TSV of ``image path<TAB>integer label`` lines (relative paths are relative to the list
+    file; blank lines and lines starting with # are ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"list file {path} does not exist")
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit() or int(parts[1]) < 0:
+            raise ValueError(f"{path}:{n}: expected 'image path<TAB>label >= 0', got {line!r}")
+        p = parts[0] if os.path.isabs(parts[0]) else str(path.parent / parts[0])
+        items.append((p, int(parts[1])))
+    if not items:
+        raise ValueError(f"{path} lists no images")
+    return items
+
+
+def resolve_tokenizer(spec: str):
+    """A tokenizer from a command-line spec: ``demo`` (the embedded demo tokenizer, built if
+    absent), ``demo:PATH`` or ``PATH.npz`` (a demo tokenizer file), a JSON object such as
+    ``{"kind": "vqgan", "path": "vq.ckpt", "config": "..."}``, or a VQGAN checkpoint path; all but
+    the demo forms go to enat_lightning.tokenizers.load_tokenizer."""
+    spec = str(spec)
+    if spec == "demo" or spec.startswith("demo:") or spec.endswith(".npz"):
+        from enat_lightning.tokenizers.demo import DemoTokenizer
+
+        if spec == "demo":
+            from .demo import ensure_demo_data
+
+            return DemoTokenizer.load(ensure_demo_data().tokenizer)
+        return DemoTokenizer.load(spec.split(":", 1)[1] if spec.startswith("demo:") else spec)
+    from enat_lightning.tokenizers import load_tokenizer
+
+    if spec.lstrip().startswith("{"):
+        import json
+
+        try:
+            return load_tokenizer(json.loads(spec))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"tokenizer spec {spec!r} is not valid JSON ({e})") from e
+    return load_tokenizer(spec)
+
+
+@dataclass
+class TokenizeResult:
+    manifest: Manifest
+    unreadable: list[str] = field(default_factory=list)  # paths skipped in this run
+    resumed_from: int = 0  # finished shards found at start
+    already_complete: bool = False  # the output was finished by an earlier run with the same job
+
+
+def _items_hash(items: list[tuple[str, int]]) -> str:
+    h = hashlib.sha256()
+    for p, y in items:
+        h.update(f"{p}\t{y}\n".encode())
+    return h.hexdigest()
+
+
+def _device_of(tok) -> torch.device:
+    params = getattr(tok, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def tokenize_items(items: list[tuple[str, int]], tokenizer, out: str | os.PathLike, resolution: int, *,
+                   num_classes: int | None = None, shard_size: int = 1000, batch_size: int = 64,
+                   flip: bool = True, source: dict | None = None, progress: bool = True,
+                   read_threads: int = 4, on_shard: Callable[[int], None] | None = None,
+                   text: dict | None = None, sample_extra: Callable[[int], dict] | None = None) -> TokenizeResult:
+    """Tokenizes ``items`` [(path, label)] into shards under ``out`` (resuming a previous run).
+
+    ``on_shard(k)`` is called after shard k is written (tests interrupt a run with it).
+    Text data (``data/coco.py``): ``text`` is the manifest's text info and ``sample_extra(i)`` the
+    extra Sample fields of item i (``text``, ``text_mask``); labels are then not stored."""
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
+    if text is None:
+        num_classes = num_classes if num_classes is not None else max(y for _, y in items) + 1
+        bad = [(p, y) for p, y in items if y >= num_classes]
+        if bad:
+            raise ValueError(f"label {bad[0][1]} of {bad[0][0]} >= num_classes {num_classes}")
+    if resolution % tokenizer.downsample:
+        raise ValueError(f"resolution {resolution} is not a multiple of the tokenizer's downsample "
+                         f"factor {tokenizer.downsample}")
+    identity = tokenizer.identity()
+    job = {"inputs": _items_hash(items), "count": len(items), "tokenizer": identity,
+           "resolution": resolution, "shard_size": shard_size, "flip": flip}
+    if text is not None:
+        job["text"] = text
+    writer = ShardSetWriter(out, job, codebook_size=tokenizer.codebook_size,
+                            latent_side=resolution // tokenizer.downsample, num_classes=num_classes,
+                            tokenizer=identity, has_flip=flip, text=text, source={"resolution": resolution, **(source or {})})
+    result = TokenizeResult(manifest=None, resumed_from=writer.done_shards,  # type: ignore[arg-type]
+                            already_complete=writer.complete)
+    if writer.complete:
+        result.manifest = writer.finish()
+        return result
+    n_shards = -(-len(items) // shard_size)
+    device = _device_of(tokenizer)
+
+    def read(i: int):
+        try:
+            return load_image(items[i][0], resolution)
+        except Exception as e:  # PIL raises many types for broken files; report and skip
+            return e
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("tokenize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   disable=not progress, transient=False)
+    with bar, ThreadPoolExecutor(max(1, read_threads)) as pool:
+        task = bar.add_task("tokenize", total=len(items), completed=min(len(items), writer.done_shards * shard_size))
+        for k in range(writer.done_shards, n_shards):
+            lo, hi = k * shard_size, min(len(items), (k + 1) * shard_size)
+            samples: list[Sample] = []
+            for b0 in range(lo, hi, batch_size):
+                idx = list(range(b0, min(hi, b0 + batch_size)))
+                loaded = list(pool.map(read, idx))
+                good = []
+                for i, img in zip(idx, loaded):
+                    if isinstance(img, Exception):
+                        print(f"enat tokenize: skipping unreadable image {items[i][0]}: {img}", file=sys.stderr)
+                        result.unreadable.append(items[i][0])
+                    else:
+                        good.append((i, img))
+                if good:
+                    x = torch.stack([img for _, img in good]).to(device)  # (B, 3, R, R)
+                    with torch.no_grad():
+                        ids = tokenizer.encode(x).cpu().numpy()  # (B, h, w)
+                        ids_f = tokenizer.encode(x.flip(-1)).cpu().numpy() if flip else [None] * len(good)
+                    samples += [Sample(key=f"{i:09d}", tokens=t, label=None if text is not None else items[i][1],
+                                       flip=f, **(sample_extra(i) if sample_extra is not None else {}))
+                                for (i, _), t, f in zip(good, ids, ids_f)]
+                bar.advance(task, len(idx))
+            writer.add_shard(samples)
+            if on_shard is not None:
+                on_shard(k)
+    result.manifest = writer.finish()
+    return result
+
+
+def tokenize_imagefolder(root: str | os.PathLike, tokenizer, out: str | os.PathLike, resolution: int,
+                         **kw) -> TokenizeResult:
+    """ImageFolder layout ROOT/<class>/<image>; labels = sorted class index."""
+    items, classes = list_imagefolder(root)
+    return tokenize_items(items, tokenizer, out, resolution, num_classes=len(classes),
+                          source={"root": str(root), "layout": "imagefolder", "classes": classes}, **kw)
+
+
+def tokenize_list(list_file: str | os.PathLike, tokenizer, out: str | os.PathLike, resolution: int,
+                  num_classes: int | None = None, **kw) -> TokenizeResult:
+    """A TSV list of (image path, label)."""
+    items = read_list(list_file)
+    return tokenize_items(items, tokenizer, out, resolution, num_classes=num_classes,
+                          source={"list": str(list_file), "layout": "list"}, **kw)

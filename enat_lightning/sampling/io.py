@@ -1,0 +1,70 @@
+"""Sample files: uint8 conversion, image grids, PNG and ``samples.npz`` writers (numpy + PIL).
+
+Every writer is atomic: it writes ``<name>.tmp`` in the same folder and ``os.replace``s it, so an
+interrupted run never leaves a half-written file under the final name.
+
+``samples.npz`` follows the ADM evaluator (guided-diffusion ``evaluator.py``): ``arr_0`` uint8
+(N, H, W, 3), plus ``labels`` int64 (N,) and ``tokens`` int64 (N, h, w).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """image: uint8 (H, W, 3)."""
+    from PIL import Image
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"save_png expects uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def to_uint8(images) -> np.ndarray:
+    """Float images (N, 3, H, W), nominally [0, 1] and unclamped (a torch tensor or an array) ->
+    uint8 (N, H, W, 3). Clamped to [0, 1] first (as the official sampler), then rounded."""
+    x = images.detach().float().cpu().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images (N, 3, H, W), got shape {x.shape}")
+    x = np.clip(x, 0.0, 1.0) * 255.0 + 0.5
+    return np.floor(x).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> one uint8 image with ``nrow`` images per row (default ~sqrt(N))."""
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ValueError(f"make_grid expects a non-empty uint8 (N, H, W, 3) array, got {images.shape}")
+    n, h, w, _ = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y:y + h, x:x + w] = img
+    return grid

@@ -1,0 +1,62 @@
+"""The caption-encoder interface and the command-line spec parser."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Captions -> token embeddings.
+
+    encode(captions) -> (emb float32 (N, T, Dt), mask bool (N, T)), T = ``length``, Dt = ``dim``;
+    mask is True at real tokens (start/end tokens included) and False at padding. The empty
+    caption "" is the classifier-free-guidance null condition.
+    identity(): a JSON-able dict recorded in shard manifests (kind, dim, length, weights).
+    """
+
+    dim: int
+    length: int
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def identity(self) -> dict: ...
+
+
+def encode_in_batches(encoder: TextEncoder, captions: list[str], batch_size: int = 256
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """All captions through the encoder in chunks -> float16 (N, T, Dt), bool (N, T) numpy arrays."""
+    embs, masks = [], []
+    for i in range(0, len(captions), batch_size):
+        emb, mask = encoder.encode(captions[i:i + batch_size])
+        embs.append(emb.float().cpu().numpy().astype(np.float16))
+        masks.append(mask.cpu().numpy().astype(bool))
+    if not embs:
+        return (np.zeros((0, encoder.length, encoder.dim), np.float16), np.zeros((0, encoder.length), bool))
+    return np.concatenate(embs), np.concatenate(masks)
+
+
+def build_text_encoder(spec: str, device: str | torch.device = "cpu") -> TextEncoder:
+    """``hash`` / ``hash:dim=16,length=8,seed=0`` -> HashTextEncoder (test double);
+    ``clip:DIR`` or a directory path -> CLIPTextEncoder with local weights in DIR."""
+    from .clip import CLIPTextEncoder
+    from .hashing import HashTextEncoder
+
+    kind, _, rest = spec.partition(":")
+    if kind == "hash":
+        kwargs = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or key not in ("dim", "length", "seed"):
+                raise ValueError(f"bad hash text-encoder option {item!r} in {spec!r}; use dim=, length=, seed=")
+            kwargs[key] = int(value)
+        return HashTextEncoder(**kwargs)
+    if kind == "clip":
+        return CLIPTextEncoder(rest, device=device)
+    if Path(spec).is_dir():
+        return CLIPTextEncoder(spec, device=device)
+    raise ValueError(f"unknown text encoder {spec!r}: use 'hash[:dim=..,length=..]', 'clip:DIR' or a "
+                     f"directory holding a transformers CLIP text model")

@@ -1,0 +1,118 @@
+"""Studies: spec parsing, config composition, results table, and one tiny end-to-end run on the demo data."""
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from enat_lightning.analysis.study import (compose, find_studies_for, load_study, merge, parse_set, run_study,
+                                           sample_quality_metric, slug, study_for_path, write_results)
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = sorted(p for p in (REPO / "experiments" / "studies").glob("*.yaml") if p.name != "demo_tiny.yaml")
+
+
+def test_the_paper_studies_exist():
+    assert {p.stem for p in STUDIES} >= {"fig2_attention_removal", "table1_disentangled", "table2_allocation",
+                                         "table6a_main", "table6_ablations"}
+
+
+@pytest.mark.parametrize("spec", STUDIES, ids=lambda p: p.stem)
+def test_every_study_spec_parses_and_names_existing_configs(spec):
+    st = load_study(spec)
+    assert st.rows and st.metrics
+    for row in st.rows:
+        assert all(c.is_file() for c in [*st.base, *row.configs])
+        assert set(row.paper) <= set(st.metrics), row.name  # every paper number has a column
+        assert row.paper  # the point of a study: the paper's number beside ours
+    assert len({slug(r.name) for r in st.rows}) == len(st.rows)
+
+
+def test_fig2_numbers_are_the_papers():
+    st = load_study(REPO / "experiments/studies/fig2_attention_removal.yaml")
+    assert [r.paper["fid"] for r in st.rows] == [6.54, 201.88, 6.76, 7.40, 7.05]
+
+
+def test_an_ablation_yaml_runs_its_row_and_the_reference_row():
+    st = study_for_path(REPO / "experiments/ablations/fig2_a_no_mask_to_visible.yaml")
+    assert [r.name for r in st.rows] == ["baseline (full attn.)", "w/o [M] to [V]"]
+    assert find_studies_for(REPO / "experiments/ablations/table6c_no_reuse_proj.yaml")[0][0].name == "table6_ablations"
+
+
+def test_spec_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("rows: [{name: a, configs: [nowhere.yaml]}]\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        load_study(bad)
+    bad.write_text("metrics: [fidd]\nrows: [{name: a}]\n")
+    with pytest.raises(ValueError, match=r"s\.yaml.*fidd"):
+        load_study(bad)
+    bad.write_text("model: {}\n")
+    with pytest.raises(ValueError, match="no spec under experiments/studies/ lists it"):
+        study_for_path(bad)
+
+
+def test_merge_and_set_follow_lightningcli_composition(tmp_path):
+    a = {"model": {"net": {"class_path": "X", "init_args": {"width": 8, "depth": 2}}}, "cb": [1, 2]}
+    b = {"model": {"net": {"init_args": {"width": 16}}}, "cb": [3]}
+    m = merge(a, b)
+    assert m["model"]["net"]["init_args"] == {"width": 16, "depth": 2} and m["cb"] == [3]
+    c = merge(m, {"model": {"net": {"class_path": "Y", "init_args": {"grid": 4}}}})
+    assert c["model"]["net"] == {"class_path": "Y", "init_args": {"grid": 4}}  # another class: replaced
+    assert parse_set("model.mask_ratio_beta=[2, 2]") == ("model.mask_ratio_beta", [2, 2])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_set("trainer.max_steps")
+    f = tmp_path / "a.yaml"
+    f.write_text("trainer: {max_steps: 5}\n")
+    assert compose([f], ["trainer.max_steps=7", "model.lr=0.1"]) == {"trainer": {"max_steps": 7}, "model": {"lr": 0.1}}
+
+
+def test_results_table_shape(tmp_path):
+    st = load_study(REPO / "experiments/studies/table2_allocation.yaml")
+    rows = [{"row": r.name, "gflops_ours": 1.0, "gflops_paper": r.paper["gflops"], "fid_ours": float("nan"),
+             "fid_paper": r.paper["fid"], "masked_loss_ours": 2.0, "checkpoint": "x"} for r in st.rows]
+    paths = write_results(st, rows, tmp_path)
+    lines = paths["md"].read_text().splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert table[0] == "| row | GFLOPs (ours) | GFLOPs (paper) | FID (ours) | FID (paper) | masked loss (ours) |"
+    assert len(table) == 2 + 3 and "| 12/4 | 1.000 | 38.200 | n/a | 4.980 | 2.000 |" in table
+    assert len(list(csv.DictReader(open(paths["csv"])))) == 3
+
+
+def test_demo_study_end_to_end(tmp_path):
+    """Two Fig. 2 rows trained briefly with Lightning on the demo digits, evaluated (masked loss, demo-FID),
+    tabulated beside the paper's FIDs; a second run reuses the checkpoints. (The claim that cutting
+    [M]->[V] hurts far more than [V]->[M] is checked on a trained NAT in test_attention.py.)"""
+    from enat_lightning.data.demo import ensure_demo_data
+
+    demo = ensure_demo_data()
+    st = load_study(REPO / "experiments/studies/fig2_attention_removal.yaml")
+    st.rows = st.rows[:2]
+    sets = ["trainer.max_steps=25", "model.net.init_args.width=32", "model.net.init_args.depth=2",
+            "model.warmup_steps=0", f"data.init_args.train_shards={demo.train}",
+            f"data.init_args.val_shards={demo.val}"]
+    metric = sample_quality_metric("demo-fid", num_samples=20, steps=4, cfg_scale=1.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = run_study(st, tmp_path, overrides=[REPO / "experiments/studies/demo_tiny.yaml"], sets=sets,
+                         sample_metric=metric, val_limit=128)
+        ckpts = [Path(r["checkpoint"]) for r in rows]
+        stamps = [p.stat().st_mtime_ns for p in ckpts]
+        again = run_study(st, tmp_path, overrides=[REPO / "experiments/studies/demo_tiny.yaml"], sets=sets,
+                          val_limit=128)
+    finally:
+        torch.set_num_threads(threads)
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps  # resumed: nothing retrained
+    assert [r["row"] for r in rows] == ["baseline (full attn.)", "w/o [M] to [V]"]
+    assert [r["fid_paper"] for r in rows] == [6.54, 201.88]
+    for r in rows:
+        assert 0 < r["masked_loss_ours"] < 6 and r["demo_fid_ours"] > 0 and 0 <= r["accuracy_ours"] <= 1
+    assert [r["masked_loss_ours"] for r in again] == [r["masked_loss_ours"] for r in rows]
+    from enat_lightning.sampling.checkpoint import load_generator
+
+    net, cfg = load_generator(ckpts[1])
+    assert cfg.attention_removal == "mask_to_visible" and cfg.width == 32 and cfg.grid == 4
+    table = [ln for ln in (tmp_path / "results.md").read_text().splitlines() if ln.startswith("|")]
+    assert table[0].startswith("| row | FID (ours) | FID (paper) | masked loss (ours) | demo-FID (ours)")
+    assert len(table) == 4

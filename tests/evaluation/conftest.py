@@ -1,0 +1,9 @@
+"""Fixtures for evaluation tests."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_classifier_file(tmp_path_factory):
+    from enat_lightning.evaluation.demo_classifier import build_demo_classifier
+
+    return build_demo_classifier(tmp_path_factory.mktemp("democls") / "classifier.pt")

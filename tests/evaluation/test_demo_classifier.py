@@ -1,0 +1,42 @@
+import torch
+
+from enat_lightning.analysis.fid import fid_from_stats, stats_from_features
+from enat_lightning.data.demo import load_digit_images
+from enat_lightning.evaluation import load_feature_extractor, score_images
+from enat_lightning.evaluation.demo_classifier import FEATURE_NAME, DemoClassifierFeatures, build_demo_classifier
+from enat_lightning.evaluation.features import to_uint8
+from enat_lightning.evaluation.reference import demo_reference_stats
+
+
+def test_cached_file_is_reused_and_training_is_deterministic(demo_classifier_file, tmp_path):
+    before = demo_classifier_file.stat().st_mtime_ns
+    assert build_demo_classifier(demo_classifier_file) == demo_classifier_file
+    assert demo_classifier_file.stat().st_mtime_ns == before  # not retrained
+    again = build_demo_classifier(tmp_path / "again.pt")
+    a = torch.load(demo_classifier_file, weights_only=True)["state_dict"]
+    b = torch.load(again, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.name for p in tmp_path.iterdir()] == ["again.pt"]  # atomic write: no tmp file left
+
+
+def test_classifier_separates_real_digits_from_noise(demo_classifier_file):
+    ex = load_feature_extractor(f"demo:{demo_classifier_file}")
+    assert ex.name == FEATURE_NAME and ex.meta["val_accuracy"] > 0.85
+    images, labels, is_val = load_digit_images()
+    train = demo_reference_stats(ex, "train")
+    real = score_images(to_uint8(images[is_val]), labels[is_val], ex, train)
+    noise = score_images(to_uint8(torch.rand(200, 3, 16, 16, generator=torch.Generator().manual_seed(0))),
+                         None, ex, train)
+    assert real["accuracy"] > 0.85 and real["is_mean"] > 6 and real["fid"] < 10
+    assert noise["fid"] > 20 * real["fid"] and noise["is_mean"] < 2 and "accuracy" not in noise
+    # stats of the val split equal the features computed by hand
+    val = demo_reference_stats(ex, "val")
+    by_hand = stats_from_features(ex(to_uint8(images[is_val])).features, FEATURE_NAME)
+    assert fid_from_stats(val, by_hand) < 1e-6
+
+
+def test_missing_classifier_file_is_named(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        DemoClassifierFeatures.load(tmp_path / "nope.pt")

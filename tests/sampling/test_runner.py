@@ -1,0 +1,103 @@
+"""sample_to_dir: chunked, resumable, decoded sample folders (tiny official ENAT + tiny VQGAN)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from enat_lightning.models import from_official
+from enat_lightning.sampling import generate
+from enat_lightning.sampling.runner import SampleSettings, chunk_seed, class_labels, sample_to_dir
+from enat_lightning.tokenizers import VQGAN
+
+SETTINGS = SampleSettings(steps=4, cfg_scale=2.0, mask_temp=1.5, samp_temp=2.0, seed=7, batch_size=4)
+LABELS = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10]  # 10 = unconditional
+
+
+@pytest.fixture(scope="module")
+def model(official_enat):
+    return from_official(official_enat["config"], official_enat["state_dict"])
+
+
+@pytest.fixture(scope="module")
+def vqgan(official_vqgan):
+    c = official_vqgan["config"]
+    return VQGAN.from_official(c["ddconfig"], c["n_embed"], c["embed_dim"],
+                               {k: v.float() for k, v in official_vqgan["state_dict"].items()})
+
+
+def test_writes_grid_npz_pngs_matching_generate(tmp_path, model, vqgan):
+    r = sample_to_dir(model, LABELS, tmp_path, SETTINGS, vqgan, save_images=True, progress=False)
+    assert r["num_samples"] == 10 and r["decoded"] and r["resumed"] == 0
+    with np.load(tmp_path / "samples.npz") as z:
+        arr, labels, tokens = z["arr_0"], z["labels"], z["tokens"]
+    assert arr.dtype == np.uint8 and arr.shape == (10, 64, 64, 3)
+    assert labels.tolist() == LABELS and tokens.shape == (10, 4, 4)
+    # chunk 1 = samples 4..7, drawn with its own seeded generator
+    ids = generate(model, torch.tensor(LABELS[4:8]), steps=4, cfg_scale=2.0, mask_temp=1.5, samp_temp=2.0,
+                   generator=torch.Generator().manual_seed(chunk_seed(7, 1)))
+    assert np.array_equal(tokens[4:8], ids.numpy())
+    with torch.no_grad():
+        dec = vqgan.decode(ids).clamp(0, 1).mul(255).add(0.5).floor().to(torch.uint8).permute(0, 2, 3, 1)
+    assert np.array_equal(arr[4:8], dec.numpy())
+    grid = Image.open(tmp_path / "grid.png")
+    grid.load()
+    assert grid.mode == "RGB" and grid.size[0] > 64 * 3
+    pngs = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert len(pngs) == 10 and pngs[-1] == "000009_c10.png"
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, model, vqgan):
+    labels, settings = LABELS[:6], SampleSettings(**{**SETTINGS.__dict__, "batch_size": 2})  # 3 chunks
+    full = sample_to_dir(model, labels, tmp_path / "full", settings, vqgan, progress=False)
+
+    def stop_after_first(i):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sample_to_dir(model, labels, tmp_path / "run", settings, vqgan, progress=False, on_chunk=stop_after_first)
+    chunks = sorted(p.name for p in (tmp_path / "run" / "chunks").glob("chunk_*.npz"))
+    assert chunks == ["chunk_000000.npz"] and not (tmp_path / "run" / "samples.npz").exists()
+    mtime = (tmp_path / "run" / "chunks" / "chunk_000000.npz").stat().st_mtime_ns
+    r = sample_to_dir(model, labels, tmp_path / "run", settings, vqgan, progress=False)
+    assert r["resumed"] == 1 and full["resumed"] == 0
+    assert (tmp_path / "run" / "chunks" / "chunk_000000.npz").stat().st_mtime_ns == mtime  # not redone
+    with np.load(tmp_path / "full" / "samples.npz") as a, np.load(tmp_path / "run" / "samples.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in ("arr_0", "labels", "tokens"))
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, model):
+    sample_to_dir(model, LABELS[:2], tmp_path, SETTINGS, progress=False)
+    other = SampleSettings(**{**SETTINGS.__dict__, "cfg_scale": 3.0})
+    with pytest.raises(ValueError, match=r"other settings \(differs in \['settings'\]\)"):
+        sample_to_dir(model, LABELS[:2], tmp_path, other, progress=False)
+    manifest = json.loads((tmp_path / "chunks" / "manifest.json").read_text())
+    assert manifest["settings"]["cfg_scale"] == 2.0
+
+
+def test_without_tokenizer_saves_tokens_only(tmp_path, model):
+    r = sample_to_dir(model, LABELS[:3], tmp_path, SETTINGS, progress=False)
+    assert not r["decoded"] and not (tmp_path / "grid.png").exists()
+    with np.load(tmp_path / "samples.npz") as z:
+        assert sorted(z.files) == ["labels", "tokens"]
+
+
+def test_several_devices_split_chunks_with_identical_result(tmp_path, model):
+    one = sample_to_dir(model, LABELS, tmp_path / "one", SETTINGS, progress=False)
+    two = sample_to_dir(model, LABELS, tmp_path / "two", SETTINGS, progress=False,
+                        devices=[torch.device("cpu"), torch.device("cpu")])
+    assert two["devices"] == ["cpu", "cpu"] and one["devices"] == ["cpu"]
+    with np.load(tmp_path / "one" / "samples.npz") as a, np.load(tmp_path / "two" / "samples.npz") as b:
+        assert np.array_equal(a["tokens"], b["tokens"])
+
+
+def test_class_labels():
+    assert class_labels(3, per_class=2) == [0, 0, 1, 1, 2, 2]
+    assert class_labels(10, [4, 1], 2) == [4, 4, 1, 1]
+    assert class_labels(10, [4, 1]) == [4, 1]
+    with pytest.raises(ValueError, match="outside"):
+        class_labels(10, [11])
+    with pytest.raises(ValueError, match="--labels and/or --per-class"):
+        class_labels(10)

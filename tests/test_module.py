@@ -1,0 +1,190 @@
+import hashlib
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from enat_lightning.data.synthetic import SyntheticTokenDataModule
+from enat_lightning.models import ENATConfig, NATConfig
+from enat_lightning.module import ENATModule, NonFiniteLossError, update_ema, warmup_factor
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(codebook_size=32, num_classes=4, grid=4, width=32, heads=2, enc_depth=2, dec_depth=1)
+
+
+def tiny_module(**kw) -> ENATModule:
+    net = kw.pop("net", ENATConfig(**TINY))
+    return ENATModule(net, **{"lr": 3e-3, "warmup_steps": 0, "ema_decay": 0.9, **kw})
+
+
+def data(**kw) -> SyntheticTokenDataModule:
+    return SyntheticTokenDataModule(**{"num_classes": 4, "codebook_size": 32, "grid": 4, "num_train": 64,
+                                       "num_val": 16, "batch_size": 16, **kw})
+
+
+def trainer(tmp_path=None, **kw) -> pl.Trainer:
+    args = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, default_root_dir=tmp_path)
+    return pl.Trainer(**{**args, **kw})
+
+
+def attach(module: ENATModule) -> ENATModule:
+    """Gives a module a (not fitting) trainer so training_step can run outside fit."""
+    module.trainer = trainer()
+    module.log = lambda *args, **kwargs: None  # no fit loop collects the logs here
+    return module
+
+
+def batch_of(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"tokens": torch.randint(32, (n, 16), generator=g), "label": torch.randint(4, (n,), generator=g)}
+
+
+def test_update_ema_is_a_lerp():
+    ema, online = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = ema.weight.detach().clone()
+    update_ema(ema, online, 0.9)
+    assert torch.allclose(ema.weight, 0.9 * before + 0.1 * online.weight)
+    update_ema(ema, online, 0.0)
+    assert torch.equal(ema.weight, online.weight)
+
+
+def test_warmup_is_linear_then_constant():
+    assert [warmup_factor(s, 4) for s in (0, 1, 4, 100)] == [0.0, 0.25, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+
+
+def test_hparams_make_the_checkpoint_self_describing():
+    m = tiny_module()
+    assert m.hparams["net"] == ENATConfig(**TINY).to_dict()
+    again = ENATModule(**dict(m.hparams))  # what load_from_checkpoint does
+    assert again.cfg == m.cfg
+    keys = m.state_dict().keys()
+    assert any(k.startswith("net.") for k in keys) and any(k.startswith("ema.") for k in keys)
+    assert all(not p.requires_grad for p in m.ema.parameters())
+    m.train()
+    assert m.net.training and not m.ema.training  # the teacher never uses dropout
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(ValueError, match="model.reuse_prob"):
+        tiny_module(reuse_prob=1.5)
+    with pytest.raises(ValueError, match="NAT baseline has no reuse"):
+        tiny_module(net=NATConfig(codebook_size=32, num_classes=4, grid=4, width=32, heads=2, depth=2))
+    m = attach(tiny_module())
+    with pytest.raises(ValueError, match="'tokens'"):
+        m.training_step({"x": 1}, 0)
+    with pytest.raises(ValueError, match=r"\(B, 16\)"):
+        m.training_step({"tokens": torch.zeros(2, 9, dtype=torch.long), "label": torch.zeros(2)}, 0)
+
+
+def test_reuse_step_teacher_gets_no_gradient_and_projection_does():
+    m = attach(tiny_module(reuse_prob=1.0)).train()
+    with torch.no_grad():  # adaLN-Zero starts every block as the identity, which blocks all context gradients
+        for blk in [*m.net.encoder, *m.net.decoder]:
+            blk.adaLN_modulation[-1].weight.normal_(0, 0.2)
+    seen = {}
+    m.ema.register_forward_hook(lambda mod, inp, out: seen.update(teacher=out, training=mod.training))
+    loss = m.training_step(batch_of(), 0)
+    loss.backward()
+    assert "teacher" in seen and not seen["training"]
+    assert not seen["teacher"].feat.requires_grad  # stop-gradient on z_prev
+    assert all(p.grad is None for p in m.ema.parameters())
+    proj_grad = sum(p.grad.abs().sum() for p in m.net.reuse_proj.parameters())
+    assert proj_grad > 0
+
+
+def test_step_without_reuse_gives_idle_params_zero_gradients():
+    m = attach(tiny_module(reuse_prob=0.0)).train()
+    seen = []
+    m.ema.register_forward_hook(lambda *a: seen.append(1))
+    m.training_step(batch_of(), 0).backward()
+    assert not seen  # no teacher pass
+    for p in m.net.reuse_proj.parameters():
+        assert p.grad is not None and p.grad.abs().sum() == 0  # present for DDP, but exactly zero
+    assert all(p.grad is not None for p in m.net.parameters())
+
+
+def test_same_step_same_draws():
+    a = attach(tiny_module(reuse_prob=0.5, net=ENATConfig(**TINY, embed_dropout=0.5)))
+    b = attach(tiny_module(reuse_prob=0.5, net=ENATConfig(**TINY, embed_dropout=0.5)))
+    b.load_state_dict(a.state_dict())
+    a.train(), b.train()
+    assert torch.equal(a.training_step(batch_of(), 0), b.training_step(batch_of(), 0))
+
+
+def test_loss_falls_below_log_k_fast(tmp_path):
+    torch.manual_seed(0)
+    m = tiny_module(reuse_prob=0.5)
+    tr = trainer(tmp_path, max_steps=150, limit_val_batches=1, val_check_interval=150, check_val_every_n_epoch=None)
+    tr.fit(m, data(num_train=256, batch_size=32))
+    loss = tr.callback_metrics["train/loss"].item()
+    assert loss < math.log(32) - 1.0, loss  # log K = 3.47
+    assert tr.callback_metrics["val/loss"].item() < math.log(32) - 1.0
+    for key in ("train/acc", "grad_norm", "lr", "samples/s", "tokens/s", "val/acc", "val/ema_loss"):
+        assert key in tr.callback_metrics, key
+
+
+@pytest.mark.slow
+def test_loss_falls_clearly_in_a_few_hundred_steps(tmp_path):
+    torch.manual_seed(0)
+    m = tiny_module(reuse_prob=0.5, net=ENATConfig(**{**TINY, "codebook_size": 64, "num_classes": 10}))
+    tr = trainer(tmp_path, max_steps=400, limit_val_batches=0)
+    tr.fit(m, data(num_train=1024, batch_size=32, codebook_size=64, num_classes=10))
+    assert tr.callback_metrics["train/loss"].item() < 0.5 * math.log(64)
+
+
+def test_resume_equals_straight_run(tmp_path):
+    def run(root, max_steps, ckpt=None):
+        pl.seed_everything(0, verbose=False)
+        m = tiny_module(reuse_prob=0.5)  # embed_dropout 0.1: dropout is seeded from the step, too
+        cb = pl.callbacks.ModelCheckpoint(dirpath=root, save_last=True, every_n_epochs=1, save_top_k=-1)
+        tr = trainer(root, max_steps=max_steps, limit_val_batches=0, enable_checkpointing=True, callbacks=[cb])
+        tr.fit(m, data(), ckpt_path=ckpt)
+        return m
+
+    straight = run(tmp_path / "a", 8)  # 4 batches per epoch: 2 epochs
+    run(tmp_path / "b", 4)
+    resumed = run(tmp_path / "b", 8, ckpt=str(tmp_path / "b" / "last.ckpt"))
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(v, w, atol=1e-6, rtol=0), k
+    ema_delta = max((a - b).abs().max() for a, b in zip(straight.ema.parameters(), straight.net.parameters()))
+    assert ema_delta > 1e-4  # the EMA really lags the online weights, so comparing it means something
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    class PoisonAt(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 5:
+                self.sha = hashlib.sha256((tmp_path / "last.ckpt").read_bytes()).hexdigest()
+                with torch.no_grad():
+                    pl_module.net.head.bias.fill_(float("nan"))
+
+    poison = PoisonAt()
+    cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2, save_top_k=-1)
+    tr = trainer(tmp_path, max_steps=20, limit_val_batches=0, enable_checkpointing=True, callbacks=[cb, poison])
+    with pytest.raises(NonFiniteLossError, match=r"train/loss is nan at step 5"):
+        tr.fit(tiny_module(), data())
+    assert hashlib.sha256((tmp_path / "last.ckpt").read_bytes()).hexdigest() == poison.sha
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_ddp_two_processes_equal_single_process(tmp_path):
+    """2 CPU processes (gloo) on the global batch == 1 process: equal weights and EMA (~15 s)."""
+    script = REPO / "tests" / "_ddp_train.py"
+    for world in (2, 1):
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(world), "16"], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1, single = (torch.load(tmp_path / f, weights_only=True)
+                      for f in ("rank0_of2.pt", "rank1_of2.pt", "rank0_of1.pt"))
+    assert r0["step"] == single["step"] == 6
+    for k, v in single["state_dict"].items():
+        assert torch.equal(r0["state_dict"][k], r1["state_dict"][k]), k
+        assert torch.allclose(r0["state_dict"][k], v, atol=1e-5, rtol=0), k
