@@ -99,7 +99,8 @@ class ENATModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         tokens, labels = self._unpack(batch)
         hp, cfg = self.hparams, self.cfg
-        g = self._generator(stream=0, index=batch_idx % max(1, self.trainer.accumulate_grad_batches))
+        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # micro-batch within the step
+        g = self._generator(stream=0, index=micro)
         shard = (self.global_rank, self.trainer.world_size)
         masking = sample_mask(tokens, sample_mask_ratio(g, *hp.mask_ratio_beta), g, shard)  # (B, L)
         if isinstance(cfg, TextENATConfig):  # text: one CFG drop (p_uncond) to the null caption
@@ -116,7 +117,7 @@ class ENATModule(pl.LightningModule):
                 prev = self.ema(prev_ids, lab.data, logits_at="masked")
         # Dropout draws from the global RNG: seed it from (seed, step, rank) so a resumed run repeats them.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(_mix(hp.recipe_seed, 3, self.global_step, batch_idx, self.global_rank))
+            torch.manual_seed(_mix(hp.recipe_seed, 3, self.global_step, micro, self.global_rank))
             out = self.net(apply_mask(tokens, masking, cfg.mask_id), lab.net, prev=prev, logits_at="masked")
         loss = masked_ce(out.logits, tokens, masking, hp.label_smoothing)  # logits (B, Lm, V)
         self._stop_if_not_finite(loss, batch_idx)

@@ -1,19 +1,16 @@
 """Text-to-image end to end on CPU: COCO-style shards (HashTextEncoder test double) -> ENATModule
 trains a tiny TextENAT -> CFG sampling with reuse -> decode; plus sampler properties for text."""
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from t2i_helpers import make_coco, tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
-from test_coco import make_coco, tokenizer  # noqa: E402
-
-from enat_lightning.data.coco import tokenize_coco  # noqa: E402
-from enat_lightning.models import TextENAT, TextENATConfig  # noqa: E402
-from enat_lightning.models.text import TextPrompt  # noqa: E402
-from enat_lightning.sampling import generate  # noqa: E402
-from enat_lightning.text import HashTextEncoder  # noqa: E402
+from enat_lightning.data.coco import tokenize_coco
+from enat_lightning.models import TextENAT, TextENATConfig
+from enat_lightning.models.text import TextPrompt
+from enat_lightning.sampling import generate
+from enat_lightning.text import HashTextEncoder
 
 TINY = dict(codebook_size=16, grid=4, width=32, heads=4, enc_depth=2, dec_depth=1, text_dim=12, text_len=6)
 
@@ -56,7 +53,7 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["text"].shape == (4, 6, 12) and batch["text_mask"].dtype == torch.bool
     before = fixed_batch_loss(module, batch)
-    trainer = pl.Trainer(max_steps=40, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=25, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
     after = fixed_batch_loss(module, batch)

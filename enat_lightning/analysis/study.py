@@ -225,9 +225,13 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     logger = _get(composed, "trainer.logger")
     if isinstance(logger, dict) and "class_path" in logger:  # keep each row's logs inside the study folder
         args += ["--trainer.logger.init_args.save_dir", str(out_dir / "logs")]
-    for s in sets:
-        key, _ = parse_set(s)
-        args += [f"--{key}", s.split("=", 1)[1]]
+    if sets:
+        # Written as one more config file, not as --key value flags: a command-line override of
+        # model.net.init_args.* makes jsonargparse re-resolve the net's class and drops the YAML's NAT
+        # (it came back as the union's first member, ENATConfig).
+        set_file = out_dir / "study_set.yaml"
+        atomic_write_bytes(set_file, yaml.safe_dump(compose([], list(sets)), sort_keys=False).encode())
+        args += ["-c", str(set_file)]
     _quiet_known_warnings()
     # LightningCLI warns when args= comes with a non-empty sys.argv (ours is `enat study ...`): present
     # the row's arguments as the command line instead, as training_cli.run_lightning_cli does.

@@ -51,8 +51,8 @@ def run(args) -> int:
         print(f"{study.title} ({study.path}); metrics {study.metrics}")
         for row in study.rows:
             cfgs = " ".join(f"-c {c}" for c in [*study.base, *row.configs, *args.override])
-            sets = " ".join(f"--{s.split('=', 1)[0]} {s.split('=', 1)[1]}" for s in args.set)
-            print(f"- {row.name}: enat fit {cfgs} {sets}".rstrip() + f"   paper {row.paper}")
+            sets = f" + overrides {', '.join(args.set)}" if args.set else ""
+            print(f"- {row.name}: enat fit {cfgs}{sets}   paper {row.paper}")
         return 0
     metric = None
     if args.metric != "none":

@@ -176,3 +176,4 @@ def test_inference_cut_mask_to_visible_hurts_most(trained_demo_nat):
     assert hurt_mv > 0.1
     assert hurt_mv > 5 * max(by["visible_to_mask"]["delta_masked_loss"], 0.01)
     assert by["mask_to_visible"]["masked_acc"] < by["none"]["masked_acc"]
+    assert all(hurt_mv > by[r]["delta_masked_loss"] for r in ("visible_to_mask", "visible_to_visible", "mask_to_mask"))

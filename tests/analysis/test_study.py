@@ -97,6 +97,7 @@ def test_demo_study_end_to_end(tmp_path):
     try:
         rows = run_study(st, tmp_path, overrides=[REPO / "experiments/studies/demo_tiny.yaml"], sets=sets,
                          sample_metric=metric, val_limit=128)
+        table = [ln for ln in (tmp_path / "results.md").read_text().splitlines() if ln.startswith("|")]
         ckpts = [Path(r["checkpoint"]) for r in rows]
         stamps = [p.stat().st_mtime_ns for p in ckpts]
         again = run_study(st, tmp_path, overrides=[REPO / "experiments/studies/demo_tiny.yaml"], sets=sets,
@@ -113,6 +114,29 @@ def test_demo_study_end_to_end(tmp_path):
 
     net, cfg = load_generator(ckpts[1])
     assert cfg.attention_removal == "mask_to_visible" and cfg.width == 32 and cfg.grid == 4
-    table = [ln for ln in (tmp_path / "results.md").read_text().splitlines() if ln.startswith("|")]
     assert table[0].startswith("| row | FID (ours) | FID (paper) | masked loss (ours) | demo-FID (ours)")
     assert len(table) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", STUDIES, ids=lambda p: p.stem)
+def test_every_study_runs_on_the_demo_data(spec, tmp_path):
+    """Each paper study end to end at toy scale: every row trains (a few steps), evaluates and lands in
+    the table with its paper numbers (minutes in total, hence slow)."""
+    from enat_lightning.data.demo import ensure_demo_data
+
+    demo = ensure_demo_data()
+    st = load_study(spec)
+    sets = ["trainer.max_steps=3", "model.net.init_args.width=32", "model.warmup_steps=0",
+            f"data.init_args.train_shards={demo.train}", f"data.init_args.val_shards={demo.val}"]
+    metric = sample_quality_metric("demo-fid", num_samples=10, steps=3, cfg_scale=1.0)
+    rows = run_study(st, tmp_path, overrides=[REPO / "experiments/studies/demo_tiny.yaml"], sets=sets,
+                     sample_metric=metric, val_limit=64)
+    assert [r["row"] for r in rows] == [r.name for r in st.rows]
+    for r, row in zip(rows, st.rows):
+        for m in st.metrics:
+            assert r[f"{m}_paper"] == row.paper[m]
+        if "gflops" in st.metrics:
+            assert r["gflops_ours"] > 0
+        assert r["masked_loss_ours"] > 0 and r["demo_fid_ours"] > 0
+    assert len([ln for ln in (tmp_path / "results.md").read_text().splitlines() if ln.startswith("|")]) == 2 + len(rows)

@@ -1,13 +1,8 @@
 """`enat tokenize coco`: the CLI over data/coco.py (hash test-double encoder, precomputed .npy, errors)."""
-import sys
-from pathlib import Path
-
 import numpy as np
+from t2i_helpers import make_coco, read_all, tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from test_coco import make_coco, read_all, tokenizer  # noqa: E402
-
-from enat_lightning.cli import main  # noqa: E402
+from enat_lightning.cli import main
 
 
 def test_tokenize_coco_cli(tmp_path, capsys):

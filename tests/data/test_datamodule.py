@@ -94,3 +94,27 @@ def test_bad_sample_error_or_skip_counter(shard_set):
         warnings.simplefilter("ignore")
         n = sum(len(b["label"]) for b in dm.val_dataloader())
     assert n == len(samples) - 1 and dm.skipped_samples == 1
+
+
+def test_rank_from_env_and_resume_step_reseeds(shard_set, monkeypatch):
+    from types import SimpleNamespace
+
+    out, _ = shard_set
+
+    def first_epoch(**kw):
+        dm = TokenShardDataModule(str(out), batch_size=4, num_workers=0, batches_per_epoch=3, **kw)
+        dm.setup("fit")
+        return dm
+
+    base = torch.cat([b["tokens"] for b in first_epoch().train_dataloader()])
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    dm = first_epoch()
+    assert dm.train_dataset().cfg.rank == 1 and dm.train_dataset().cfg.world_size == 2
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    resumed = first_epoch()
+    resumed.trainer = SimpleNamespace(global_step=1500, global_rank=0, world_size=1)  # as after ckpt restore
+    ds = resumed.train_dataset()
+    assert ds.start_step == 1500
+    assert not torch.equal(torch.cat([b["tokens"] for b in resumed.train_dataloader()]), base)

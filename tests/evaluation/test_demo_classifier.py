@@ -3,20 +3,28 @@ import torch
 from enat_lightning.analysis.fid import fid_from_stats, stats_from_features
 from enat_lightning.data.demo import load_digit_images
 from enat_lightning.evaluation import load_feature_extractor, score_images
-from enat_lightning.evaluation.demo_classifier import FEATURE_NAME, DemoClassifierFeatures, build_demo_classifier
+from enat_lightning.evaluation.demo_classifier import (FEATURE_NAME, DemoClassifierFeatures, build_demo_classifier,
+                                                       train_demo_classifier)
 from enat_lightning.evaluation.features import to_uint8
 from enat_lightning.evaluation.reference import demo_reference_stats
 
 
-def test_cached_file_is_reused_and_training_is_deterministic(demo_classifier_file, tmp_path):
+def test_cached_file_is_reused_and_complete(demo_classifier_file):
     before = demo_classifier_file.stat().st_mtime_ns
     assert build_demo_classifier(demo_classifier_file) == demo_classifier_file
     assert demo_classifier_file.stat().st_mtime_ns == before  # not retrained
-    again = build_demo_classifier(tmp_path / "again.pt")
-    a = torch.load(demo_classifier_file, weights_only=True)["state_dict"]
-    b = torch.load(again, weights_only=True)["state_dict"]
+    assert [p.name for p in demo_classifier_file.parent.iterdir()] == ["classifier.pt"]  # no tmp file left
+    meta = torch.load(demo_classifier_file, weights_only=True)["meta"]
+    assert meta["num_classes"] == 10 and meta["image_size"] == 16
+
+
+def test_training_is_deterministic():
+    images, labels, _ = load_digit_images()
+    a = train_demo_classifier(images[:128], labels[:128], epochs=2).state_dict()
+    b = train_demo_classifier(images[:128], labels[:128], epochs=2).state_dict()
+    c = train_demo_classifier(images[:128], labels[:128], epochs=2, seed=1).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [p.name for p in tmp_path.iterdir()] == ["again.pt"]  # atomic write: no tmp file left
+    assert not torch.equal(a["fc1.weight"], c["fc1.weight"])
 
 
 def test_classifier_separates_real_digits_from_noise(demo_classifier_file):
