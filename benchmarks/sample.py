@@ -15,16 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
-from enat_lightning.models import build_model, preset
-from enat_lightning.models.enat import split_positions
-from enat_lightning.sampling import generate, masked_counts
-from enat_lightning.sampling.iterative import SAMP_TEMP_FLOOR, gumbel
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peak import count_flops, matmul_peak_gflops  # noqa: E402
+
+from enat_lightning.models import build_model, preset  # noqa: E402
+from enat_lightning.models.enat import split_positions  # noqa: E402
+from enat_lightning.sampling import generate, masked_counts  # noqa: E402
+from enat_lightning.sampling.iterative import SAMP_TEMP_FLOOR, gumbel  # noqa: E402
 
 
 @torch.no_grad()
@@ -58,31 +62,16 @@ def official_pattern_generate(model, labels, *, steps, cfg_scale, mask_temp, sam
     return sampled.reshape(B, cfg.grid, cfg.grid)
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
+def measure(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Best-of-N wall time of each fn, runs interleaved so that load changes hit both alike."""
+    outs = {name: fn() for name, fn in fns.items()}  # warm-up
+    best = {name: float("inf") for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
-def measure(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    fn()  # warm-up
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
-def count_gflops(fn) -> float:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e9
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            outs[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best, outs
 
 
 def main() -> None:
@@ -111,24 +100,25 @@ def main() -> None:
     def official():
         return official_pattern_generate(model, labels, generator=torch.Generator().manual_seed(1), **kw)
 
-    peak = matmul_peak_gflops()
+    peak_before = matmul_peak_gflops()
+    fns = {"official_pattern": official, "ours": ours}
+    secs, outs = measure(fns, args.repeats)
+    peak_after = matmul_peak_gflops()
+    peak = max(peak_before, peak_after)  # best seen: the machine may be shared
     results = {"preset": args.preset, "batch": args.batch, "steps": args.steps, "cfg": args.cfg,
-               "threads": args.threads, "matmul_peak_gflops": peak, "torch": torch.__version__,
-               "cpu_count": os.cpu_count()}
-    outs = {}
-    for name, fn in (("official_pattern", official), ("ours", ours)):
-        gflops = count_gflops(fn) / args.batch
-        sec, outs[name] = measure(fn, args.repeats)
-        s_img = sec / args.batch
+               "threads": args.threads, "matmul_peak_gflops": peak, "matmul_peak_gflops_before": peak_before,
+               "matmul_peak_gflops_after": peak_after, "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    for name, fn in fns.items():
+        gflops = count_flops(fn) / 1e9 / args.batch
+        s_img = secs[name] / args.batch
         results[name] = {"s_per_image": s_img, "gflops_per_image": gflops, "gflops_per_s": gflops / s_img,
                          "share_of_peak": gflops / s_img / peak}
-    peak_after = matmul_peak_gflops()
-    results["matmul_peak_gflops_after"] = peak_after
     results["speedup"] = results["official_pattern"]["s_per_image"] / results["ours"]["s_per_image"]
     results["identical_tokens_fraction"] = (outs["ours"] == outs["official_pattern"]).float().mean().item()
 
     print(f"{args.preset}, batch {args.batch}, {args.steps} steps, cfg {args.cfg}, fp32, {args.threads} threads")
-    print(f"matmul peak: {peak:.1f} GFLOP/s (before), {peak_after:.1f} GFLOP/s (after)")
+    print(f"matmul peak ({args.threads} threads, 2048^3 fp32): {peak_before:.1f} GFLOP/s before, "
+          f"{peak_after:.1f} after; shares below use {peak:.1f}")
     for name in ("official_pattern", "ours"):
         r = results[name]
         print(f"{name:>17}: {r['s_per_image']:.3f} s/image  {r['gflops_per_image']:.2f} GFLOPs/image  "

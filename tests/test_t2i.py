@@ -161,7 +161,8 @@ def test_enat_sample_prompts_cli(tmp_path, capsys):
     (tmp_path / "prompts.txt").write_text("a red square\n\n# comment\na blue sky\n")
     base = ["sample", "--ckpt", str(tmp_path / "t2i.ckpt"), "--prompts", str(tmp_path / "prompts.txt"),
             "--steps", "4", "--cfg", "2.0", "--device", "cpu", "--no-progress", "--batch-size", "3"]
-    assert main(base + ["--text-encoder", "hash:dim=12,length=6", "--per-class", "2", "--out", str(tmp_path / "s")]) == 0
+    enc = ["--text-encoder", "hash:dim=12,length=6"]
+    assert main(base + enc + ["--per-class", "2", "--out", str(tmp_path / "s")]) == 0
     with np.load(tmp_path / "s" / "samples.npz") as z:
         assert z["tokens"].shape == (4, 4, 4) and z["labels"].tolist() == [0, 0, 1, 1]
     assert (tmp_path / "s" / "prompts.txt").read_text().splitlines() == ["a red square", "a blue sky"]
@@ -209,7 +210,8 @@ def test_enat_b_coco_yaml_fast_dev_run(coco_shards, tmp_path):
     path = COCO_YAML
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump({
-        "model": {"net": {"class_path": "enat_lightning.models.TextENATConfig", "init_args": {**TINY, "adaln": "none"}}},
+        "model": {"net": {"class_path": "enat_lightning.models.TextENATConfig",
+                          "init_args": {**TINY, "adaln": "none"}}},
         "data": {"init_args": {"train_shards": str(coco_shards), "val_shards": str(coco_shards), "batch_size": 2,
                                "num_workers": 0, "codebook_size": 16, "latent_side": 4}},
         "trainer": {"default_root_dir": str(tmp_path), "logger": False, "callbacks": []}}))
@@ -279,3 +281,12 @@ def test_enat_evaluate_prompts_from_cli(coco_shards, tmp_path, capsys, monkeypat
     assert main(["evaluate", "--ckpt", str(tmp_path / "t2i.ckpt"), "--prompts-from", str(coco_shards),
                  "--num-samples", "9", "--tokenizer", f"demo:{tok}", "--feature", "demo"]) == 2
     assert "fewer than the 9" in capsys.readouterr().err
+
+
+def test_flops_count_for_text_models():
+    from enat_lightning.analysis.flops import count_generation
+
+    both = count_generation(TextENATConfig(**TINY), 4, vq=None)
+    dec = count_generation(TextENATConfig(**TINY, text_in="decoder"), 4, vq=None)
+    longer = count_generation(TextENATConfig(**{**TINY, "text_len": 12}), 4, vq=None)
+    assert len(both.per_step) == 4 and 0 < dec.gmacs_total < both.gmacs_total < longer.gmacs_total

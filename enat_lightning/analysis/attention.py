@@ -36,6 +36,8 @@ from torch import nn
 from enat_lightning.models.blocks import SCAttention, SelfCrossBlock
 from enat_lightning.models.config import ATTENTION_REMOVALS
 
+from .report import atomic_write_bytes, markdown_table, pyplot, save_figure, write_csv
+
 INTERACTIONS = ("mask_to_visible", "mask_to_mask", "visible_to_visible", "visible_to_mask")
 
 
@@ -183,19 +185,31 @@ def record_attention(model):
 
 @dataclass
 class AttentionMapResult:
-    """masses[kind] (N, S): mean over samples per block and sampling step; layers: block names."""
+    """per_sample[kind] (N, S, B): per block, sampling step and sample; masses[kind] (N, S): their mean
+    over samples (NaN where no sample had queries of that kind); layers: block names."""
 
     layers: list[str]
-    masses: dict[str, torch.Tensor]
+    per_sample: dict[str, torch.Tensor]
+
+    @property
+    def masses(self) -> dict[str, torch.Tensor]:
+        return {k: v.nanmean(-1) for k, v in self.per_sample.items()}
 
     def rows(self) -> list[dict]:
         out = []
-        N, S = self.masses["mask_to_visible"].shape
+        masses = self.masses
+        N, S = masses["mask_to_visible"].shape
         for li, layer in enumerate(self.layers):
             for s in range(S):
                 out.append({"layer": layer, "step": s + 1,
-                            **{k: float(self.masses[k][li, s]) for k in (*INTERACTIONS, "visible_key_share")}})
+                            **{k: float(masses[k][li, s]) for k in (*INTERACTIONS, "visible_key_share")}})
         return out
+
+
+def concat_maps(parts: list[AttentionMapResult]) -> AttentionMapResult:
+    """Results of several sample batches as one."""
+    return AttentionMapResult(parts[0].layers, {k: torch.cat([p.per_sample[k] for p in parts], dim=-1)
+                                                for k in parts[0].per_sample})
 
 
 def run_attention_maps(model, labels, *, steps: int = 8, generator=None, **sample_kwargs) -> AttentionMapResult:
@@ -209,24 +223,21 @@ def run_attention_maps(model, labels, *, steps: int = 8, generator=None, **sampl
         generate(model, labels, steps=steps, generator=generator, **sample_kwargs)
     if len(rec.calls) != steps:
         raise RuntimeError(f"expected one model call per step ({steps}), recorded {len(rec.calls)}")
-    masses = {}
-    for k in rec.calls[0]:
-        per_step = torch.stack([c[k][:, :B] for c in rec.calls], dim=1)  # (N, S, B)
-        masses[k] = per_step.nanmean(-1)  # (N, S); NaN stays where no sample had such queries
-    return AttentionMapResult(rec.names, masses)
+    per_sample = {k: torch.stack([c[k][:, :B] for c in rec.calls], dim=1)  # (N, S, B)
+                  for k in rec.calls[0]}
+    return AttentionMapResult(rec.names, per_sample)
 
 
 def figure_attention_maps(result: AttentionMapResult):
     """Heatmaps (blocks x steps): [MASK]->visible mass, [MASK]->[MASK] mass, and the visible mass
     relative to the visible-key share (> 1: [MASK] queries prefer visible keys beyond uniform)."""
-    from .similarity import _pyplot
-
-    plt = _pyplot()
-    mv = result.masses["mask_to_visible"]
-    share = result.masses["visible_key_share"]
+    plt = pyplot()
+    masses = result.masses
+    mv = masses["mask_to_visible"]
+    share = masses["visible_key_share"]
     ratio = torch.where(share > 0, mv / share.clamp_min(1e-12), torch.full_like(mv, float("nan")))
     panels = [("[MASK] -> visible mass", mv, (0.0, 1.0)),
-              ("[MASK] -> [MASK] mass", result.masses["mask_to_mask"], (0.0, 1.0)),
+              ("[MASK] -> [MASK] mass", masses["mask_to_mask"], (0.0, 1.0)),
               ("[MASK] -> visible / visible-key share", ratio, None)]
     N, S = mv.shape
     fig, axes = plt.subplots(1, 3, figsize=(3.2 * 3 + 1.0, 0.32 * N + 1.8), squeeze=False)
@@ -252,8 +263,6 @@ def write_attention_map_outputs(result: AttentionMapResult, out_dir, logger=None
     """attention_maps.csv and attention_maps.png (+ TensorBoard figure/scalars with ``logger``)."""
     from pathlib import Path
 
-    from .similarity import _pyplot, save_figure, write_csv
-
     out = Path(out_dir)
     paths = {"csv": out / "attention_maps.csv", "png": out / "attention_maps.png"}
     write_csv(paths["csv"], result.rows())
@@ -268,7 +277,7 @@ def write_attention_map_outputs(result: AttentionMapResult, out_dir, logger=None
                 if mv[li, s] == mv[li, s]:
                     writer.add_scalar(f"attention/mask_to_visible/{layer}", float(mv[li, s]), s + 1)
         writer.flush()
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -371,24 +380,6 @@ def removal_study(net, tokens: torch.Tensor, labels: torch.Tensor, removals: lis
     return ordered
 
 
-def markdown_table(rows: list[dict], floatfmt: str = "{:.4f}") -> str:
-    """A GitHub Markdown table of dict rows (columns in first-row order)."""
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    for r in rows[1:]:
-        cols += [c for c in r if c not in cols]
-
-    def fmt(v):
-        if isinstance(v, float):
-            return "n/a" if v != v else floatfmt.format(v)
-        return "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def load_tokens(spec: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All (or the first ``limit``) samples of a token shard set -> tokens (N, L) int64, labels (N,).
 
@@ -413,16 +404,21 @@ def load_tokens(spec: str, limit: int | None = None) -> tuple[torch.Tensor, torc
 
 
 def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 16, labels=None, seed: int = 0,
-                           device: str = "cpu", logger=None, **sample_kwargs):
-    """`enat analyze attention-maps`: per-block, per-step attention masses of a checkpoint's EMA network."""
+                           device: str = "cpu", batch_size: int = 32, logger=None, **sample_kwargs):
+    """`enat analyze attention-maps`: per-block, per-step attention masses of a checkpoint's EMA network
+    (samples in batches of ``batch_size``, batch b seeded with seed + b)."""
     from enat_lightning.sampling.checkpoint import load_generator
 
     from .similarity import balanced_labels
 
     model, cfg = load_generator(ckpt, device=device)
     y = balanced_labels(num_samples, cfg.num_classes, labels).to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    result = run_attention_maps(model, y, steps=steps, generator=g, **sample_kwargs)
+    parts = []
+    for b, start in enumerate(range(0, num_samples, max(1, batch_size))):
+        g = torch.Generator(device=device).manual_seed(seed + b)
+        parts.append(run_attention_maps(model, y[start:start + batch_size], steps=steps, generator=g,
+                                        **sample_kwargs))
+    result = concat_maps(parts)
     return result, write_attention_map_outputs(result, out_dir, logger=logger)
 
 
@@ -445,8 +441,6 @@ def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str |
     from pathlib import Path
 
     from enat_lightning.sampling.checkpoint import load_generator
-
-    from .similarity import atomic_write_bytes, write_csv
 
     net, cfg = load_generator(ckpt, device=device)
     check_removal(net, "none")

@@ -127,6 +127,7 @@ def save_stats(path: str | Path, stats: FeatureStats) -> Path:
     os.close(fd)
     try:
         np.savez(tmp, mu=stats.mu, sigma=stats.sigma, **extra)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

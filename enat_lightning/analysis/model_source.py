@@ -15,12 +15,7 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def model_config_from_yaml(paths: list[str | Path]) -> ModelConfig:
-    """``model.net`` of LightningCLI YAML(s), merged in order like repeated ``--config``.
-
-    Accepts ``model.net`` (or ``model.init_args.net``) as ``{class_path: ...ENATConfig, init_args:
-    {...}}``, as ``cfg.to_dict()`` (``arch`` key) or as a plain ENATConfig field dict.
-    """
+def _load_merged(paths) -> dict:
     import yaml
 
     merged: dict = {}
@@ -32,10 +27,28 @@ def model_config_from_yaml(paths: list[str | Path]) -> ModelConfig:
         if not isinstance(d, dict):
             raise ValueError(f"{p}: expected a YAML mapping at top level")
         merged = _merge(merged, d)
+    return merged
+
+
+def _model_section(merged: dict) -> dict:
     model = merged.get("model")
     if isinstance(model, dict) and "init_args" in model:
         model = model["init_args"]
-    net = model.get("net") if isinstance(model, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def yaml_uses_reuse(paths: list[str | Path]) -> bool:
+    """Whether the run trains reuse-aware (``model.reuse_prob`` > 0, ENATModule's default 0.5)."""
+    return float(_model_section(_load_merged(paths)).get("reuse_prob", 0.5)) > 0
+
+
+def model_config_from_yaml(paths: list[str | Path]) -> ModelConfig:
+    """``model.net`` of LightningCLI YAML(s), merged in order like repeated ``--config``.
+
+    Accepts ``model.net`` (or ``model.init_args.net``) as ``{class_path: ...ENATConfig, init_args:
+    {...}}``, as ``cfg.to_dict()`` (``arch`` key) or as a plain ENATConfig field dict.
+    """
+    net = _model_section(_load_merged(paths)).get("net")
     if net is None:
         return ENATConfig()  # ENATModule's default net
     if isinstance(net, dict) and "class_path" in net:
@@ -61,6 +74,20 @@ def model_config_from_checkpoint(path: str | Path) -> ModelConfig:
     if "net" not in hp:
         raise ValueError(f"{path}: hyper_parameters has no 'net' model config (keys: {sorted(hp)})")
     return config_from_dict(hp["net"])
+
+
+def default_reuse(args, cfg: ModelConfig) -> bool:
+    """Sample with reuse unless the model cannot (NAT) or was trained without it (Table 7 "reuse?"
+    column for presets, ``model.reuse_prob: 0`` in YAML)."""
+    from enat_lightning.models.config import PRESET_USES_REUSE
+
+    if not isinstance(cfg, ENATConfig):
+        return False
+    if getattr(args, "preset", None):
+        return PRESET_USES_REUSE.get(args.preset.lower().replace("_", "-"), True)
+    if getattr(args, "config", None):
+        return yaml_uses_reuse(args.config)
+    return True
 
 
 def model_config_from_args(args) -> ModelConfig:

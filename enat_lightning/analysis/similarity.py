@@ -22,7 +22,6 @@ Imports torch, numpy and (lazily) matplotlib only.
 """
 from __future__ import annotations
 
-import csv
 import io
 import os
 from contextlib import contextmanager
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 
 from enat_lightning.models.enat import split_positions
+
+from .report import atomic_write_bytes, pyplot, save_figure, write_csv
 
 GROUPS = ("newly_revealed", "previously_visible", "still_masked")
 
@@ -115,21 +116,24 @@ def _positions(kind: str, masking: torch.Tensor, prev_masking: torch.Tensor | No
 
 @dataclass
 class LayerRecorder:
-    """Collects, per model call, every block's output scattered to (rows, L, D) (NaN = not computed)."""
+    """Per model call, every block's output scattered to (N, rows, L, D) (NaN = not computed), handed to
+    ``on_call`` when given (then nothing is kept: memory stays at one step), else kept in ``calls``."""
 
     names: list[str]
+    on_call: object = None
     calls: list[torch.Tensor] = field(default_factory=list)  # each (N, rows, L, D)
+    num_calls: int = 0
 
 
 @contextmanager
-def record_layer_features(model):
-    """Within the block, each forward of ``model`` appends an (N, rows, L, D) tensor to ``recorder.calls``.
+def record_layer_features(model, on_call=None):
+    """Within the block each forward of ``model`` produces an (N, rows, L, D) tensor of block outputs.
 
     Uses forward hooks only (removed on exit). Rows are all rows of that call (the sampler batches
     conditional rows first, so ``[:, :B]`` are the conditional ones).
     """
     layers = layer_modules(model)
-    recorder = LayerRecorder([n for n, _, _ in layers])
+    recorder = LayerRecorder([n for n, _, _ in layers], on_call)
     outputs: dict[int, torch.Tensor] = {}
     handles = []
 
@@ -139,7 +143,6 @@ def record_layer_features(model):
         return hook
 
     def model_hook(_module, args, kwargs, out):
-        ids = args[0] if args else kwargs["ids"]
         prev = kwargs.get("prev", args[2] if len(args) > 2 else None)
         masking = out.masking  # (rows, L)
         rows, L = masking.shape
@@ -155,8 +158,11 @@ def record_layer_features(model):
             else:
                 full[i].scatter_(1, idx.unsqueeze(-1).expand(-1, -1, D), outputs[i])
         outputs.clear()
-        del ids
-        recorder.calls.append(full)
+        recorder.num_calls += 1
+        if recorder.on_call is not None:
+            recorder.on_call(full)
+        else:
+            recorder.calls.append(full)
 
     try:
         for i, (_, blk, _) in enumerate(layers):
@@ -197,29 +203,42 @@ class SimilarityResult:
         return out
 
 
-def similarity_from_trace(trace, mask_id: int, grid: int, layer_calls: torch.Tensor | None = None,
+def similarity_from_trace(trace, mask_id: int, grid: int, layer_sim: torch.Tensor | None = None,
                           layer_names: list[str] | None = None) -> SimilarityResult:
-    """Similarity study from a ``GenerationTrace`` (final features) plus optional per-layer features.
+    """Similarity study from a ``GenerationTrace`` (final features) plus optional per-layer similarities.
 
-    layer_calls (S, N, B, L, D): per step, the recorded block outputs of the conditional rows.
+    layer_sim (N, P, B, L): adjacent-step similarities of N recorded blocks (conditional rows).
     """
     input_ids = trace.stack("input_ids")  # (S, B, L)
-    feats = trace.stack("cond_feat").unsqueeze(1)  # (S, 1, B, L, D)
+    sim = adjacent_similarity(trace.stack("cond_feat")).unsqueeze(0)  # (1, P, B, L)
     names = ["final"]
-    if layer_calls is not None:
-        feats = torch.cat([layer_calls, feats], dim=1)  # (S, N+1, B, L, D)
-        names = list(layer_names or [f"layer{i}" for i in range(layer_calls.shape[1])]) + names
+    if layer_sim is not None:
+        sim = torch.cat([layer_sim.to(sim.device), sim])  # (N+1, P, B, L)
+        names = list(layer_names or [f"layer{i}" for i in range(layer_sim.shape[0])]) + names
     groups = transition_groups(input_ids, mask_id)  # (P, G, B, L)
-    sim = adjacent_similarity(feats).transpose(0, 1)  # (N, P, B, L)
+    return _result(names, sim, groups, grid)
+
+
+def _result(names, sim, groups, grid) -> SimilarityResult:
     means, counts = zip(*(group_means(s, groups) for s in sim))
     return SimilarityResult(names, sim, groups, torch.stack(means), torch.stack(counts), grid)
+
+
+def concat_results(parts: list[SimilarityResult]) -> SimilarityResult:
+    """Results of several sample batches as one (samples concatenated, means recomputed)."""
+    if len(parts) == 1:
+        return parts[0]
+    sim = torch.cat([p.sim for p in parts], dim=2)  # (N, P, B, L)
+    groups = torch.cat([p.groups for p in parts], dim=2)  # (P, G, B, L)
+    return _result(parts[0].layers, sim, groups, parts[0].grid)
 
 
 def run_similarity(model, labels, *, steps: int = 8, layers: str = "final", generator=None,
                    **sample_kwargs) -> SimilarityResult:
     """Samples ``labels`` (B,) with the traced sampler and measures adjacent-step similarity.
 
-    layers: "final" (the features fed to the output head) or "all" (every block's output too).
+    layers: "final" (the features fed to the output head) or "all" (every block's output too; the
+    per-block similarity is computed step by step, so only two steps' block outputs are held).
     ``sample_kwargs`` go to ``sampling.generate`` (cfg_scale, mask_temp, samp_temp, reuse, schedule).
     """
     from enat_lightning.sampling import generate
@@ -234,52 +253,27 @@ def run_similarity(model, labels, *, steps: int = 8, layers: str = "final", gene
     if layers == "final":
         _, trace = generate(model, labels, steps=steps, generator=generator, return_trace=True, **sample_kwargs)
         return similarity_from_trace(trace, cfg.mask_id, cfg.grid)
-    with record_layer_features(model) as rec:
+    state: dict = {"prev": None, "sims": []}
+
+    def on_call(full: torch.Tensor) -> None:
+        cur = full[:, :B]  # (N, B, L, D) conditional rows
+        if state["prev"] is not None:
+            state["sims"].append(token_cosine(state["prev"], cur).cpu())  # (N, B, L)
+        state["prev"] = cur
+
+    with record_layer_features(model, on_call) as rec:
         _, trace = generate(model, labels, steps=steps, generator=generator, return_trace=True, **sample_kwargs)
-    if len(rec.calls) != steps:
-        raise RuntimeError(f"expected one model call per step ({steps}), recorded {len(rec.calls)}")
-    layer_calls = torch.stack([c[:, :B] for c in rec.calls])  # (S, N, B, L, D)
-    return similarity_from_trace(trace, cfg.mask_id, cfg.grid, layer_calls, rec.names)
+    if rec.num_calls != steps:
+        raise RuntimeError(f"expected one model call per step ({steps}), recorded {rec.num_calls}")
+    layer_sim = torch.stack(state["sims"], dim=1)  # (N, P, B, L)
+    return similarity_from_trace(trace, cfg.mask_id, cfg.grid, layer_sim, rec.names)
 
 
 # -- outputs ---------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        raise ValueError(f"no rows to write to {path}")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(Path(path), buf.getvalue().encode())
-
-
-def save_figure(fig, path: Path) -> None:
-    """PNG bytes via an in-memory buffer, then an atomic replace."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def figure_maps(result: SimilarityResult, layer: str = "final", samples: int = 2,
                 pairs: list[int] | None = None):
     """Fig. 5a: similarity maps (one row per sample, one column per step pair); x = newly revealed."""
-    plt = _pyplot()
+    plt = pyplot()
     li = result.layers.index(layer)
     P, B = result.num_pairs, result.sim.shape[2]
     pairs = list(range(P)) if pairs is None else pairs
@@ -309,7 +303,7 @@ def figure_maps(result: SimilarityResult, layer: str = "final", samples: int = 2
 
 def figure_means(result: SimilarityResult, layer: str = "final"):
     """Fig. 5b: mean similarity per step pair, per position group."""
-    plt = _pyplot()
+    plt = pyplot()
     li = result.layers.index(layer)
     x = np.arange(1, result.num_pairs + 1)
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
@@ -328,7 +322,7 @@ def figure_means(result: SimilarityResult, layer: str = "final"):
 
 def figure_layers(result: SimilarityResult):
     """Per-layer means: one heatmap (layers x step pairs) per group."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(GROUPS), figsize=(4.0 * len(GROUPS), 0.3 * len(result.layers) + 1.6),
                              squeeze=False)
     im = None
@@ -350,7 +344,7 @@ def write_similarity_outputs(result: SimilarityResult, out_dir: str | os.PathLik
     ``logger``: a ``SummaryWriter`` or anything with one as ``.experiment`` (a Lightning
     TensorBoardLogger); gets the figures and one scalar per (layer, group) with the pair as step.
     """
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "similarity.csv", "maps": out / "similarity_maps.png",
@@ -394,15 +388,20 @@ def balanced_labels(num_samples: int, num_classes: int, labels: list[int] | None
 
 def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int = 8,
                        num_samples: int = 16, labels: list[int] | None = None, layers: str = "final",
-                       show_samples: int = 2, seed: int = 0, device: str = "cpu", logger=None,
+                       show_samples: int = 2, seed: int = 0, device: str = "cpu", batch_size: int = 32, logger=None,
                        **sample_kwargs) -> tuple[SimilarityResult, dict[str, Path]]:
-    """`enat analyze similarity`: load a checkpoint's EMA network, sample, write the Fig. 5 outputs."""
+    """`enat analyze similarity`: load a checkpoint's EMA network, sample in batches of ``batch_size``
+    (batch b seeded with seed + b), write the Fig. 5 outputs."""
     from enat_lightning.sampling.checkpoint import load_generator
 
     model, cfg = load_generator(ckpt, device=device)
     y = balanced_labels(num_samples, cfg.num_classes, labels).to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    result = run_similarity(model, y, steps=steps, layers=layers, generator=g, **sample_kwargs)
-    result.sim, result.groups = result.sim.cpu(), result.groups.cpu()
-    result.means, result.counts = result.means.cpu(), result.counts.cpu()
+    parts = []
+    for b, start in enumerate(range(0, num_samples, max(1, batch_size))):
+        g = torch.Generator(device=device).manual_seed(seed + b)
+        r = run_similarity(model, y[start:start + batch_size], steps=steps, layers=layers, generator=g,
+                           **sample_kwargs)
+        r.sim, r.groups, r.means, r.counts = r.sim.cpu(), r.groups.cpu(), r.means.cpu(), r.counts.cpu()
+        parts.append(r)
+    result = concat_results(parts)
     return result, write_similarity_outputs(result, out_dir, samples=show_samples, logger=logger)

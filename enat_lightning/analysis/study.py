@@ -35,11 +35,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
 
-from .attention import load_tokens, markdown_table, masked_token_loss
-from .similarity import atomic_write_bytes, write_csv
+from .attention import load_tokens, masked_token_loss
+from .report import atomic_write_bytes, markdown_table, write_csv
 
 KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
 METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",

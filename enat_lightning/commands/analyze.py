@@ -16,6 +16,7 @@ def _sampler_args(p) -> None:
     p.add_argument("--schedule", default="cosine")
     p.add_argument("--no-reuse", action="store_true", help="ENAT: sample without computation reuse")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="samples per sampler call (bounds memory)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tensorboard", help="also log figures and scalars to this TensorBoard log dir")
@@ -87,7 +88,7 @@ def run(args) -> int:
             res, paths = analyze_similarity(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
                                             labels=_labels(args.labels), layers=args.layer,
                                             show_samples=args.show_samples, seed=args.seed, device=args.device,
-                                            logger=writer, **_sample_kwargs(args))
+                                            batch_size=args.batch_size, logger=writer, **_sample_kwargs(args))
         finally:
             if writer is not None:
                 writer.close()
@@ -105,7 +106,7 @@ def run(args) -> int:
         try:
             res, paths = analyze_attention_maps(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
                                                 labels=_labels(args.labels), seed=args.seed, device=args.device,
-                                                logger=writer, **_sample_kwargs(args))
+                                                batch_size=args.batch_size, logger=writer, **_sample_kwargs(args))
         finally:
             if writer is not None:
                 writer.close()

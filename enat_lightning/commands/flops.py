@@ -17,7 +17,11 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", default="cosine", help="mask schedule name (default cosine)")
     p.add_argument("--resolution", type=int, default=None,
                    help="image side in pixels with --preset (latent grid = side/16; default: the preset's 256)")
-    p.add_argument("--no-reuse", action="store_true", help="sample without computation reuse (Table 6a row 2)")
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
+                       help="sample without computation reuse (Table 6a row 2)")
+    reuse.add_argument("--reuse", dest="reuse", action="store_true",
+                       help="force reuse (default: as the model was trained: Table 7 / model.reuse_prob > 0)")
     p.add_argument("--no-guidance", action="store_true", help="count the conditional pass only")
     p.add_argument("--vq", default="maskgit-f16",
                    help="VQGAN preset whose decoder `tflops_paper` adds (default maskgit-f16; 'none' to drop)")
@@ -26,10 +30,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from enat_lightning.analysis.flops import count_generation
-    from enat_lightning.analysis.model_source import model_config_from_args
+    from enat_lightning.analysis.model_source import default_reuse, model_config_from_args
 
     cfg = model_config_from_args(args)
-    rep = count_generation(cfg, args.steps, reuse=not args.no_reuse, schedule=args.schedule,
+    reuse = default_reuse(args, cfg) if args.reuse is None else args.reuse
+    rep = count_generation(cfg, args.steps, reuse=reuse, schedule=args.schedule,
                            guided=not args.no_guidance, vq=None if args.vq == "none" else args.vq)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
@@ -39,7 +44,7 @@ def run(args) -> int:
 
     name = cfg.to_dict()["arch"]
     table = Table(title=f"{name} {cfg.grid}x{cfg.grid} tokens, {args.steps} steps, "
-                        f"reuse {'off' if args.no_reuse else 'on'} (GMACs per image)")
+                        f"reuse {'on' if reuse else 'off'} (GMACs per image)")
     for col in ("step", "masked in", "newly visible", "reuse", "cond G", "uncond G", "ours G"):
         table.add_column(col, justify="right")
     for s in rep.per_step:

@@ -16,8 +16,8 @@ def add_arguments(p) -> None:
     src.add_argument("--resolution", type=int, default=256, help="with --config preset (default 256)")
     what = p.add_argument_group("what to sample")
     what.add_argument("--labels", help="comma-separated class ids, e.g. 1,2,3")
-    what.add_argument("--per-class", type=int, help="N samples of each --labels class (of every class without --labels), "
-                                                  "or of each --prompts line")
+    what.add_argument("--per-class", type=int, help="N samples of each --labels class (of every class without "
+                                                  "--labels), or of each --prompts line")
     what.add_argument("--prompts", help="text models: a file with one caption per line (needs --text-encoder)")
     what.add_argument("--text-encoder", help="with --prompts: the encoder of the training shards, 'clip:DIR' or "
                                              "'hash[:dim=..,length=..]'")

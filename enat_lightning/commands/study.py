@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="LightningCLI override applied last, e.g. trainer.max_steps=50 (repeatable)")
         q.add_argument("--rows", help="comma-separated row names to run (default: all)")
-    r.add_argument("--out", help="study folder (default runs/studies/<name>); rerun to resume")
+        q.add_argument("--out", help="study folder (default runs/studies/<name>); rerun to resume")
     r.add_argument("--metric", default="none", choices=("none", "demo-fid", "fid"),
                    help="sample-quality metric per row (masked-token loss and GFLOPs are always measured "
                         "where the spec lists them)")
@@ -46,13 +46,18 @@ def run(args) -> int:
 
     from enat_lightning.analysis.study import run_study, sample_quality_metric, study_for_path
 
+    from enat_lightning.analysis.study import slug
+
     study = _select(study_for_path(args.spec), args.rows)
+    out = Path(args.out) if args.out else Path("runs") / "studies" / study.name
     if args.action == "plan":
         print(f"{study.title} ({study.path}); metrics {study.metrics}")
         for row in study.rows:
             cfgs = " ".join(f"-c {c}" for c in [*study.base, *row.configs, *args.override])
             sets = f" + overrides {', '.join(args.set)}" if args.set else ""
-            print(f"- {row.name}: enat fit {cfgs}{sets}   paper {row.paper}")
+            ckpt = out / slug(row.name) / "final.ckpt"
+            state = "trained" if ckpt.is_file() else "to train"
+            print(f"- {row.name}: enat fit {cfgs}{sets}   paper {row.paper}   checkpoint {ckpt} ({state})")
         return 0
     metric = None
     if args.metric != "none":
@@ -60,7 +65,6 @@ def run(args) -> int:
         metric = sample_quality_metric(args.metric, num_samples=args.num_samples, steps=steps, seed=args.seed,
                                        fid_stats=args.fid_stats, tokenizer=args.tokenizer, feature=args.inception,
                                        device=args.device)
-    out = Path(args.out) if args.out else Path("runs") / "studies" / study.name
     rows = run_study(study, out, overrides=[Path(o) for o in args.override], sets=args.set, sample_metric=metric,
                      val_limit=args.val_limit, retrain=args.retrain, device=args.device)
     print((out / "results.md").read_text())

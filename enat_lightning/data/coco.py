@@ -124,7 +124,8 @@ class _CaptionTable:
     def __call__(self, i: int) -> dict:
         if self.encoder is None:
             rows = self.images[i].annotation_rows
-            return {"text": np.asarray(self.emb[rows], dtype=np.float16), "text_mask": np.asarray(self.mask[rows], bool)}
+            return {"text": np.asarray(self.emb[rows], dtype=np.float16),
+                    "text_mask": np.asarray(self.mask[rows], bool)}
         if i not in self._cache:
             from enat_lightning.text import encode_in_batches
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -135,19 +134,21 @@ def _as_ids(a, codebook_size: int, key: str) -> np.ndarray:
 
 
 def write_shard(path: str | os.PathLike, samples: Iterable[Sample], codebook_size: int) -> int:
-    """Writes one tar shard atomically; returns the number of samples. Members carry mtime 0 and no
-    owner so the same samples always give the same bytes."""
+    """Writes one tar shard atomically with webdataset's TarWriter; returns the number of samples.
+
+    TarWriter streams to a temporary file in the same directory, which is renamed once complete, so
+    a reader never sees half a shard. Members carry mtime 0 and no owner, so the same samples always
+    give the same bytes."""
+    import webdataset as wds  # here, not at the top: it imports torch, which the format itself needs not
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = 0
     try:
         with open(tmp, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            with wds.TarWriter(f, encoder=False, mtime=0, user="", group="", mode=0o644) as tar:
                 for s in samples:
-                    for fld, data in encode_sample(s, codebook_size).items():
-                        info = tarfile.TarInfo(f"{s.key}.{fld}")
-                        info.size, info.mtime, info.mode = len(data), 0, 0o644
-                        tar.addfile(info, io.BytesIO(data))
+                    tar.write({"__key__": s.key, **encode_sample(s, codebook_size)})
                     n += 1
             f.flush()
             os.fsync(f.fileno())

@@ -1,7 +1,15 @@
-"""Streaming readers over token shards: constant memory, any URL webdataset can open.
+"""Streaming readers over token shards, built on webdataset: constant memory, any URL it can open.
 
-Two iterable datasets, both yielding ready batches (the DataLoader runs with ``batch_size=None``) so
-each worker can emit an exact quota of batches:
+webdataset does the I/O and the stream plumbing: ``gopen`` opens local paths, ``https://``,
+``pipe:`` ...; its tar iterators (``tariterators.tar_file_expander`` + ``group_by_keys``, the two
+halves of ``wds.tarfile_to_samples``) turn a shard into samples; ``ResampledShards``, ``shuffle``,
+``batched`` and ``DataPipeline.with_epoch`` make the training stream. This module adds what the
+library leaves to its users: the manifest (per-shard counts expose truncated shards; contiguous
+validation ranges), decoding + checking against the manifest, errors that name shard and sample,
+and seeding by (seed, resume step, epoch, rank, worker).
+
+Both datasets yield ready batches (the DataLoader runs with ``batch_size=None``) so each worker can
+emit an exact quota of batches:
 
   TrainStream  resampled shards -> shuffle buffer -> random original/flip -> batches; every rank
                yields exactly ``batches_per_epoch`` batches (DDP never waits on a rank that ran dry).
@@ -9,23 +17,27 @@ each worker can emit an exact quota of batches:
                (rank, worker), so each sample is read exactly once across the whole job.
 
 Batch: {"tokens": int64 (B, L), "label": int64 (B,)} (+ "text": float32 (B, T, Dt), "text_mask":
-bool (B, T) for text data). Randomness comes from torch.Generator seeded by (seed, start_step,
-epoch, rank, worker): deterministic for a seed, and a resumed run (start_step > 0) gets a new order.
+bool (B, T) for text data).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import random
 import tarfile
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
+from webdataset import tariterators
+from webdataset.shardlists import expand_urls
 
 from .format import MANIFEST_NAME, BadDataError, Manifest, Sample, check_sample, decode_sample
 
@@ -52,7 +64,7 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
     if not _is_url(where) and not os.path.isfile(where):
         raise FileNotFoundError(f"no {MANIFEST_NAME} at {where} (not a token shard directory, or an "
                                 f"interrupted `enat tokenize` run: rerun it to resume)")
-    with _open(where) as f:
+    with wds.gopen(where, "rb") as f:
         try:
             d = json.loads(f.read().decode())
         except json.JSONDecodeError as e:
@@ -61,10 +73,9 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
     base = where.rsplit("/", 1)[0] if "/" in where else "."
     urls = [s.name if (_is_url(s.name) or os.path.isabs(s.name)) else f"{base}/{s.name}" for s in m.shards]
     if not spec.endswith(".json") and (_is_url(spec) or not os.path.isdir(spec)):
-        # a pattern selects a subset of the manifest's shards (e.g. for a quick run)
-        import braceexpand
-
-        wanted = set(braceexpand.braceexpand(spec))
+        # a pattern selects a subset of the manifest's shards (e.g. for a quick run); webdataset's
+        # own expansion, so `::`-joined lists and ${WDS_...} variables work as in wds.WebDataset
+        wanted = set(expand_urls(spec))
         keep = [i for i, u in enumerate(urls) if u in wanted]
         if not keep:
             raise FileNotFoundError(f"pattern {spec} matches none of the shards listed in {where}")
@@ -72,75 +83,6 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
         m.sample_count = sum(s.samples for s in m.shards)
         urls = [urls[i] for i in keep]
     return m, urls, where
-
-
-def _open(url: str):
-    if _is_url(url):
-        import webdataset
-
-        return webdataset.gopen(url, "rb")
-    return open(url, "rb", buffering=1 << 20)
-
-
-def _read_exact(read, n: int) -> bytes:
-    """n bytes, or fewer only at end of stream (pipes and sockets may return short reads)."""
-    data = read(n)
-    if len(data) == n or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < n:
-        more = read(n - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def tar_members(stream) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of the regular files of a tar stream, in order.
-
-    A lean replacement for ``tarfile`` in stream mode, which costs ~50 us of Python per member (a
-    shard sample has 2-5 members). Reads ustar/POSIX, GNU long names ('L') and pax headers ('x'),
-    i.e. what Python's tarfile, GNU tar and webdataset write. Every header checksum is verified; a
-    bad checksum or a short read raises tarfile.ReadError (corrupted / truncated shard)."""
-    read = stream.read
-    long_name: bytes | None = None
-    while True:
-        hdr = _read_exact(read, 512)
-        if not hdr or hdr == bytes(512):
-            return  # end of archive (a missing end block is caught by the manifest's sample count)
-        if len(hdr) < 512:
-            raise tarfile.ReadError(f"truncated header ({len(hdr)} of 512 bytes)")
-        try:
-            stored = int(hdr[148:156].replace(b"\0", b" ").strip(), 8)
-            size = (int.from_bytes(hdr[125:136], "big") if hdr[124] & 0x80
-                    else int(hdr[124:136].replace(b"\0", b" ").strip() or b"0", 8))
-        except ValueError:
-            stored, size = -1, 0
-        if stored != sum(hdr) - sum(hdr[148:156]) + 256:
-            raise tarfile.ReadError("bad header checksum (not a tar, or corrupted)")
-        data = _read_exact(read, size)
-        pad = _read_exact(read, -size % 512)
-        if len(data) < size or len(pad) < -size % 512:
-            raise tarfile.ReadError(f"member data truncated ({len(data)} of {size} bytes)")
-        kind = hdr[156:157]
-        if kind == b"L":  # GNU long name of the next member
-            long_name = data.split(b"\0", 1)[0]
-            continue
-        if kind == b"x":  # pax extended header: only 'path' matters here
-            for rec in data.decode("utf-8", "replace").split("\n"):
-                kv = rec.split(" ", 1)[-1]
-                if kv.startswith("path="):
-                    long_name = kv[5:].encode()
-            continue
-        if kind in (b"0", b"\0", b"7"):
-            name = hdr[:100].split(b"\0", 1)[0]
-            if hdr[257:263] == b"ustar\0" and hdr[345] != 0:  # POSIX prefix field
-                name = hdr[345:500].split(b"\0", 1)[0] + b"/" + name
-            yield (long_name or name).decode("utf-8", "replace"), data
-        long_name = None  # a long name applies to the next member only (g headers, dirs, links: skipped)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,14 +105,33 @@ class SkipCounter:
         return int(self._v.value)
 
 
+# What reading a tar can raise: tarfile errors (bad header checksum at the start, short member
+# data), I/O errors of the stream (also a failed `pipe:` command), and webdataset's ValueError for
+# a file name repeated within a sample.
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
+
+
+def _reason(e: BaseException) -> str:
+    """The error text, without the stream objects webdataset appends to ``args`` on the way up."""
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror + (f": {e.filename}" if e.filename else "")
+    else:
+        text = str(e.args[0]).split(" @ <", 1)[0] if e.args else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def iter_shard(url: str, manifest: Manifest, expected: int | None = None,
                skip: SkipCounter | None = None) -> Iterator[tuple[int, Sample]]:
-    """Yields (position in shard, checked sample) in stored order.
+    """Yields (position in shard, checked sample) in stored order; positions count skipped samples
+    too, so they stay the stored positions.
 
-    A corrupted or truncated shard, or a bad sample, raises BadDataError naming the shard (and the
-    sample key where there is one). With ``skip`` set, a bad sample is dropped with a warning and
-    counted instead; a broken tar ends the shard early and its unread samples (per the manifest's
-    count ``expected``) are counted as skipped."""
+    The tar is read by webdataset (``gopen`` -> ``tar_file_expander`` -> ``group_by_keys``) with its
+    re-raising handler; every error is turned here into a BadDataError naming the shard (and the
+    last good sample key). A corrupted or truncated shard, or a bad sample, raises it. With ``skip``
+    set, a bad sample is dropped with a warning and counted instead; a broken tar ends the shard
+    early and its unread samples (per the manifest's count ``expected``) are counted as skipped.
+    Python's stream-mode tarfile ends quietly at a garbage header past the first, so the count
+    check against ``expected`` is what catches a shard cut on a member boundary or damaged inside."""
     last, seen = None, 0
 
     def fail(err: BadDataError, lost: int) -> None:
@@ -179,36 +140,39 @@ def iter_shard(url: str, manifest: Manifest, expected: int | None = None,
         warnings.warn(f"skipping {lost} bad sample(s): {err}", stacklevel=3)
         skip.add(lost)
 
-    try:
-        stream = _open(url)
-    except OSError as e:
-        fail(BadDataError(f"shard {url}: cannot open ({e})"), max(1, expected or 0))
-        return
-    try:
-        with stream:
-            key, fields = None, {}
-            for name, data in tar_members(stream):
-                k, _, fld = name.rsplit("/", 1)[-1].partition(".")
-                if key is not None and k != key:
-                    sample = _checked(key, fields, url, manifest, fail)
-                    last, seen, fields = key, seen + 1, {}
-                    if sample is not None:
-                        yield seen - 1, sample
-                key = k
-                fields[fld] = data
-            if key is not None:
-                sample = _checked(key, fields, url, manifest, fail)
-                last, seen = key, seen + 1
-                if sample is not None:
-                    yield seen - 1, sample
-    except (tarfile.TarError, OSError, EOFError) as e:
+    def broken(e: BaseException) -> BadDataError:
         after = f" after sample {last!r}" if last is not None else " at its start"
-        fail(BadDataError(f"shard {url}: corrupted or truncated tar{after} ({e})"),
-             max(1, (expected or 0) - seen))
+        return BadDataError(f"shard {url}: corrupted or truncated tar{after} ({_reason(e)})")
+
+    try:
+        stream = wds.gopen(url, "rb")
+    except Exception as e:  # gopen raises whatever its scheme handler raises
+        fail(BadDataError(f"shard {url}: cannot open ({_reason(e)})"), max(1, expected or 0))
         return
+    handler = wds.reraise_exception  # errors surface here, where the shard and position are known
+    files = tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler, eof_value=None)
+    groups = tariterators.group_by_keys(files, handler=handler)
+    try:
+        for raw in groups:
+            key = raw["__key__"].rsplit("/", 1)[-1]
+            fields = {k: v for k, v in raw.items() if not k.startswith("__")}
+            sample = _checked(key, fields, url, manifest, fail)
+            last, seen = key, seen + 1
+            if sample is not None:
+                yield seen - 1, sample
+        stream.close()  # a `pipe:` stream reports its command's exit status here
+    except BadDataError:
+        raise
+    except _TAR_ERRORS as e:
+        fail(broken(e), max(1, (expected or 0) - seen))
+        return
+    finally:  # also when the consumer stops early (a validation range ends inside the shard)
+        groups.close()
+        with contextlib.suppress(OSError):
+            stream.close()
     if expected is not None and seen != expected:
         fail(BadDataError(f"shard {url}: {seen} samples but the manifest lists {expected} "
-                          f"(truncated or replaced shard; last sample {last!r})"), max(0, expected - seen))
+                          f"(truncated, damaged or replaced shard; last sample {last!r})"), max(0, expected - seen))
 
 
 def _checked(key: str, fields: dict, url: str, manifest: Manifest, fail) -> Sample | None:
@@ -221,6 +185,31 @@ def _checked(key: str, fields: dict, url: str, manifest: Manifest, fail) -> Samp
         return None
 
 
+def _read_shards(src: Iterable[dict], manifest: Manifest, counts: dict[str, int], skip: SkipCounter | None,
+                 give_up_after: int | None = None) -> Iterator[Sample]:
+    """Pipeline stage: {"url"[, "start", "stop"]} shard items -> checked samples (stored positions
+    [start, stop) only, when given). With ``give_up_after``, that many shard reads in a row without
+    a single good sample is an error (an endless resampled stream over unreadable data would
+    otherwise spin forever under skip_bad_samples)."""
+    empty_in_a_row = 0
+    for item in src:
+        url, start, stop = item["url"], item.get("start", 0), item.get("stop")
+        got = 0
+        for pos, s in iter_shard(url, manifest, counts[url], skip):
+            if stop is not None and pos >= stop:
+                break
+            if pos >= start:
+                got += 1
+                yield s
+        empty_in_a_row = 0 if got else empty_in_a_row + 1
+        if give_up_after is not None and empty_in_a_row > give_up_after:
+            raise BadDataError(f"no readable samples in {empty_in_a_row} consecutive shard reads "
+                               f"(e.g. {url})")
+
+
+read_shards = wds.pipelinefilter(_read_shards)
+
+
 # ----------------------------------------------------------------------------------------------
 # Splitting, seeding, batching
 
@@ -230,11 +219,11 @@ def split_range(total: int, parts: int, index: int) -> tuple[int, int]:
     return total * index // parts, total * (index + 1) // parts
 
 
-def make_generator(*parts: int) -> torch.Generator:
-    """A torch.Generator seeded by a hash of ``parts`` (seed, start step, epoch, rank, worker), so
-    nearby tuples give unrelated streams."""
+def stream_seed(*parts: int) -> int:
+    """A 63-bit seed from a hash of ``parts`` (seed, start step, epoch, rank, worker, purpose), so
+    nearby tuples give unrelated streams (and no PYTHONHASHSEED dependence)."""
     digest = hashlib.sha256(repr(tuple(int(p) for p in parts)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def _worker() -> tuple[int, int]:
@@ -257,6 +246,29 @@ def collate(samples: list[Sample], use_flip: list[bool], caption: list[int]) -> 
     return batch
 
 
+def _collate_plain(samples: list[Sample]) -> dict[str, torch.Tensor]:
+    """Validation: original orientation, first caption."""
+    return collate(samples, [False] * len(samples), [0] * len(samples))
+
+
+class _AugmentingCollate:
+    """Training collation: original or flipped grid and one caption per sample, drawn from a
+    torch.Generator (one call per batch, not per sample)."""
+
+    def __init__(self, use_flip: bool, seed: int) -> None:
+        self.use_flip, self.g = use_flip, torch.Generator().manual_seed(seed)
+
+    def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        n = len(samples)
+        flips = (torch.rand(n, generator=self.g) < 0.5).tolist() if self.use_flip else [False] * n
+        if samples[0].text is not None:
+            u = torch.rand(n, generator=self.g).tolist()
+            caps = [int(x * len(s.text)) for x, s in zip(u, samples)]
+        else:
+            caps = [0] * n
+        return collate(samples, flips, caps)
+
+
 @dataclass
 class StreamConfig:
     batch_size: int
@@ -271,7 +283,13 @@ class StreamConfig:
 
 
 class TrainStream(IterableDataset):
-    """Endless resampled stream cut into exactly ``batches_per_epoch`` batches per rank."""
+    """Endless resampled stream cut into exactly ``batches_per_epoch`` batches per rank.
+
+    Each (rank, worker) builds, inside its process, the webdataset pipeline
+    ResampledShards(its shards) -> read_shards -> shuffle -> batched, ``with_epoch`` its quota of
+    batches. The node/worker split is explicit (``my_shards``) rather than wds.split_by_node /
+    split_by_worker: the rank comes from the trainer (or a test), not from the environment those
+    read, and with fewer shards than slots every slot must still resample something."""
 
     def __init__(self, manifest: Manifest, urls: list[str], cfg: StreamConfig, batches_per_epoch: int,
                  shuffle_buffer: int = 1000, use_flip: bool = True, skip: SkipCounter | None = None,
@@ -290,55 +308,43 @@ class TrainStream(IterableDataset):
         return self.batches_per_epoch
 
     def my_shards(self, worker: int, num_workers: int) -> list[int]:
-        """Explicit node + worker splitter: slot (rank, worker) resamples from its own shards when
-        there are enough of them, so ranks see disjoint data; otherwise from all shards."""
+        """Node + worker split: slot (rank, worker) resamples from its own shards when there are
+        enough of them, so ranks see disjoint data; otherwise from all shards."""
         slots = self.cfg.world_size * num_workers
         slot = self.cfg.rank * num_workers + worker
         n = len(self.urls)
         return list(range(slot, n, slots)) if n >= slots else list(range(n))
 
+    def pipeline(self, worker: int, num_workers: int) -> wds.DataPipeline:
+        """The webdataset pipeline of one (rank, worker) for the current epoch."""
+        quota = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
+        base = (self.cfg.seed, self.start_step, self.epoch, self.cfg.rank, worker)
+        mine = [self.urls[i] for i in self.my_shards(worker, num_workers)]
+        counts = {u: s.samples for u, s in zip(self.urls, self.manifest.shards)}
+        pipeline = wds.DataPipeline(
+            # deterministic: the seed is ours alone (no pid, time or environment mixed in)
+            wds.ResampledShards(mine, seed=stream_seed(*base, 0), worker_seed=lambda: 0, deterministic=True),
+            read_shards(self.manifest, counts, self.skip, give_up_after=4 * len(mine) + 8),
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(stream_seed(*base, 1))),
+            wds.batched(self.cfg.batch_size, collation_fn=_AugmentingCollate(self.use_flip, stream_seed(*base, 2)),
+                        partial=False),
+        )
+        return pipeline.with_epoch(nbatches=quota)
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker, num_workers = _worker()
-        quota = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
-        g = make_generator(self.cfg.seed, self.start_step, self.epoch, self.cfg.rank, worker)
-        samples = self._shuffled(self._resampled(g, self.my_shards(worker, num_workers)), g)
-        for _ in range(quota):
-            chosen = [next(samples) for _ in range(self.cfg.batch_size)]
-            flips = (torch.rand(len(chosen), generator=g) < 0.5).tolist() if self.use_flip else [False] * len(chosen)
-            caps = [int(torch.randint(len(s.text), (1,), generator=g)) if s.text is not None else 0
-                    for s in chosen]
-            yield collate(chosen, flips, caps)
-
-    def _resampled(self, g: torch.Generator, shards: list[int]) -> Iterator[Sample]:
-        empty_in_a_row = 0
-        while True:
-            i = shards[int(torch.randint(len(shards), (1,), generator=g))]
-            got = 0
-            for _, s in iter_shard(self.urls[i], self.manifest, self.manifest.shards[i].samples, self.skip):
-                got += 1
-                yield s
-            empty_in_a_row = 0 if got else empty_in_a_row + 1
-            if empty_in_a_row > 4 * len(shards) + 8:  # every shard we can reach is unreadable
-                raise BadDataError(f"no readable samples in {empty_in_a_row} consecutive shard reads "
-                                   f"(e.g. {self.urls[i]})")
-
-    def _shuffled(self, it: Iterator[Sample], g: torch.Generator) -> Iterator[Sample]:
-        buf: list[Sample] = []
-        picks: list[int] = []
-        for s in it:
-            if len(buf) < self.shuffle_buffer:
-                buf.append(s)
-                continue
-            if not picks:  # draw slots in blocks: one generator call per 1024 samples, not per sample
-                picks = torch.randint(len(buf), (1024,), generator=g).tolist()[::-1]
-            j = picks.pop()
-            buf[j], s = s, buf[j]
-            yield s
+        if worker >= self.batches_per_epoch:  # more workers than batches: this one has no quota
+            return iter(())
+        return iter(self.pipeline(worker, num_workers))
 
 
 class ValStream(IterableDataset):
     """One fixed pass: rank r, worker w reads the contiguous sample range
-    split_range(split_range(N, world, r), workers, w); every sample exactly once overall."""
+    split_range(split_range(N, world, r), workers, w); every sample exactly once overall.
+
+    wds.split_by_node / split_by_worker deal out whole shards, which cannot give every rank the same
+    number of samples (Lightning's DDP validation needs near-equal shares) when shards are uneven;
+    the ranges are cut here and the samples read with webdataset's tar iteration."""
 
     def __init__(self, manifest: Manifest, urls: list[str], cfg: StreamConfig,
                  skip: SkipCounter | None = None) -> None:
@@ -352,28 +358,28 @@ class ValStream(IterableDataset):
         b = self.cfg.batch_size
         return sum(-(-(e - s) // b) for s, e in self._ranges(max(1, self.cfg.num_workers)))
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        worker, num_workers = _worker()
-        start, end = self._ranges(num_workers)[worker]
-        batch: list[Sample] = []
-        for s in self.samples(start, end):
-            batch.append(s)
-            if len(batch) == self.cfg.batch_size:
-                yield collate(batch, [False] * len(batch), [0] * len(batch))
-                batch = []
-        if batch:
-            yield collate(batch, [False] * len(batch), [0] * len(batch))
-
-    def samples(self, start: int, end: int) -> Iterator[Sample]:
-        """Samples with global index in [start, end), reading only the shards that overlap it."""
-        offset = 0
+    def shard_items(self, start: int, end: int) -> list[dict]:
+        """{"url", "start", "stop"} (positions within the shard) covering global samples [start, end)."""
+        items, offset = [], 0
         for url, info in zip(self.urls, self.manifest.shards):
             lo, hi = offset, offset + info.samples
             offset = hi
-            if hi <= start or lo >= end:
-                continue
-            for pos, s in iter_shard(url, self.manifest, info.samples, self.skip):
-                if lo + pos >= end:
-                    break
-                if lo + pos >= start:
-                    yield s
+            if hi > start and lo < end:
+                items.append({"url": url, "start": max(start, lo) - lo, "stop": min(end, hi) - lo})
+        return items
+
+    def samples(self, start: int, end: int) -> Iterator[Sample]:
+        """Samples with global index in [start, end), reading only the shards that overlap it."""
+        counts = {u: s.samples for u, s in zip(self.urls, self.manifest.shards)}
+        return _read_shards(self.shard_items(start, end), self.manifest, counts, self.skip)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker, num_workers = _worker()
+        start, end = self._ranges(num_workers)[worker]
+        counts = {u: s.samples for u, s in zip(self.urls, self.manifest.shards)}
+        items = self.shard_items(start, end)
+        return iter(wds.DataPipeline(
+            lambda: iter(items),  # a callable source (a list argument would be taken as stages)
+            read_shards(self.manifest, counts, self.skip),
+            wds.batched(self.cfg.batch_size, collation_fn=_collate_plain, partial=True),
+        ))

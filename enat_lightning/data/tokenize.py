@@ -162,7 +162,8 @@ def tokenize_items(items: list[tuple[str, int]], tokenizer, out: str | os.PathLi
         job["text"] = text
     writer = ShardSetWriter(out, job, codebook_size=tokenizer.codebook_size,
                             latent_side=resolution // tokenizer.downsample, num_classes=num_classes,
-                            tokenizer=identity, has_flip=flip, text=text, source={"resolution": resolution, **(source or {})})
+                            tokenizer=identity, has_flip=flip, text=text,
+                            source={"resolution": resolution, **(source or {})})
     result = TokenizeResult(manifest=None, resumed_from=writer.done_shards,  # type: ignore[arg-type]
                             already_complete=writer.complete)
     if writer.complete:

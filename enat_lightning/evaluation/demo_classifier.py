@@ -90,10 +90,16 @@ def default_classifier_path() -> Path:
 
 
 def build_demo_classifier(path: str | Path | None = None, force: bool = False) -> Path:
-    """Trains the classifier on the demo train split and saves it atomically, unless present."""
+    """Trains the classifier on the demo train split and saves it atomically, unless a file of the
+    current recipe is already there (the file is a cache: one of an older recipe is rebuilt)."""
     path = Path(path) if path is not None else default_classifier_path()
     if path.is_file() and not force:
-        return path
+        try:
+            current = torch.load(path, map_location="cpu", weights_only=True)["meta"]["recipe_version"] == RECIPE_VERSION
+        except Exception:  # unreadable / foreign file: rebuild it
+            current = False
+        if current:
+            return path
     from enat_lightning.data.demo import load_digit_images
 
     images, labels, is_val = load_digit_images()
@@ -105,6 +111,7 @@ def build_demo_classifier(path: str | Path | None = None, force: bool = False) -
     os.close(fd)
     try:
         torch.save({"state_dict": net.state_dict(), "meta": meta}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

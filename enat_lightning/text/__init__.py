@@ -9,5 +9,5 @@ from .clip import CLIPTextEncoder
 from .hashing import HashTextEncoder
 from .prompts import prompt_bank, prompts_sha1, read_prompts
 
-__all__ = ["CLIPTextEncoder", "HashTextEncoder", "TextEncoder", "build_text_encoder", "encode_in_batches", "prompt_bank",
-           "prompts_sha1", "read_prompts"]
+__all__ = ["CLIPTextEncoder", "HashTextEncoder", "TextEncoder", "build_text_encoder", "encode_in_batches",
+           "prompt_bank", "prompts_sha1", "read_prompts"]

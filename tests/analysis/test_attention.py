@@ -3,11 +3,11 @@ import csv
 
 import pytest
 import torch
+from analysis_helpers import trained_demo_nat as _train_demo_nat
 
-from enat_lightning.analysis.attention import (AttentionCut, attention_probs, interaction_mass, load_tokens,
-                                               markdown_table, record_attention, removal_list, removal_study,
-                                               run_attention_maps, write_attention_map_outputs)
-from enat_lightning.masking import apply_mask, masked_ce, sample_mask, sample_mask_ratio
+from enat_lightning.analysis.attention import (AttentionCut, attention_probs, interaction_mass, markdown_table,
+                                               record_attention, removal_list, removal_study, run_attention_maps,
+                                               write_attention_map_outputs)
 from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig
 from enat_lightning.models.nat import attention_allowed
 
@@ -127,44 +127,12 @@ def test_markdown_table():
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x | 1.0000 |", "| y | n/a |"]
 
 
-BETA = (2.0, 2.0)  # half the tokens masked on average: enough visible context to learn to read it
-
-
-@pytest.fixture(scope="module")
-def trained_demo_nat():
-    """A tiny NAT trained ~10 s on the embedded demo digits with a plain loop (no Lightning)."""
-    from enat_lightning.data.demo import ensure_demo_data
-
-    paths = ensure_demo_data()
-    tr, ytr = load_tokens(str(paths.train))
-    va, yva = load_tokens(str(paths.val))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: thread handoff costs more than it saves on a shared CPU
-    try:
-        torch.manual_seed(0)
-        net = NAT(NATConfig(codebook_size=128, num_classes=10, grid=4, width=64, heads=4, depth=2,
-                            embed_dropout=0.0))
-        opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-        g = torch.Generator().manual_seed(0)
-        for _ in range(300):
-            idx = torch.randint(len(tr), (64,), generator=g)
-            tok, y = tr[idx], ytr[idx]
-            m = sample_mask(tok, sample_mask_ratio(g, *BETA), g)
-            loss = masked_ce(net(apply_mask(tok, m, 128), y, logits_at="masked").logits, tok, m, 0.0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        yield net.eval(), va, yva
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_inference_cut_mask_to_visible_hurts_most(trained_demo_nat):
     """Paper Fig. 2: [MASK] queries reading visible keys is the interaction that matters; visible tokens
     reading [MASK] tokens barely does."""
-    net, va, yva = trained_demo_nat
+    net, va, yva, beta = trained_demo_nat
     calls = []
-    rows = removal_study(net, va, yva, removal_list("all"), mask_ratio_beta=BETA,
+    rows = removal_study(net, va, yva, removal_list("all"), mask_ratio_beta=beta,
                          sample_metric=lambda m: calls.append(m.removal) or {"calls": len(calls)})
     by = {r["removal"]: r for r in rows}
     assert [r["removal"] for r in rows] == ["none", "mask_to_visible", "visible_to_mask", "visible_to_visible",
@@ -177,3 +145,8 @@ def test_inference_cut_mask_to_visible_hurts_most(trained_demo_nat):
     assert hurt_mv > 5 * max(by["visible_to_mask"]["delta_masked_loss"], 0.01)
     assert by["mask_to_visible"]["masked_acc"] < by["none"]["masked_acc"]
     assert all(hurt_mv > by[r]["delta_masked_loss"] for r in ("visible_to_mask", "visible_to_visible", "mask_to_mask"))
+
+
+@pytest.fixture
+def trained_demo_nat():
+    return _train_demo_nat()

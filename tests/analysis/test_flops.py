@@ -77,6 +77,17 @@ def test_cli_json_and_table(capsys):
     assert "masked in" in out and "gmacs_total" in out and f"{d['gmacs_total']:.2f}" in out
 
 
+def test_reuse_default_follows_training(tmp_path, capsys):
+    # Table 7 "reuse?" column for presets; YAML model.reuse_prob: 0 means trained (and sampled) without.
+    base = tmp_path / "m.yaml"
+    base.write_text("model:\n  reuse_prob: 0.0\n  net:\n    class_path: enat_lightning.models.ENATConfig\n"
+                    "    init_args: {grid: 2, width: 32, heads: 2, enc_depth: 1, dec_depth: 1}\n")
+    assert main(["flops", "-c", str(base), "--steps", "2", "--json", "--vq", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["reuse"] is False
+    assert main(["flops", "-c", str(base), "--steps", "2", "--json", "--reuse"]) == 0
+    assert json.loads(capsys.readouterr().out)["reuse"] is True
+
+
 def test_yaml_config_source(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("model:\n  net:\n    class_path: enat_lightning.models.ENATConfig\n    init_args:\n"
@@ -96,3 +107,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
     assert main(["flops", "--preset", "enat-xxl"]) == 2
     assert "enat-xxl" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablation,paper,rel", [
+    ("table2_8_8", 40.2, 0.01), ("table2_12_4", 38.2, 0.01), ("table2_15_1", 39.8, 0.01),
+    ("table6b_self_cross", 25.0, 0.01), ("table6d_reuse_all_tokens", 37.5, 0.01),
+    ("table6e_layerwise_reuse", 36.1, 0.01),
+    ("table6c_no_reuse_proj", 20.8, 0.05),  # ours 21.7: the paper's no-projection variant saves more than f(.)
+])
+def test_ablation_yamls_match_paper_gflops(ablation, paper, rel, capsys):
+    from pathlib import Path
+
+    exp = Path(__file__).resolve().parents[2] / "experiments"
+    assert main(["flops", "-c", str(exp / "enat_s.yaml"), "-c", str(exp / "ablations" / f"{ablation}.yaml"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gmacs_total"] == pytest.approx(paper, rel=rel)
+
+
+def test_checkpoint_config_source(tmp_path, capsys):
+    from enat_lightning.models import build_model
+    from enat_lightning.sampling.checkpoint import save_generator_checkpoint
+
+    cfg = ENATConfig(grid=2, width=32, heads=2, enc_depth=1, dec_depth=1, num_classes=3, codebook_size=8)
+    ckpt = save_generator_checkpoint(tmp_path / "g.ckpt", cfg, build_model(cfg).state_dict())
+    assert main(["flops", "--ckpt", str(ckpt), "--steps", "2", "--vq", "none", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["config"] == cfg.to_dict() and d["gmacs_vq_decoder"] == 0.0
+    assert d["gmacs_total"] == pytest.approx(count_generation(cfg, 2, vq=None).gmacs_total)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from analysis_helpers import trained_demo_nat as _train_demo_nat
 
 from enat_lightning.analysis.study import (compose, find_studies_for, load_study, merge, parse_set, run_study,
                                            sample_quality_metric, slug, study_for_path, write_results)
@@ -52,6 +53,13 @@ def test_spec_errors_name_the_file_and_key(tmp_path):
         study_for_path(bad)
 
 
+def test_sample_metric_arguments_are_checked():
+    with pytest.raises(ValueError, match="--fid-stats, --tokenizer, --inception"):
+        sample_quality_metric("fid", num_samples=10)
+    with pytest.raises(ValueError, match="'demo-fid' or 'fid'"):
+        sample_quality_metric("kid", num_samples=10)
+
+
 def test_merge_and_set_follow_lightningcli_composition(tmp_path):
     a = {"model": {"net": {"class_path": "X", "init_args": {"width": 8, "depth": 2}}}, "cb": [1, 2]}
     b = {"model": {"net": {"init_args": {"width": 16}}}, "cb": [3]}
@@ -79,10 +87,10 @@ def test_results_table_shape(tmp_path):
     assert len(list(csv.DictReader(open(paths["csv"])))) == 3
 
 
-def test_demo_study_end_to_end(tmp_path):
+def test_demo_study_end_to_end(tmp_path, trained_demo_nat):
     """Two Fig. 2 rows trained briefly with Lightning on the demo digits, evaluated (masked loss, demo-FID),
-    tabulated beside the paper's FIDs; a second run reuses the checkpoints. (The claim that cutting
-    [M]->[V] hurts far more than [V]->[M] is checked on a trained NAT in test_attention.py.)"""
+    tabulated beside the paper's FIDs; a second run reuses the checkpoints. Then the inference-time Fig. 2
+    table of a briefly trained NAT checkpoint: cutting [M]->[V] hurts the masked loss far more than [V]->[M]."""
     from enat_lightning.data.demo import ensure_demo_data
 
     demo = ensure_demo_data()
@@ -140,3 +148,21 @@ def test_every_study_runs_on_the_demo_data(spec, tmp_path):
             assert r["gflops_ours"] > 0
         assert r["masked_loss_ours"] > 0 and r["demo_fid_ours"] > 0
     assert len([ln for ln in (tmp_path / "results.md").read_text().splitlines() if ln.startswith("|")]) == 2 + len(rows)
+
+    # inference-time Fig. 2 on a checkpoint of the shared briefly trained demo NAT
+    from enat_lightning.analysis.attention import analyze_attention_removal
+    from enat_lightning.sampling.checkpoint import save_generator_checkpoint
+
+    trained, _, _, beta = trained_demo_nat
+    ckpt = save_generator_checkpoint(tmp_path / "nat.ckpt", trained.cfg, trained.state_dict())
+    cut = {r["removal"]: r for r in analyze_attention_removal(ckpt, tmp_path / "cut", removals=["mask_to_visible",
+                                                               "visible_to_mask"], mask_ratio_beta=beta)}
+    assert cut["mask_to_visible"]["delta_masked_loss"] > 0.1
+    assert cut["mask_to_visible"]["delta_masked_loss"] > 5 * max(cut["visible_to_mask"]["delta_masked_loss"], 0.01)
+    md = [ln for ln in (tmp_path / "cut" / "attention_removal.md").read_text().splitlines() if ln.startswith("|")]
+    assert md[0] == "| removal | masked_loss | delta_masked_loss | masked_acc |" and len(md) == 2 + 3
+
+
+@pytest.fixture
+def trained_demo_nat():
+    return _train_demo_nat()

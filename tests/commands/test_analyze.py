@@ -30,21 +30,24 @@ def ckpts(tmp_path):
 def test_similarity_command(ckpts, tmp_path, capsys):
     out = tmp_path / "sim"
     rc = main(["analyze", "similarity", "--ckpt", str(ckpts["enat"]), "--steps", "4", "--num-samples", "3",
-               "--layer", "all", "--out", str(out), "--tensorboard", str(tmp_path / "tb")])
+               "--batch-size", "2", "--layer", "all", "--out", str(out), "--tensorboard", str(tmp_path / "tb")])
     assert rc == 0
     text = capsys.readouterr().out
     assert "newly_revealed" in text and "3->4" in text
     rows = list(csv.DictReader(open(out / "similarity.csv")))
     assert {r["layer"] for r in rows} == {"enc0", "enc1", "dec0", "final"}
     assert len(rows) == 4 * 3 * 3
+    import numpy as np
+
+    assert np.load(out / "similarity.npz")["sim"].shape == (4, 3, 3, 16)  # layers, pairs, 3 samples (2 batches)
     for name in ("similarity_maps.png", "similarity_means.png", "similarity_layers.png", "similarity.npz"):
         assert (out / name).stat().st_size > 0
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
 def test_attention_maps_command(ckpts, tmp_path, capsys):
-    rc = main(["analyze", "attention-maps", "--ckpt", str(ckpts["nat"]), "--steps", "3", "--num-samples", "2",
-               "--labels", "3,4", "--out", str(tmp_path / "am")])
+    rc = main(["analyze", "attention-maps", "--ckpt", str(ckpts["nat"]), "--steps", "3", "--num-samples", "3",
+               "--batch-size", "2", "--labels", "3,4", "--out", str(tmp_path / "am")])
     assert rc == 0 and "block1" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "am" / "attention_maps.csv")))
     assert len(rows) == 2 * 3 and float(rows[0]["mask_to_visible"]) == 0.0  # step 1: nothing visible

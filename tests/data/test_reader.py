@@ -61,6 +61,27 @@ def test_train_exact_batch_count_per_rank_with_workers(shard_set):
         assert all(b["label"].dtype == torch.int64 and b["label"].shape == (4,) for b in batches)
 
 
+def test_train_more_workers_than_batches(shard_set):
+    out, _ = shard_set
+    ds = _train(out, bpe=1)
+    assert len(list(DataLoader(ds, batch_size=None, num_workers=2))) == len(ds) == 1
+
+
+def test_train_stream_broken_shard_error_or_skip(shard_set):
+    """The training pipeline (resampled shards -> shuffle -> batches) stops with the shard's name,
+    or, with a skip counter, drops and counts the lost samples and still yields every batch."""
+    out, _ = shard_set
+    for i in range(7):
+        _truncate(out / f"shard-{i:06d}.tar", 512 * 7 + 100)  # every shard keeps its first sample only
+    with pytest.raises(BadDataError, match=r"shard .*shard-00000\d\.tar: corrupted or truncated tar after sample"):
+        _tokens(_train(out))
+    skip = SkipCounter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = _tokens(_train(out, bpe=3, skip=skip))
+    assert rows.shape == (12, 16) and skip.value >= 7 * 12
+
+
 def test_train_slots_read_disjoint_shards(shard_set):
     out, _ = shard_set  # 7 shards, 2 ranks x 2 workers -> each slot resamples its own shards
     slots = [set(_train(out, rank=r, world=2).my_shards(w, 2)) for r in (0, 1) for w in (0, 1)]
@@ -181,29 +202,46 @@ def test_truncated_shard_skip_counts_lost_samples(shard_set):
     assert len(got) + skip.value == 8 and skip.value >= 1
 
 
-@pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
-def test_tar_members_reads_common_formats(tmp_path, fmt):
+@pytest.mark.parametrize("fmt, mode", [("USTAR_FORMAT", "w"), ("GNU_FORMAT", "w"), ("PAX_FORMAT", "w"),
+                                       ("PAX_FORMAT", "w:gz")])
+def test_iter_shard_reads_repacked_shards(tmp_path, fmt, mode):
+    """Shards repacked by other tools (GNU long names, pax headers, directories, gzip) read the same;
+    the sample key is the member name's base name up to its first dot."""
     import io
     import tarfile
 
-    from enat_lightning.data.reader import tar_members
+    from enat_lightning.data.format import Manifest, ShardInfo, encode_sample
 
-    names = ["a.txt", "d" * 120 + "/long.bin", "dir/x.npy", "é.txt"]
-    with tarfile.open(tmp_path / "t.tar", "w", format=getattr(tarfile, fmt)) as tar:
+    samples = make_samples(3)
+    prefix = "sub/" if fmt == "USTAR_FORMAT" else "d" * 120 + "/"
+    with tarfile.open(tmp_path / "t.tar", mode, format=getattr(tarfile, fmt)) as tar:
         tar.addfile(_dir_info())
-        for i, n in enumerate(names):
-            if fmt == "USTAR_FORMAT" and (len(n) > 100 and "/" not in n[-100:] or not n.isascii()):
-                continue
-            data = bytes([i]) * (700 * i + 3)
-            info = tarfile.TarInfo(n)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    with tarfile.open(tmp_path / "t.tar") as tar:
-        want = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
-    with open(tmp_path / "t.tar", "rb") as f:
-        assert list(tar_members(f)) == want and len(want) >= 3
+        for s in samples:
+            for name, data in encode_sample(s, CODEBOOK).items():
+                info = tarfile.TarInfo(f"{prefix}{s.key}.{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    m = Manifest(sample_count=3, shards=[ShardInfo("t.tar", 3)], codebook_size=CODEBOOK, latent_side=4,
+                 num_classes=5, tokenizer={}, has_flip=True)
+    got = list(iter_shard(str(tmp_path / "t.tar"), m, 3))
+    assert [(pos, s.key) for pos, s in got] == [(i, s.key) for i, s in enumerate(samples)]
+    assert all((g.tokens == s.tokens).all() and (g.flip == s.flip).all() and g.label == s.label
+               for (_, g), s in zip(got, samples))
 
 
+def test_shards_are_plain_webdataset(shard_set):
+    """What the writer makes is read by webdataset's own pipeline, and a `pipe:` URL is read by ours."""
+    import webdataset as wds
+
+    out, samples = shard_set
+    m, urls, _ = resolve_manifest(str(out))
+    raw = list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
+    assert [r["__key__"] for r in raw] == [s.key for s in samples]
+    assert set(raw[0]) >= {"tokens.npy", "flip.npy", "cls"} and int(raw[0]["cls"]) == samples[0].label
+    got = [s.key for _, s in iter_shard(f"pipe:cat {urls[1]}", m, m.shards[1].samples)]
+    assert got == [s.key for s in samples[8:16]]
+    with pytest.raises(BadDataError, match=r"shard pipe:cat /nonexistent\.tar"):
+        list(iter_shard("pipe:cat /nonexistent.tar 2>/dev/null", m, 8))
 def _dir_info():
     import tarfile
 

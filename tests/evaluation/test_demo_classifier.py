@@ -48,3 +48,16 @@ def test_missing_classifier_file_is_named(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         DemoClassifierFeatures.load(tmp_path / "nope.pt")
+
+
+def test_stale_cache_is_rebuilt(tmp_path, monkeypatch):
+    import functools
+
+    import enat_lightning.evaluation.demo_classifier as dc
+
+    monkeypatch.setattr(dc, "train_demo_classifier", functools.partial(train_demo_classifier, epochs=1))
+    path = tmp_path / "classifier.pt"
+    torch.save({"state_dict": {}, "meta": {"recipe_version": -1}}, path)
+    build_demo_classifier(path)
+    assert torch.load(path, weights_only=True)["meta"]["recipe_version"] != -1
+    DemoClassifierFeatures.load(path)  # loads cleanly

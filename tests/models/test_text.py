@@ -244,3 +244,34 @@ def test_pair_condition_and_prepare_condition():
     assert model.prepare_condition(cond)[0] is cond
     with pytest.raises(TypeError, match="TextPrompt"):
         model.prepare_condition(torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("adaln", ["none", "pooled", "constant"])
+def test_block_forward_with_cached_text_kv_equals_block(adaln):
+    from enat_lightning.models.blocks import Block, modulate, plain_norm
+    from enat_lightning.models.text import block_forward, text_block
+
+    torch.manual_seed(1)
+    blk = text_block(TextENATConfig(**{**TINY, "adaln": adaln}))
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x, cond, text, ctx = torch.randn(2, 5, 32), torch.randn(2, 32), torch.randn(2, 3, 32), torch.randn(2, 4, 32)
+    sh, sc = blk.adaLN_modulation(cond).chunk(Block.n_mod, dim=-1)[2:4]
+    text_kv = blk.attn.kv.A(modulate(plain_norm(text), sh, sc))
+    mask = torch.tensor([[True, False, True] + [True] * 9, [True] * 12])[:, None, None, :]
+    torch.testing.assert_close(block_forward(blk, x, cond, text_kv, ctx, mask),
+                               blk(x, cond, ctx=torch.cat([text, ctx], 1), attn_mask=mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(block_forward(blk, x, cond, text_kv, None), blk(x, cond, ctx=text), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(block_forward(blk, x, cond, None, None), blk(x, cond), atol=1e-5, rtol=1e-5)
+
+
+def test_text_context_caches_per_block_kv():
+    model = tiny(text_in="decoder")
+    ctx = model.project_text(*captions())
+    assert len(ctx.kv) == 3 and ctx.kv[0] is None and ctx.kv[1] is None and ctx.kv[2].shape == (3, T, 64)
+    both = TextContext.cat([ctx, ctx.select(slice(1, 2))])
+    assert both.kv[0] is None and torch.equal(both.kv[2][3], ctx.kv[2][1])
+    other = tiny(enc_depth=3)
+    with pytest.raises(ValueError, match="keys/values for 3 blocks"):
+        other(masked_ids(), ctx)

@@ -67,3 +67,12 @@ def test_errors_name_file_and_key(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_generator(tmp_path / "bad.ckpt")
+
+
+def test_sampling_package_does_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, enat_lightning.sampling, enat_lightning.sampling.runner, enat_lightning.sampling.checkpoint; "
+            "assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules, 'lightning imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

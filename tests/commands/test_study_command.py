@@ -15,6 +15,7 @@ def test_plan_lists_rows_with_their_fit_commands(capsys):
     assert [ln.split(":")[0] for ln in lines] == ["- 8/8", "- 15/1"]  # the reference row and the ablation's row
     assert "table2_15_1.yaml -c experiments/studies/demo_tiny.yaml + overrides trainer.max_steps=10" in lines[1]
     assert "'fid': 4.78" in lines[1]
+    assert "runs/studies/table2_allocation/15_1/final.ckpt (to train)" in lines[1]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):

@@ -1,0 +1,89 @@
+"""FIDCallback and GFLOPsCallback inside a real (tiny, CPU) Lightning fit."""
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from enat_lightning.analysis.fid import save_stats
+from enat_lightning.analysis.flops import count_generation
+from enat_lightning.callbacks.fid import FIDCallback
+from enat_lightning.callbacks.flops import GFLOPsCallback
+from enat_lightning.data.synthetic import SyntheticTokenDataModule
+from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
+from enat_lightning.evaluation.reference import demo_reference_stats
+from enat_lightning.models import ENATConfig
+from enat_lightning.module import ENATModule
+
+CFG = ENATConfig(codebook_size=32, num_classes=10, grid=4, width=32, heads=2, enc_depth=2, dec_depth=1)
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory):
+    from enat_lightning.data.demo import fit_demo_tokenizer, load_digit_images
+    from enat_lightning.evaluation.demo_classifier import build_demo_classifier
+
+    root = tmp_path_factory.mktemp("cb")
+    images, _, _ = load_digit_images()
+    fit_demo_tokenizer(images[:300], codebook_size=32).save(root / "tokenizer.npz")
+    cls = build_demo_classifier(root / "classifier.pt")
+    ex = load_feature_extractor(f"demo:{cls}")
+    stats = save_stats(root / "stats.npz", demo_reference_stats(ex, "val"))
+    return root / "tokenizer.npz", cls, stats
+
+
+def read_scalars(log_dir) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
+    tok, cls, stats = demo_files
+    fid_cb = FIDCallback(ref_stats=str(stats), feature=f"demo:{cls}", tokenizer=f"demo:{tok}", every_n_steps=2,
+                         num_samples=20, steps=3, cfg_scale=1.0, batch_size=10, is_splits=2, seed=5)
+    flops_cb = GFLOPsCallback(steps=3, vq=None)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=logger, callbacks=[fid_cb, flops_cb],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0)
+    module = ENATModule(net=CFG, warmup_steps=1, reuse_prob=0.5)
+    trainer.fit(module, SyntheticTokenDataModule(num_classes=10, codebook_size=32, grid=4, num_train=64,
+                                                 batch_size=16))
+    # every 2 steps (2, 4), and not again at fit end for the same step
+    assert [h["step"] for h in fid_cb.history] == [2, 4]
+    last = fid_cb.history[-1]
+    # The logged numbers are evaluate() on the EMA network with the configured sampler settings.
+    from enat_lightning.data.tokenize import resolve_tokenizer
+    from enat_lightning.analysis.fid import load_stats
+
+    direct = evaluate(module.ema, resolve_tokenizer(f"demo:{tok}"), load_feature_extractor(f"demo:{cls}"),
+                      num_samples=20, ref=load_stats(stats), seed=5, batch_size=10, is_splits=2,
+                      settings=SamplerSettings(steps=3, cfg_scale=1.0))
+    assert last["eval/fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert last["eval/accuracy"] == pytest.approx(direct["accuracy"])
+    assert float(trainer.callback_metrics["eval/fid"]) == pytest.approx(direct["fid"], rel=1e-6)
+
+    scalars = read_scalars(logger.log_dir)
+    assert [s for s, _ in scalars["eval/fid"]] == [2, 4]
+    assert "eval/is_mean" in scalars and "eval/accuracy" in scalars
+    rep = count_generation(CFG, 3, vq=None)
+    assert scalars["flops/gmacs_total"][0][1] == pytest.approx(rep.gmacs_total, rel=1e-6)
+    assert module.hparams["flops"]["gmacs_actual"] == pytest.approx(rep.gmacs_actual)
+
+    ckpt_path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+    hp = torch.load(ckpt_path, weights_only=False)["hyper_parameters"]
+    assert hp["flops"]["gmacs_total"] == pytest.approx(rep.gmacs_total) and hp["flops"]["steps"] == 3
+
+
+def test_fid_callback_fails_early_on_missing_files(tmp_path):
+    cb = FIDCallback(ref_stats=str(tmp_path / "missing.npz"), feature="demo")
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, callbacks=[cb], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        trainer.fit(ENATModule(net=CFG), SyntheticTokenDataModule(num_classes=10, codebook_size=32, grid=4,
+                                                                   num_train=16, batch_size=8))
+    with pytest.raises(ValueError, match="every_n_steps"):
+        FIDCallback(every_n_steps=-1)

@@ -1,0 +1,121 @@
+"""`enat fit|validate` / `lightning fit` through LightningCLI on a tiny in-memory config."""
+import contextlib
+import io
+import textwrap
+
+import pytest
+import torch
+import yaml
+
+from enat_lightning import cli
+from enat_lightning.training_cli import run_lightning_cli
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield write(tmp_path / "tiny.yaml", f"""\
+        seed_everything: 0
+        trainer:
+          accelerator: cpu
+          max_steps: 4
+          enable_progress_bar: false
+          enable_model_summary: false
+          limit_val_batches: 1
+          val_check_interval: 2
+          check_val_every_n_epoch: null
+          log_every_n_steps: 1
+          logger:
+            class_path: lightning.pytorch.loggers.TensorBoardLogger
+            init_args: {{save_dir: {tmp_path}, name: run, version: ""}}
+          callbacks:
+            - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+              init_args: {{save_last: true, every_n_train_steps: 2}}
+        model:
+          net:
+            class_path: enat_lightning.models.ENATConfig
+            init_args: {{codebook_size: 32, num_classes: 4, grid: 4, width: 32, heads: 2, enc_depth: 2, dec_depth: 1}}
+          lr: 0.003
+          warmup_steps: 0
+          ema_decay: 0.9
+        data:
+          class_path: enat_lightning.data.synthetic.SyntheticTokenDataModule
+          init_args: {{num_classes: 4, codebook_size: 32, grid: 4, num_train: 64, num_val: 16, batch_size: 8}}
+        """)
+    torch.set_num_threads(threads)
+
+
+def printed(args) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run_lightning_cli(args + ["--print_config"]) == 0
+    return yaml.safe_load(out.getvalue())
+
+
+def test_fit_resume_and_validate(tiny, tmp_path):
+    run = tmp_path / "run"
+    assert cli.main(["fit", "-c", tiny]) == 0
+    assert (run / "config.yaml").is_file()  # the resolved config is saved in the log dir
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["net"]["width"] == 32
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    assert ckpt["hyper_parameters"]["net"]["arch"] == "enat" and ckpt["hyper_parameters"]["net"]["width"] == 32
+    assert any(k.startswith("ema.") for k in ckpt["state_dict"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    for tag in ("train/loss", "train/acc", "lr", "grad_norm", "tokens/s", "samples/s", "val/loss", "val/acc"):
+        assert tag in tags, tag
+
+    assert cli.main(["fit", "-c", tiny, "--trainer.max_steps", "6", "--ckpt_path", "last"]) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert cli.main(["validate", "-c", tiny, "--ckpt_path", "last"]) == 0
+
+
+def test_configs_compose_and_print(tiny, tmp_path):
+    abl = write(tmp_path / "abl.yaml", """\
+        model:
+          net:
+            init_args: {enc_depth: 3, reuse_projection: false}
+          reuse_prob: 0.0
+        """)
+    cfg = printed(["fit", "-c", tiny, "-c", abl])
+    assert cfg["model"]["net"]["enc_depth"] == 3 and cfg["model"]["net"]["width"] == 32  # merged, not replaced
+    assert cfg["model"]["reuse_prob"] == 0.0 and cfg["model"]["lr"] == 0.003
+    assert cli.lightning_main(["fit", "-c", tiny, "-c", abl, "--print_config"]) == 0
+
+
+@pytest.mark.parametrize("body,needles", [
+    ("model:\n  net:\n    init_args: {widht: 3}\n", ["model.net", "widht"]),
+    ("model:\n  lr: fast\n", ["model.lr", "fast"]),
+    ("trainer:\n  max_stepz: 3\n", ["max_stepz"]),
+])
+def test_config_errors_name_the_key_before_training(tiny, tmp_path, capsys, body, needles):
+    bad = write(tmp_path / "bad.yaml", body)
+    assert cli.main(["fit", "-c", tiny, "-c", bad]) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("model:\n  reuse_prob: 1.5\n", "enat: error: model.reuse_prob must lie in [0, 1], got 1.5"),
+    ("model:\n  net:\n    init_args: {grid: 8}\n", "enat: error: model.net.init_args.grid=8 but data.init_args.grid=4"),
+    ("trainer:\n  callbacks:\n    - class_path: enat_lightning.callbacks.sample_grid.SampleGrid\n"
+     "      init_args: {tokenizer: missing/vqgan.ckpt}\n",
+     # (jsonargparse wraps it in its callback-list error, whose first line item is ours)
+     "trainer.callbacks[SampleGrid].init_args.tokenizer: tokenizer file missing/vqgan.ckpt not found"),
+])
+def test_bad_values_fail_before_training_naming_the_key(tiny, tmp_path, capsys, body, needle):
+    bad = write(tmp_path / "bad.yaml", body)
+    assert cli.main(["fit", "-c", tiny, "-c", bad]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
