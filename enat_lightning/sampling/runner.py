@@ -235,34 +235,50 @@ def _progress_bar(enabled: bool, total: int, completed: int, n: int, bs: int) ->
 
 def assemble(out_dir: str | Path, n_chunks: int, *, save_images: bool = False, grid_size: int = 64,
              **summary) -> dict:
-    """Joins the chunk files into samples.npz, grid.png and (optionally) per-image PNGs."""
+    """Joins the chunk files into samples.npz, grid.png and (optionally) per-image PNGs, one chunk
+    in memory at a time."""
     out_dir = Path(out_dir)
-    parts = []
-    for i in range(n_chunks):
-        path = _chunk_path(out_dir / "chunks", i)
-        if not path.is_file():
-            raise FileNotFoundError(f"chunk file {path} is missing; rerun the same command to finish it")
-        with np.load(path) as z:
-            parts.append({k: z[k] for k in z.files})
-    tokens = np.concatenate([p["tokens"] for p in parts])
-    labels = np.concatenate([p["labels"] for p in parts])
-    arrays = {"labels": labels, "tokens": tokens}
-    has_images = all("images" in p for p in parts)
+    paths = [_chunk_path(out_dir / "chunks", i) for i in range(n_chunks)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"chunk file {missing[0]} is missing; rerun the same command to finish it")
+    shapes = []
+    for p in paths:
+        with np.load(p) as z:
+            shapes.append({k: z[k].shape for k in z.files})
+    n = sum(s["labels"][0] for s in shapes)
+    has_images = all("images" in s for s in shapes)
+
+    def parts(key):
+        for p in paths:
+            with np.load(p) as z:
+                yield z[key]
+
+    arrays = {}
     if has_images:
-        arrays = {"arr_0": np.concatenate([p["images"] for p in parts]), **arrays}
-    sio.save_npz(out_dir / "samples.npz", **arrays)
-    result = {"out_dir": str(out_dir), "num_samples": int(len(labels)), "samples_npz": str(out_dir / "samples.npz"),
+        arrays["arr_0"] = ((n, *shapes[0]["images"][1:]), np.uint8, parts("images"))
+    arrays["labels"] = ((n,), np.int64, parts("labels"))
+    arrays["tokens"] = ((n, *shapes[0]["tokens"][1:]), np.int64, parts("tokens"))
+    sio.save_npz_streamed(out_dir / "samples.npz", arrays)
+    result = {"out_dir": str(out_dir), "num_samples": int(n), "samples_npz": str(out_dir / "samples.npz"),
               "decoded": has_images, **summary}
-    if has_images:
-        images = arrays["arr_0"]
-        pick = np.unique(np.linspace(0, len(images) - 1, min(grid_size, len(images))).round().astype(int))
-        sio.save_png(out_dir / "grid.png", sio.make_grid(images[pick]))
-        result["grid"] = str(out_dir / "grid.png")
+    if not has_images:
+        return result
+    pick = set(np.linspace(0, n - 1, min(grid_size, n)).round().astype(int).tolist())
+    grid_images, start = [], 0
+    img_dir = out_dir / "images"
+    for p in paths:
+        with np.load(p) as z:
+            images, labels = z["images"], z["labels"]
+        grid_images += [images[k - start] for k in sorted(pick) if start <= k < start + len(images)]
         if save_images:
-            img_dir = out_dir / "images"
-            for k, (img, lab) in enumerate(zip(images, labels)):
+            for k, (img, lab) in enumerate(zip(images, labels), start):
                 path = img_dir / f"{k:06d}_c{int(lab)}.png"
                 if not path.is_file():
                     sio.save_png(path, img)
-            result["images_dir"] = str(img_dir)
+        start += len(images)
+    sio.save_png(out_dir / "grid.png", sio.make_grid(np.stack(grid_images)))
+    result["grid"] = str(out_dir / "grid.png")
+    if save_images:
+        result["images_dir"] = str(img_dir)
     return result

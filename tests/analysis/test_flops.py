@@ -43,8 +43,9 @@ def test_reuse_is_what_saves_compute():
     assert 1.7 < ratio < 1.9
 
 
-@pytest.mark.parametrize("name,steps,paper", [("enat-b", 4, 0.1), ("enat-b", 8, 0.2),
-                                              ("enat-l", 4, 0.2), ("enat-l", 8, 0.3)])
+@pytest.mark.parametrize("name,steps,paper", [
+    ("enat-b", 4, 0.1), pytest.param("enat-b", 8, 0.2, marks=pytest.mark.slow),
+    ("enat-l", 4, 0.2), pytest.param("enat-l", 8, 0.3, marks=pytest.mark.slow)])
 def test_table_3_tflops_incl_decoder(name, steps, paper):
     rep = count(name, steps, True)
     assert round(rep.tflops_paper, 1) == paper

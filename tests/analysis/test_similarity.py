@@ -137,3 +137,13 @@ def test_rejects_bad_arguments():
         run_similarity(tiny_nat(), [0], steps=1)
     with pytest.raises(ValueError, match="'final' or 'all'"):
         run_similarity(tiny_nat(), [0], layers="some")
+
+
+def test_a_lightning_tensorboard_logger_works_as_well(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="sim", version="")
+    res = run_similarity(tiny_nat(), [0], steps=3, generator=torch.Generator().manual_seed(0))
+    write_similarity_outputs(res, tmp_path / "out", logger=logger)
+    logger.finalize("success")
+    assert list((tmp_path / "sim").glob("events.out.tfevents.*"))

@@ -24,11 +24,14 @@ def demo_files(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cb")
     images, _, _ = load_digit_images()
-    fit_demo_tokenizer(images[:300], codebook_size=32).save(root / "tokenizer.npz")
-    cls = build_demo_classifier(root / "classifier.pt")
+    shared_tok = tmp_path_factory.getbasetemp() / "shared_demo_tokenizer32.npz"  # session cache
+    if not shared_tok.is_file():
+        fit_demo_tokenizer(images[:300], codebook_size=32).save(shared_tok)
+    tok = shared_tok
+    cls = build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt")  # session cache
     ex = load_feature_extractor(f"demo:{cls}")
     stats = save_stats(root / "stats.npz", demo_reference_stats(ex, "val"))
-    return root / "tokenizer.npz", cls, stats
+    return tok, cls, stats
 
 
 def read_scalars(log_dir) -> dict:

@@ -18,9 +18,11 @@ def demo_setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo_eval")
     images, _, _ = load_digit_images()
-    tok = fit_demo_tokenizer(images[:300], codebook_size=32)
-    tok.save(root / "tokenizer.npz")
-    cls = build_demo_classifier(root / "classifier.pt")
+    shared_tok = tmp_path_factory.getbasetemp() / "shared_demo_tokenizer32.npz"  # session cache
+    if not shared_tok.is_file():
+        fit_demo_tokenizer(images[:300], codebook_size=32).save(shared_tok)
+    (root / "tokenizer.npz").write_bytes(shared_tok.read_bytes())
+    cls = build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt")  # session cache
     cfg = ENATConfig(codebook_size=32, num_classes=10, grid=4, width=32, heads=2, enc_depth=2, dec_depth=1)
     torch.manual_seed(0)
     ckpt = save_generator_checkpoint(root / "gen.ckpt", cfg, build_model(cfg).state_dict())

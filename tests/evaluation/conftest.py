@@ -6,4 +6,5 @@ import pytest
 def demo_classifier_file(tmp_path_factory):
     from enat_lightning.evaluation.demo_classifier import build_demo_classifier
 
-    return build_demo_classifier(tmp_path_factory.mktemp("democls") / "classifier.pt")
+    # one file per test session, shared with tests/commands and tests/callbacks (built if absent)
+    return build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt")

@@ -35,3 +35,17 @@ def test_png_and_npz_round_trip_without_tmp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "s.npz"]
     with pytest.raises(ValueError, match="uint8"):
         sio.save_png(tmp_path / "b.png", img.astype(np.float32))
+
+
+def test_streamed_npz_equals_savez(tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (7, 4, 5, 3), dtype=np.uint8)
+    lab = np.arange(7, dtype=np.int64)
+    sio.save_npz_streamed(tmp_path / "s.npz", {"arr_0": (a.shape, np.uint8, [a[:3], a[3:]]),
+                                               "labels": ((7,), np.int64, [lab[:5], lab[5:]])})
+    with np.load(tmp_path / "s.npz") as z:
+        assert z.files == ["arr_0", "labels"]
+        assert np.array_equal(z["arr_0"], a) and np.array_equal(z["labels"], lab)
+    with pytest.raises(ValueError, match="got 3 rows, expected 7"):
+        sio.save_npz_streamed(tmp_path / "t.npz", {"labels": ((7,), np.int64, [lab[:3]])})
+    assert not (tmp_path / "t.npz").exists() and not (tmp_path / "t.npz.tmp").exists()
