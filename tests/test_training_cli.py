@@ -74,6 +74,15 @@ def test_fit_resume_and_validate(tiny, tmp_path):
     for tag in ("train/loss", "train/acc", "lr", "grad_norm", "tokens/s", "samples/s", "val/loss", "val/acc"):
         assert tag in tags, tag
 
+    from enat_lightning.module import ENATModule
+    from enat_lightning.sampling.checkpoint import load_generator
+
+    sampler_net, cfg = load_generator(run / "checkpoints" / "last.ckpt")  # the sampler reads the EMA weights
+    restored = ENATModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")  # no architecture flags
+    assert cfg == restored.cfg
+    for (k, v), w in zip(restored.ema.state_dict().items(), sampler_net.state_dict().values()):
+        assert torch.equal(v, w), k
+
     assert cli.main(["fit", "-c", tiny, "--trainer.max_steps", "6", "--ckpt_path", "last"]) == 0
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
     assert cli.main(["validate", "-c", tiny, "--ckpt_path", "last"]) == 0
@@ -119,3 +128,23 @@ def test_bad_values_fail_before_training_naming_the_key(tiny, tmp_path, capsys, 
     assert cli.main(["fit", "-c", tiny, "-c", bad]) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_demo_config_runs_fast_dev_run(tmp_path):
+    """experiments/demo.yaml end to end (embedded data, demo tokenizer sample grid), one batch."""
+    from pathlib import Path
+
+    from enat_lightning.data import ensure_demo_data
+
+    repo = Path(__file__).resolve().parents[1]
+    ensure_demo_data()
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(repo)  # the demo config's data paths are relative to the checkout
+    try:
+        rc = run_lightning_cli(["fit", "-c", "experiments/demo.yaml", "--trainer.fast_dev_run", "true",
+                                "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0

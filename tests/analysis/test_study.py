@@ -166,3 +166,14 @@ def test_every_study_runs_on_the_demo_data(spec, tmp_path):
 @pytest.fixture
 def trained_demo_nat():
     return _train_demo_nat()
+
+
+def test_analysis_modules_import_neither_lightning_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, enat_lightning.analysis.similarity, enat_lightning.analysis.attention, "
+            "enat_lightning.analysis.study, enat_lightning.analysis.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'matplotlib')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
