@@ -180,6 +180,12 @@ class ENATModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_factor(step, hp.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # LightningCLI marks hparams for re-parsing by jsonargparse at load time, which cannot read the
+        # cfg.to_dict() form of ``net``; a plain checkpoint loads through __init__ (config_from_dict).
+        for key in ("_instantiator", "_class_path"):
+            checkpoint.get("hyper_parameters", {}).pop(key, None)
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_compatible"):
