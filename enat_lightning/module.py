@@ -22,8 +22,7 @@ from torch import nn
 
 from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, prepare_labels, sample_mask,
                                     sample_mask_ratio, sample_reuse_mask)
-from enat_lightning.models import (ENAT, ENATConfig, NATConfig, TextENAT, TextENATConfig, build_model,
-                                   config_from_dict)
+from enat_lightning.models import ENATConfig, NATConfig, TextENATConfig, build_model, config_from_dict
 from enat_lightning.models.text import drop_text
 
 
@@ -229,7 +228,7 @@ class ENATModule(pl.LightningModule):
         on such steps AdamW sees a zero gradient instead of skipping them (moments decay, weight decay
         applies), where the official code ran DDP with ``find_unused_parameters=True``.
         """
-        if not isinstance(self.net, ENAT):  # NAT: every parameter is used on every step
+        if not hasattr(self.net, "reuse_proj"):  # NAT: every parameter is used on every step
             return torch.zeros((), device=self.device)
         params = [*self.net.encoder.parameters(), *self.net.reuse_proj.parameters()]
         return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0

@@ -148,3 +148,12 @@ def test_demo_config_runs_fast_dev_run(tmp_path):
     finally:
         os.chdir(cwd)
     assert rc == 0
+
+
+def test_non_finite_loss_is_one_clear_line(tiny, tmp_path, capsys, monkeypatch):
+    import enat_lightning.module as module
+
+    monkeypatch.setattr(module, "masked_ce", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True))
+    assert cli.main(["fit", "-c", tiny]) == 2
+    err = capsys.readouterr().err
+    assert "enat: error: train/loss is inf at step 0" in err and "Traceback" not in err

@@ -106,8 +106,13 @@ class _CountingProxy(nn.Module):
         masking = ids == self.cfg.mask_id  # (R, L) real CPU
         rows, L = ids.shape
         n_masked = int(masking[0].sum())
+        extra = {}
+        if getattr(self.cfg, "attention_removal", "none") != "none":
+            # Fig. 2 variants mask dense attention: the same MACs as full attention, and the mask
+            # (a real CPU tensor) cannot meet meta activations inside the attention kernel.
+            extra["attention_removal"] = "none"
         with FlopCounterMode(display=False) as fc:
-            out = net(ids, labels, prev=prev, logits_at=logits_at)
+            out = net(ids, labels, prev=prev, logits_at=logits_at, **extra)
         actual = fc.get_total_flops()
         # The official network runs the output head at every position: add the head over the
         # visible positions our masked-only path skipped (the head is per-position, so this is exact).

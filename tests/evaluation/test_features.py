@@ -56,3 +56,13 @@ def test_extractors_reject_float_images():
 def test_unknown_feature_spec():
     with pytest.raises(ValueError, match="unknown feature network 'clip'"):
         load_feature_extractor("clip")
+
+
+def test_evaluation_and_analysis_import_no_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, enat_lightning.evaluation, enat_lightning.evaluation.reference, "
+            "enat_lightning.analysis.fid, enat_lightning.analysis.flops; "
+            "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
