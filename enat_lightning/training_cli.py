@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import warnings
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from enat_lightning.cli import UserError
 from enat_lightning.module import ENATModule, NonFiniteLossError
@@ -19,6 +20,18 @@ from enat_lightning.module import ENATModule, NonFiniteLossError
 
 class ENATLightningCLI(LightningCLI):
     """LightningCLI with the project's defaults (the optimizer is configured by ENATModule)."""
+
+
+class SaveConfigWithTensorBoard(SaveConfigCallback):
+    """Saves the resolved config beside the logs (LightningCLI default) and also as TensorBoard text,
+    so a run's panels say exactly what produced them."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # indented lines: TensorBoard renders text as Markdown, this keeps the YAML verbatim
+                logger.experiment.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
 
 def _quiet_known_warnings() -> None:
@@ -38,6 +51,7 @@ def run_lightning_cli(argv: list[str]) -> int:
             datamodule_class=None,  # any LightningDataModule, chosen by class_path in the YAML
             auto_configure_optimizers=False,
             # a resumed run writes its resolved config again into its own log dir
+            save_config_callback=SaveConfigWithTensorBoard,
             save_config_kwargs={"overwrite": True},
         )
     except SystemExit as e:  # jsonargparse reports config errors (with the key) and exits

@@ -17,7 +17,8 @@ METRIC_KEYS = ("fid", "is_mean", "is_std", "accuracy")
 
 class FIDCallback(pl.Callback):
     """Args:
-        ref_stats:     reference ``.npz`` (mu, sigma) made with the same feature network; None -> IS only
+        ref_stats:     reference ``.npz`` (mu, sigma) made with the same feature network; None -> IS only;
+                       'demo:val' / 'demo:train' -> the demo digits under the demo classifier
         feature:       'demo', 'demo:PATH' or 'inception:PATH' (local pt_inception-2015-12-05 weights)
         tokenizer:     'demo', 'demo:PATH' or a VQGAN checkpoint path (decodes tokens to pixels)
         every_n_steps: evaluate when global_step is a multiple of this (0: only at the end)
@@ -54,8 +55,13 @@ class FIDCallback(pl.Callback):
         from enat_lightning.analysis.fid import load_stats
         from enat_lightning.data.tokenize import resolve_tokenizer
 
-        self._ref = load_stats(self.ref_stats) if self.ref_stats else None
         self._extractor = load_feature_extractor(self.feature, device=pl_module.device)
+        if self.ref_stats and str(self.ref_stats).startswith("demo:"):  # demo digits, computed on the fly
+            from enat_lightning.evaluation.reference import demo_reference_stats
+
+            self._ref = demo_reference_stats(self._extractor, split=str(self.ref_stats).split(":", 1)[1])
+        else:
+            self._ref = load_stats(self.ref_stats) if self.ref_stats else None
         self._tokenizer = resolve_tokenizer(self.tokenizer_spec)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
