@@ -11,7 +11,7 @@ help:  ## list targets
 # torch first: 2.13.0 is the release the fixtures were made with; any torch>=2.4 works.
 $(STAMP): pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0" || $(PIP) install torch
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,t2i]"
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## install the package and its dependencies into the current Python

@@ -125,6 +125,9 @@ class ENATModule(pl.LightningModule):
         self.log("train/acc", masked_accuracy(out.logits.detach(), tokens, masking))
         self.log("train/mask_ratio", masking.float().mean())
         self.log("train/reuse", float(reuse))
+        skipped = getattr(getattr(self.trainer, "datamodule", None), "skipped_samples", None)
+        if skipped is not None:  # bad samples dropped under data.skip_bad_samples
+            self.log("data/skipped_samples", float(skipped))
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:

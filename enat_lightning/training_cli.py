@@ -8,8 +8,11 @@ jsonargparse's message naming the key; a bad value raises ValueError naming the 
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -20,6 +23,31 @@ from enat_lightning.module import ENATModule, NonFiniteLossError
 
 class ENATLightningCLI(LightningCLI):
     """LightningCLI with the project's defaults (the optimizer is configured by ENATModule)."""
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI re-parses a checkpoint's hyper-parameters into the config when --ckpt_path
+        # names a file. Ours store ``net`` as ``cfg.to_dict()`` (so `enat sample` needs no YAML);
+        # translate it to the class_path form jsonargparse reads, then let Lightning carry on.
+        import torch
+
+        from enat_lightning.models import config_from_dict
+
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        for key in ("_instantiator", "_class_path"):
+            hparams.pop(key, None)
+        if isinstance(hparams.get("net"), dict) and "arch" in hparams["net"]:
+            cfg = config_from_dict(hparams["net"])
+            hparams["net"] = {"class_path": f"{type(cfg).__module__}.{type(cfg).__name__}",
+                              "init_args": dataclasses.asdict(cfg)}
+        # only constructor arguments: callbacks add records of their own (e.g. "flops")
+        accepted = inspect.signature(ENATModule.__init__).parameters
+        hparams = {k: v for k, v in hparams.items() if k in accepted}
+        if hparams:
+            self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
 
 
 class SaveConfigWithTensorBoard(SaveConfigCallback):

@@ -49,7 +49,7 @@ def save_png(grid: torch.Tensor, path: Path) -> Path:
 
 
 class SampleGrid(pl.Callback):
-    """Logs ``num_samples`` EMA samples every ``every_n_steps`` optimizer steps.
+    """Logs ``num_samples`` EMA samples every ``every_n_steps`` optimizer steps and at the end of fit.
 
     labels: classes to sample (default: evenly spread over the classes); tokenizer: a
     ``load_tokenizer`` spec (VQGAN checkpoint path, or ``{kind: demo, path: ...}``) or None for
@@ -83,7 +83,17 @@ class SampleGrid(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == 0 or step % self.every_n_steps or getattr(self, "_done_step", None) == step:
+        if step == 0 or step % self.every_n_steps:
+            return
+        self._log_grid(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:  # the final weights, whatever every_n_steps is
+            self._log_grid(trainer, pl_module)
+
+    def _log_grid(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if getattr(self, "_done_step", None) == step:
             return  # (with gradient accumulation several batches share one step)
         self._done_step = step
         grid = self.sample_grid(pl_module)

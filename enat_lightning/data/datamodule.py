@@ -53,6 +53,9 @@ class TokenShardDataModule(L.LightningDataModule):
             instead of stopping with an error naming the shard and sample.
         codebook_size, latent_side, num_classes: expected values; a manifest that disagrees is
             refused in ``setup`` (the model also calls ``check_compatible``).
+        tokenizer: the tokenizer the run decodes with ('demo', a VQGAN path or a spec dict, as in
+            ``enat tokenize``); shards whose manifest records another tokenizer (kind or weights
+            hash) are refused, since token ids of different tokenizers mean different things.
         rank, world_size: override the trainer's (tests simulate ranks with them).
     """
 
@@ -61,6 +64,7 @@ class TokenShardDataModule(L.LightningDataModule):
                  seed: int = 0, batches_per_epoch: int | None = None, use_flip: bool = True,
                  skip_bad_samples: bool = False, codebook_size: int | None = None,
                  latent_side: int | None = None, num_classes: int | None = None,
+                 tokenizer: str | dict | None = None,
                  rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -98,6 +102,27 @@ class TokenShardDataModule(L.LightningDataModule):
             if num_classes is not None and m.num_classes is not None and m.num_classes > num_classes:
                 raise ValueError(f"{m.num_classes} classes in {where} vs model {num_classes}")
 
+    def check_tokenizer(self, spec: str | dict) -> None:
+        """Refuses shards tokenized with a tokenizer other than ``spec`` (ValueError naming both)."""
+        from enat_lightning.tokenizers import load_tokenizer
+
+        from .tokenize import resolve_tokenizer
+
+        want = (load_tokenizer(spec) if isinstance(spec, dict) else resolve_tokenizer(spec)).identity()
+        splits = ["train"] + (["val"] if self.hparams.val_shards else [])
+        for split in splits:
+            m, _, where = self._resolve(split)
+            have = m.tokenizer or {}
+            if not have:
+                continue  # shards written without a tokenizer record (e.g. synthetic tokens)
+            same_kind = have.get("kind") == want.get("kind")
+            h_have, h_want = have.get("weights_sha256"), want.get("weights_sha256")
+            if not same_kind or (h_have and h_want and h_have != h_want):
+                raise ValueError(
+                    f"shards in {where} were made with tokenizer {have.get('kind')} (weights sha256 "
+                    f"{str(h_have)[:12]}) but data.tokenizer={spec!r} is {want.get('kind')} (weights sha256 "
+                    f"{str(h_want)[:12]}): re-tokenize the data or point data.tokenizer at the right file")
+
     @property
     def skipped_samples(self) -> int:
         """Bad samples dropped so far (all workers of this rank) with ``skip_bad_samples``. Log it
@@ -111,6 +136,8 @@ class TokenShardDataModule(L.LightningDataModule):
             # created here, in the (possibly launched) training process, and inherited by workers
             self._skip = SkipCounter()
         self.check_compatible(self.hparams.codebook_size, self.hparams.latent_side, self.hparams.num_classes)
+        if self.hparams.tokenizer is not None:
+            self.check_tokenizer(self.hparams.tokenizer)
 
     def _rank_world(self) -> tuple[int, int]:
         hp = self.hparams
