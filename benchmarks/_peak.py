@@ -36,3 +36,10 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def measure(fn, repeats: int) -> dict:
+    """Counted FLOPs of one fn() call, its best-of-``repeats`` time and the GFLOP/s that gives."""
+    flops = count_flops(fn)
+    seconds = best_time(fn, repeats=repeats)
+    return {"seconds": seconds, "gflops_counted": flops / 1e9, "gflop_per_s": flops / seconds / 1e9}

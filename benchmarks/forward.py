@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _peak import best_time, count_flops, matmul_peak_gflops  # noqa: E402
+from _peak import matmul_peak_gflops, measure  # noqa: E402
 
 from enat_lightning.models import ENAT, preset  # noqa: E402
 
@@ -48,10 +48,7 @@ def main() -> None:
         }
         peak_before = matmul_peak_gflops()
         for name, fn in cases.items():
-            flops = count_flops(fn)
-            seconds = best_time(fn, repeats=args.repeats)
-            results[name] = {"seconds": seconds, "gflops_counted": flops / 1e9,
-                             "gflop_per_s": flops / seconds / 1e9}
+            results[name] = measure(fn, args.repeats)
         peak = max(peak_before, matmul_peak_gflops())
     print(f"threads={torch.get_num_threads()}  fp32 matmul peak (best of two measurements): {peak:.1f} GFLOP/s")
     print(f"{'case':<24}{'ms/call':>10}{'GFLOPs':>10}{'GFLOP/s':>10}{'% peak':>9}")

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _peak import best_time, count_flops, matmul_peak_gflops  # noqa: E402
+from _peak import matmul_peak_gflops, measure  # noqa: E402
 
 from enat_lightning.models import preset  # noqa: E402
 from enat_lightning.module import ENATModule, update_ema  # noqa: E402
@@ -52,10 +52,7 @@ def main() -> None:
         module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
         module.log = lambda *a, **k: None  # no fit loop here
         optimizer = module.configure_optimizers()["optimizer"]
-        step = make_step(module, batch, optimizer)
-        flops = count_flops(step)
-        seconds = best_time(step, repeats=args.repeats)
-        results[name] = {"seconds": seconds, "gflops_counted": flops / 1e9, "gflop_per_s": flops / seconds / 1e9}
+        results[name] = measure(make_step(module, batch, optimizer), args.repeats)
     peak = max(peak_before, matmul_peak_gflops())
     mixed = 0.5 * (results["no_reuse"]["seconds"] + results["reuse"]["seconds"])
     print(f"threads={torch.get_num_threads()}  fp32 matmul peak (best of two measurements): {peak:.1f} GFLOP/s")

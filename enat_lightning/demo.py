@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from enat_lightning.fileio import atomic_write_text
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 
@@ -149,10 +150,7 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
 
     results = {"checkpoint": str(ckpt), "grid": str(grid_path), "settings": settings.__dict__, "rows": rows,
                "minutes": (time.time() - t0) / 60}
-    results_path = Path(run_dir) / "demo_results.json"
-    tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, results_path)
+    results_path = atomic_write_text(Path(run_dir) / "demo_results.json", json.dumps(results, indent=2))
     log_to_tensorboard(Path(run_dir), rows, settings, grid)
 
     print("[demo] 5/5 done in {:.1f} min".format(results["minutes"]))

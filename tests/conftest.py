@@ -1,21 +1,10 @@
-"""Shared test helpers. Fixture files live in ../shared/fixtures beside the clone; a missing one
+"""Shared fixtures. Fixture files live in ../shared/fixtures beside the clone; a missing one
 fails the test that needs it (never skips)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
-
-
-def load_fixture(name: str) -> dict:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.fail(f"fixture file {path} is missing: CI places shared/fixtures beside the clone")
-    return torch.load(path, weights_only=True)
+from enat_testing import FIXTURES, REPO, load_fixture, tolerance  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +15,3 @@ def official_enat() -> dict:
 @pytest.fixture(scope="session")
 def official_vqgan() -> dict:
     return load_fixture("official_vqgan_tiny.pt")
-
-
-def tolerance(ref: torch.Tensor) -> float:
-    """The fixtures README's suggested tolerance: 1e-4 * max(1, |ref|max)."""
-    return 1e-4 * max(1.0, ref.abs().max().item())

@@ -43,8 +43,8 @@ def demo_shards(tmp_path_factory) -> Path:
     return out
 
 
-def quick_fit(*extra: str) -> subprocess.CompletedProcess:
-    return enat("fit", "-c", DEMO, "--trainer.max_steps=3", "--trainer.val_check_interval=null",
+def quick_fit(*extra: str, root: Path) -> subprocess.CompletedProcess:
+    return enat("fit", "-c", DEMO, f"--trainer.default_root_dir={root}", "--trainer.max_steps=3", "--trainer.val_check_interval=null",
                 "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]", *extra)
 
 
@@ -53,7 +53,7 @@ def test_truncated_shard_names_the_shard(demo_shards, tmp_path):
     shutil.copytree(demo_shards / "train", train)
     shard = sorted(train.glob("*.tar"))[0]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 3])
-    res = quick_fit(f"--data.init_args.train_shards={train}", "--data.init_args.val_shards=null")
+    res = quick_fit(f"--data.init_args.train_shards={train}", "--data.init_args.val_shards=null", root=tmp_path)
     assert_one_clear_error(res, shard.name)
 
 
@@ -63,7 +63,7 @@ def test_shard_from_another_tokenizer_is_refused(demo_shards, tmp_path):
     manifest = json.loads((train / "manifest.json").read_text())
     manifest["tokenizer"]["weights_sha256"] = "f" * 64
     (train / "manifest.json").write_text(json.dumps(manifest))
-    res = quick_fit(f"--data.init_args.train_shards={train}", "--data.init_args.val_shards=null")
+    res = quick_fit(f"--data.init_args.train_shards={train}", "--data.init_args.val_shards=null", root=tmp_path)
     assert_one_clear_error(res, str(train / "manifest.json"), "tokenizer")
 
 

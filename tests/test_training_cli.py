@@ -144,7 +144,8 @@ def test_demo_config_runs_fast_dev_run(tmp_path):
     os.chdir(repo)  # the demo config's data paths are relative to the checkout
     try:
         rc = run_lightning_cli(["fit", "-c", "experiments/demo.yaml", "--trainer.fast_dev_run", "true",
-                                "--trainer.logger.init_args.save_dir", str(tmp_path)])
+                                "--trainer.logger.init_args.save_dir", str(tmp_path),
+                                "--trainer.default_root_dir", str(tmp_path)])  # fast_dev_run drops the logger
     finally:
         os.chdir(cwd)
     assert rc == 0

@@ -37,6 +37,7 @@ from enat_lightning.models.blocks import SCAttention, SelfCrossBlock
 from enat_lightning.models.config import ATTENTION_REMOVALS
 
 from .report import atomic_write_bytes, markdown_table, pyplot, save_figure, write_csv
+from .similarity import balanced_labels, layer_modules, seeded_batches
 
 INTERACTIONS = ("mask_to_visible", "mask_to_mask", "visible_to_visible", "visible_to_mask")
 
@@ -91,15 +92,7 @@ def key_share(query_is_mask: torch.Tensor, key_is_mask: torch.Tensor) -> torch.T
 # -- capture during sampling ---------------------------------------------------------------------------
 def attention_modules(model) -> list[tuple[str, SCAttention, str]]:
     """(name, attention module, role) per block: role "all" (NAT), "encoder", "decoder" (ENAT)."""
-    if not hasattr(model, "blocks") and not hasattr(model, "encoder") and hasattr(model, "net"):
-        model = model.net  # a wrapper such as AttentionCut: the blocks live in the wrapped network
-    if hasattr(model, "blocks"):
-        layers = [(f"block{i}", b, "all") for i, b in enumerate(model.blocks)]
-    elif hasattr(model, "encoder") and hasattr(model, "decoder"):
-        layers = ([(f"enc{i}", b, "encoder") for i, b in enumerate(model.encoder)]
-                  + [(f"dec{i}", b, "decoder") for i, b in enumerate(model.decoder)])
-    else:
-        raise ValueError(f"{type(model).__name__} has neither .blocks (NAT) nor .encoder/.decoder (ENAT)")
+    layers = layer_modules(model)  # the same blocks, names and roles as the similarity analysis
     if any(isinstance(b, SelfCrossBlock) for _, b, _ in layers):
         raise ValueError("attention maps support SC-attention blocks only; this model uses "
                          "attention='self_cross' (Table 6b), whose cross-attention bypasses SCAttention.forward")
@@ -409,15 +402,10 @@ def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 
     (samples in batches of ``batch_size``, batch b seeded with seed + b)."""
     from enat_lightning.sampling.checkpoint import load_generator
 
-    from .similarity import balanced_labels
-
     model, cfg = load_generator(ckpt, device=device)
     y = balanced_labels(num_samples, cfg.num_classes, labels).to(device)
-    parts = []
-    for b, start in enumerate(range(0, num_samples, max(1, batch_size))):
-        g = torch.Generator(device=device).manual_seed(seed + b)
-        parts.append(run_attention_maps(model, y[start:start + batch_size], steps=steps, generator=g,
-                                        **sample_kwargs))
+    parts = [run_attention_maps(model, yb, steps=steps, generator=g, **sample_kwargs)
+             for yb, g in seeded_batches(y, batch_size, seed, device)]
     result = concat_maps(parts)
     return result, write_attention_map_outputs(result, out_dir, logger=logger)
 

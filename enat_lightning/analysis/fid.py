@@ -8,14 +8,13 @@ the feature network, so a demo-FID file is never compared with Inception feature
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from enat_lightning.fileio import atomic_writer, sha256_file  # noqa: F401 (sha256_file: re-exported)
 
 
 @dataclass(frozen=True)
@@ -106,32 +105,17 @@ def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tupl
 
 # -- files ----------------------------------------------------------------------------------------
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_stats(path: str | Path, stats: FeatureStats) -> Path:
     """Writes ``mu``/``sigma`` (+ ``num_samples``, ``feature``) atomically (tmp file + os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = {}
     if stats.num_samples is not None:
         extra["num_samples"] = np.int64(stats.num_samples)
     if stats.feature is not None:
         extra["feature"] = np.array(stats.feature)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, mu=stats.mu, sigma=stats.sigma, **extra)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Into an open file: given a path, np.savez would append ".npz" to the temporary name.
+    with atomic_writer(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, **extra)
     return path
 
 

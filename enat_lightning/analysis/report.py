@@ -1,21 +1,16 @@
 """Writing analysis results: atomic files, CSV, Markdown tables, PNG figures (matplotlib Agg).
 
-Every file is written to a temporary name in its folder and ``os.replace``d, so a reader never sees
-half a file. Standard library only; matplotlib is imported lazily (Agg backend).
+Every file is written atomically (``enat_lightning.fileio``: a temporary name in its folder, then
+``os.replace``), so a reader never sees half a file. Standard library only; matplotlib is imported
+lazily (Agg backend).
 """
 from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from enat_lightning.fileio import atomic_write_bytes
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -97,8 +97,7 @@ def layer_modules(model) -> list[tuple[str, torch.nn.Module, str]]:
     if hasattr(model, "encoder") and hasattr(model, "decoder"):
         return ([(f"enc{i}", b, "encoder") for i, b in enumerate(model.encoder)]
                 + [(f"dec{i}", b, "decoder") for i, b in enumerate(model.decoder)])
-    raise ValueError(f"{type(model).__name__} has neither .blocks (NAT) nor .encoder/.decoder (ENAT): "
-                     "cannot record per-layer features")
+    raise ValueError(f"{type(model).__name__} has neither .blocks (NAT) nor .encoder/.decoder (ENAT)")
 
 
 def _positions(kind: str, masking: torch.Tensor, prev_masking: torch.Tensor | None) -> torch.Tensor | None:
@@ -386,6 +385,13 @@ def balanced_labels(num_samples: int, num_classes: int, labels: list[int] | None
     return torch.tensor([pool[i % len(pool)] for i in range(num_samples)])
 
 
+def seeded_batches(labels: torch.Tensor, batch_size: int, seed: int, device: str | torch.device = "cpu"):
+    """Yields (labels of batch b (<= batch_size,), a generator seeded seed + b): the batching every
+    analysis samples with, so its samples depend only on (labels, batch_size, seed)."""
+    for b, start in enumerate(range(0, len(labels), max(1, batch_size))):
+        yield labels[start:start + batch_size], torch.Generator(device=device).manual_seed(seed + b)
+
+
 def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int = 8,
                        num_samples: int = 16, labels: list[int] | None = None, layers: str = "final",
                        show_samples: int = 2, seed: int = 0, device: str = "cpu", batch_size: int = 32, logger=None,
@@ -397,10 +403,8 @@ def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, *, s
     model, cfg = load_generator(ckpt, device=device)
     y = balanced_labels(num_samples, cfg.num_classes, labels).to(device)
     parts = []
-    for b, start in enumerate(range(0, num_samples, max(1, batch_size))):
-        g = torch.Generator(device=device).manual_seed(seed + b)
-        r = run_similarity(model, y[start:start + batch_size], steps=steps, layers=layers, generator=g,
-                           **sample_kwargs)
+    for yb, g in seeded_batches(y, batch_size, seed, device):
+        r = run_similarity(model, yb, steps=steps, layers=layers, generator=g, **sample_kwargs)
         r.sim, r.groups, r.means, r.counts = r.sim.cpu(), r.groups.cpu(), r.means.cpu(), r.counts.cpu()
         parts.append(r)
     result = concat_results(parts)

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import yaml
 
+from enat_lightning.fileio import atomic_write_bytes, atomic_writer
+
 from .attention import load_tokens, masked_token_loss
-from .report import atomic_write_bytes, markdown_table, write_csv
+from .report import markdown_table, write_csv
 
 KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
 METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",
@@ -245,9 +247,8 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
         sys.argv = saved_argv
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = out_dir / "final.ckpt"
-    tmp = out_dir / ".final.ckpt.tmp"
-    cli.trainer.save_checkpoint(tmp)
-    os.replace(tmp, ckpt)
+    with atomic_writer(ckpt) as tmp:
+        cli.trainer.save_checkpoint(tmp)
     return ckpt
 
 

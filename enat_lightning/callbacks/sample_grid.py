@@ -8,13 +8,14 @@ The grid goes to the logger (TensorBoard ``add_image``) and, atomically, to
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from enat_lightning.sampling import io as sio
 
 KEY = "trainer.callbacks[SampleGrid].init_args.tokenizer"
 
@@ -37,15 +38,9 @@ def heatmap(ids: torch.Tensor, codebook_size: int, scale: int = 8) -> torch.Tens
 
 
 def save_png(grid: torch.Tensor, path: Path) -> Path:
-    """Writes a (3, H, W) [0, 1] grid as PNG via a temporary file and os.replace."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (grid.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """Writes a (3, H, W) [0, 1] grid as PNG, atomically (sampling.io.save_png)."""
+    arr = (grid.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
+    return sio.save_png(path, arr)
 
 
 class SampleGrid(pl.Callback):

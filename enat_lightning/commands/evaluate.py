@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 HELP = "FID / IS of a checkpoint (generating N samples) or of an existing samples.npz against reference stats"
@@ -39,9 +38,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from enat_lightning.analysis.fid import load_stats, sha256_file
+    from enat_lightning.analysis.fid import load_stats
     from enat_lightning.commands.fid_stats import feature_spec
     from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor, load_samples, score_images
+    from enat_lightning.fileio import atomic_write_text, sha256_file
 
     extractor = load_feature_extractor(feature_spec(args, None), device=args.device)
     ref = load_stats(args.ref) if args.ref is not None else None
@@ -88,8 +88,5 @@ def run(args) -> int:
     text = json.dumps(res, indent=2)
     print(text)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, text + "\n")
     return 0

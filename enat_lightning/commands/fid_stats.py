@@ -38,9 +38,10 @@ def feature_spec(args, default: str | None) -> str:
 
 
 def run(args) -> int:
-    from enat_lightning.analysis.fid import save_stats, sha256_file
+    from enat_lightning.analysis.fid import save_stats
     from enat_lightning.evaluation import load_feature_extractor
     from enat_lightning.evaluation.reference import demo_reference_stats, stats_from_folder, stats_from_shards
+    from enat_lightning.fileio import sha256_file
 
     extractor = load_feature_extractor(feature_spec(args, "demo" if args.demo else None), device=args.device)
     if args.demo:

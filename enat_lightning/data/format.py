@@ -23,6 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
+from enat_lightning.fileio import atomic_write_bytes, atomic_writer
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 FIELDS = ("tokens.npy", "flip.npy", "cls", "text.npy", "text_mask.npy")
@@ -82,17 +84,6 @@ class Manifest:
         return cls(**{**d, "shards": shards})
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes to a temporary file in the same directory, then renames: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> Path:
     path = Path(directory) / MANIFEST_NAME
     atomic_write_bytes(path, (json.dumps(manifest.to_dict(), indent=1) + "\n").encode())
@@ -141,21 +132,12 @@ def write_shard(path: str | os.PathLike, samples: Iterable[Sample], codebook_siz
     give the same bytes."""
     import webdataset as wds  # here, not at the top: it imports torch, which the format itself needs not
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = 0
-    try:
-        with open(tmp, "wb") as f:
-            with wds.TarWriter(f, encoder=False, mtime=0, user="", group="", mode=0o644) as tar:
-                for s in samples:
-                    tar.write({"__key__": s.key, **encode_sample(s, codebook_size)})
-                    n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(path, fsync=True) as tmp, open(tmp, "wb") as f:  # fsync: a shard is durable once named
+        with wds.TarWriter(f, encoder=False, mtime=0, user="", group="", mode=0o644) as tar:
+            for s in samples:
+                tar.write({"__key__": s.key, **encode_sample(s, codebook_size)})
+                n += 1
     return n
 
 

@@ -8,13 +8,13 @@ network, other data, 10 classes.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from enat_lightning.fileio import atomic_torch_save
 
 from .features import Features, check_uint8_images
 
@@ -106,17 +106,7 @@ def build_demo_classifier(path: str | Path | None = None, force: bool = False) -
     net = train_demo_classifier(images[~is_val], labels[~is_val])
     meta = {"recipe_version": RECIPE_VERSION, "num_classes": int(labels.max()) + 1,
             "image_size": int(images.shape[-1]), "val_accuracy": accuracy(net, images[is_val], labels[is_val])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": net.state_dict(), "meta": meta}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_torch_save({"state_dict": net.state_dict(), "meta": meta}, path)
 
 
 class DemoClassifierFeatures:

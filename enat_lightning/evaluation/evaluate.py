@@ -12,30 +12,15 @@ or ``torchrun``); nothing here imports Lightning.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from enat_lightning.analysis.fid import FeatureStats, fid_from_stats, inception_score, stats_from_features
+from enat_lightning.sampling.settings import SamplerSettings  # re-exported by enat_lightning.evaluation
 
 from .features import FeatureExtractor, to_uint8
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """Everything of the sampler that changes the result (recorded in every results file)."""
-
-    steps: int = 8
-    cfg_scale: float = 2.5
-    mask_temp: float = 1.5
-    samp_temp: float = 6.0
-    schedule: str = "cosine"
-    reuse: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sample_labels(num_samples: int, num_classes: int, per_class_balanced: bool = True, seed: int = 0) -> torch.Tensor:

@@ -5,6 +5,8 @@ D width, H heads, V codebook size.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -201,3 +203,23 @@ class OutputHead(nn.Module):
         V = self.codebook_size
         # detached tie: the head must not train the input embeddings (official behaviour)
         return F.linear(h, word_embeddings[:V].detach(), self.bias[:V])  # (B, n, V)
+
+
+def init_transformer_weights(module: nn.Module, tables: Iterable[nn.Embedding], blocks: Iterable[nn.Module]) -> None:
+    """The initialisation ENAT, NAT and the text model share; each ``init_weights`` calls it once.
+
+    ``tables``: embedding tables drawn N(0, 0.02); ``blocks``: adaLN blocks whose modulation is
+    zeroed. Draws follow ``module.modules()`` order, then ``tables`` order (the parity tests pin it).
+    """
+    # Xavier for every Linear with zero bias (transformer default of DiT/U-ViT).
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    # Small normal embeddings, as BERT-style token tables.
+    for table in tables:
+        nn.init.normal_(table.weight, std=0.02)
+    # Zero-init adaLN: every block starts as the identity (adaLN-Zero, DiT).
+    for blk in blocks:
+        nn.init.zeros_(blk.adaLN_modulation[-1].weight)
+        nn.init.zeros_(blk.adaLN_modulation[-1].bias)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import Block, LabelEmbedding, OutputHead, ReuseProjection, SelfCrossBlock, TokenEmbedding
+from .blocks import (Block, LabelEmbedding, OutputHead, ReuseProjection, SelfCrossBlock, TokenEmbedding,
+                     init_transformer_weights)
 from .config import ENATConfig
 
 
@@ -110,19 +111,10 @@ class ENAT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        # Xavier for every Linear with zero bias (transformer default of DiT/U-ViT).
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        # Small normal embeddings, as BERT-style token tables.
-        for table in (self.embed.word_embeddings, self.embed.position_embeddings,
-                      self.label_embed.embedding_table):
-            nn.init.normal_(table.weight, std=0.02)
-        # Zero-init adaLN: every block starts as the identity (adaLN-Zero, DiT).
-        for blk in [*self.encoder, *self.decoder]:
-            nn.init.zeros_(blk.adaLN_modulation[-1].weight)
-            nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+        # Xavier Linears, N(0, 0.02) token/position/label tables, adaLN-Zero blocks (reasons in blocks.py).
+        init_transformer_weights(self, tables=(self.embed.word_embeddings, self.embed.position_embeddings,
+                                               self.label_embed.embedding_table),
+                                 blocks=[*self.encoder, *self.decoder])
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
                 logits_at: str = "all") -> ENATOutput:

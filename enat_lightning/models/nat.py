@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Block, LabelEmbedding, OutputHead, TokenEmbedding
+from .blocks import Block, LabelEmbedding, OutputHead, TokenEmbedding, init_transformer_weights
 from .config import NATConfig
 from .enat import ENATOutput, check_ids, check_labels, split_positions, take
 
@@ -45,16 +45,10 @@ class NAT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        for table in (self.embed.word_embeddings, self.embed.position_embeddings,
-                      self.label_embed.embedding_table):
-            nn.init.normal_(table.weight, std=0.02)
-        for blk in self.blocks:  # adaLN-Zero: blocks start as identity
-            nn.init.zeros_(blk.adaLN_modulation[-1].weight)
-            nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+        # As ENAT: Xavier Linears, N(0, 0.02) tables, adaLN-Zero blocks (reasons in blocks.py).
+        init_transformer_weights(self, tables=(self.embed.word_embeddings, self.embed.position_embeddings,
+                                               self.label_embed.embedding_table),
+                                 blocks=self.blocks)
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
                 logits_at: str = "all", attention_removal: str | None = None) -> ENATOutput:

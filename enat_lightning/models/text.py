@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Block, OutputHead, ReuseProjection, TokenEmbedding, modulate, plain_norm
-from .config import _check_choice, _check_common
+from .blocks import Block, OutputHead, ReuseProjection, TokenEmbedding, init_transformer_weights, modulate, plain_norm
+from .config import ENATConfig, _check_choice, _check_common
 from .enat import ENATOutput, check_ids, put, split_positions, take
 
 ADALN_MODES = ("none", "pooled", "constant")
@@ -87,17 +87,10 @@ class TextENATConfig:
     # _check_common reads these two; a text model has no class table
     num_classes = 1
 
-    @property
-    def seq_len(self) -> int:
-        return self.grid * self.grid
-
-    @property
-    def mask_id(self) -> int:
-        return self.codebook_size
-
-    @property
-    def depth(self) -> int:
-        return self.enc_depth + self.dec_depth
+    # the same derived values as ENATConfig (as NATConfig does)
+    seq_len = ENATConfig.seq_len
+    mask_id = ENATConfig.mask_id
+    depth = ENATConfig.depth
 
     def to_dict(self) -> dict:
         return {"arch": "text_enat", **asdict(self)}
@@ -254,19 +247,11 @@ class TextENAT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        # Xavier for every Linear with zero bias, as ENAT (DiT/U-ViT default).
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        # Small normal token tables, as BERT-style embeddings.
-        for table in (self.embed.word_embeddings, self.embed.position_embeddings):
-            nn.init.normal_(table.weight, std=0.02)
-        # adaLN-Zero for the modulated variants: each block starts as the identity (DiT).
-        if self.cfg.adaln == "pooled":
-            for blk in [*self.encoder, *self.decoder]:
-                nn.init.zeros_(blk.adaLN_modulation[-1].weight)
-                nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+        # As ENAT (reasons in blocks.py), but no label table, and adaLN-Zero only for the "pooled"
+        # Linear modulation: "constant" starts at zero already and "none" has no parameters.
+        modulated = [*self.encoder, *self.decoder] if self.cfg.adaln == "pooled" else []
+        init_transformer_weights(self, tables=(self.embed.word_embeddings, self.embed.position_embeddings),
+                                 blocks=modulated)
 
     # -- condition -----------------------------------------------------------------------------
     def set_null_condition(self, text: torch.Tensor, mask: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from enat_lightning.fileio import atomic_torch_save
 from enat_lightning.models import build_model, config_from_dict
 from enat_lightning.models.config import ModelConfig
 
@@ -83,15 +84,10 @@ def save_generator_checkpoint(path: str | os.PathLike, cfg: ModelConfig, weights
     """Writes a checkpoint in the format above (atomically) with ``weights`` as both the EMA and
     the raw network copy. torch.save stores a tensor shared by both keys once, so this costs no
     extra disk space."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for k, v in weights.items():
         state[f"net.{k}"] = v
         state[f"ema.{k}"] = v
     ckpt = {"hyper_parameters": {"net": cfg.to_dict()}, "state_dict": state, "epoch": 0, "global_step": 0,
             **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(ckpt, path)

@@ -1,7 +1,7 @@
 """Sample files: uint8 conversion, image grids, PNG and ``samples.npz`` writers (numpy + PIL).
 
-Every writer is atomic: it writes ``<name>.tmp`` in the same folder and ``os.replace``s it, so an
-interrupted run never leaves a half-written file under the final name.
+Every writer is atomic (``enat_lightning.fileio``): it writes a temporary file in the same folder and
+``os.replace``s it, so an interrupted run never leaves a half-written file under the final name.
 
 ``samples.npz`` follows the ADM evaluator (guided-diffusion ``evaluator.py``): ``arr_0`` uint8
 (N, H, W, 3), plus ``labels`` int64 (N,) and ``tokens`` int64 (N, h, w).
@@ -18,17 +18,7 @@ from typing import Iterable
 import numpy as np
 from numpy.lib import format as npformat
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+from enat_lightning.fileio import atomic_write_bytes, atomic_writer  # noqa: F401 (atomic_write_bytes: re-exported)
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -44,9 +34,7 @@ def save_npz_streamed(path: str | os.PathLike, arrays: dict[str, tuple[tuple[int
     has that shape). The result is what ``np.savez`` writes and ``np.load`` reads. Atomic.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_writer(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, (shape, dtype, parts) in arrays.items():
                 dtype = np.dtype(dtype)
@@ -62,10 +50,6 @@ def save_npz_streamed(path: str | os.PathLike, arrays: dict[str, tuple[tuple[int
                         written += part.shape[0]
                     if written != shape[0]:
                         raise ValueError(f"{path}: {name} got {written} rows, expected {shape[0]}")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return path
 
 

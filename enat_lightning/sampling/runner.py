@@ -30,18 +30,15 @@ import torch
 
 from . import io as sio
 from .iterative import generate
+from .settings import SamplerSettings
 
 MANIFEST_VERSION = 1
 
 
 @dataclass(frozen=True)
-class SampleSettings:
-    steps: int = 8
-    cfg_scale: float = 2.5
-    mask_temp: float = 1.5
-    samp_temp: float = 6.0
-    schedule: str = "cosine"
-    reuse: bool = True
+class SampleSettings(SamplerSettings):
+    """The sampler settings plus what fixes a sample directory's chunks (all recorded in its manifest)."""
+
     seed: int = 0
     batch_size: int = 32
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enat_lightning.fileio import atomic_write_bytes
+
 
 class DemoTokenizer:
     """Grey patch VQ. ``centroids``: (K, p*p) float32 grey levels in [0, 1]."""
@@ -85,10 +87,7 @@ class DemoTokenizer:
         buf = io.BytesIO()
         np.savez(buf, centroids=self.centroids.numpy().astype(np.float32), patch=np.int64(self.patch),
                  image_size=np.int64(self.image_size))
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-        return path
+        return atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DemoTokenizer":

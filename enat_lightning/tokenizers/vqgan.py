@@ -12,13 +12,14 @@ C z_channels (= embed_dim), V codebook size (n_embed).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from enat_lightning.fileio import sha256_file
 
 OFFICIAL_FILE = "vqgan_jax_strongaug.ckpt"
 _WHERE_FROM = (f"the official MaskGIT VQGAN weights are the file `assets/{OFFICIAL_FILE}` of the MAGE "
@@ -329,7 +330,7 @@ class VQGAN(nn.Module):
             raise FileNotFoundError(f"VQGAN checkpoint {path} not found; {_WHERE_FROM}")
         state_dict = read_state_dict(path, trust_pickle=trust_pickle)
         model = load_official_weights(cls(cfg), state_dict, source=str(path)).eval()
-        model.weights_sha256 = file_sha256(path)
+        model.weights_sha256 = sha256_file(path)
         return model
 
 
@@ -381,11 +382,3 @@ def load_official_weights(model: VQGAN, state_dict: dict, source: str = "state_d
                          f"  shape mismatches: {show(wrong)}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in given.items()})
     return model
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -1,5 +1,5 @@
 """Helpers shared by the analysis tests (a module, not a conftest: a second conftest.py would shadow
-tests/conftest.py for `from conftest import ...`)."""
+tests/conftest.py)."""
 import functools
 
 import torch

@@ -147,3 +147,12 @@ def test_a_lightning_tensorboard_logger_works_as_well(tmp_path):
     write_similarity_outputs(res, tmp_path / "out", logger=logger)
     logger.finalize("success")
     assert list((tmp_path / "sim").glob("events.out.tfevents.*"))
+
+
+def test_seeded_batches_cut_labels_and_seed_each_batch():
+    from enat_lightning.analysis.similarity import seeded_batches
+
+    batches = list(seeded_batches(torch.arange(5), 2, seed=7))
+    assert [yb.tolist() for yb, _ in batches] == [[0, 1], [2, 3], [4]]
+    for b, (_, g) in enumerate(batches):
+        assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(7 + b)))

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from tests.conftest import tolerance
+from enat_testing import tolerance
 from enat_lightning.cli import main
 from enat_lightning.models import from_official
 from enat_lightning.sampling.checkpoint import load_generator

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from enat_lightning.models import ENATOutput, from_official
-from tests.conftest import tolerance
+from enat_testing import tolerance
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.conftest import tolerance
+from enat_testing import tolerance
 from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig, from_official
 from enat_lightning.sampling import generate
 from enat_lightning.sampling.schedules import masked_counts

@@ -12,7 +12,7 @@ import torch
 
 from enat_lightning.tokenizers import VQGAN, VQGAN_PRESETS, Tokenizer, VQGANConfig, load_tokenizer
 from enat_lightning.tokenizers.vqgan import ResnetBlock
-from tests.conftest import tolerance
+from enat_testing import tolerance
 
 
 @pytest.fixture(scope="module")

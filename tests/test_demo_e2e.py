@@ -19,12 +19,12 @@ def tags(log_dir: Path) -> dict:
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     run_dir = tmp_path / "demo"
-    settings = DemoSettings(eval_samples=100, grid_per_class=2)
+    settings = DemoSettings(eval_samples=60, grid_per_class=2)
     overrides = ["--trainer.max_steps=60", "--trainer.val_check_interval=30",
                  # evaluate and sample inside training too, so every panel appears in a short run
                  "--trainer.callbacks+=enat_lightning.callbacks.fid.FIDCallback",
                  "--trainer.callbacks.ref_stats=demo:val", "--trainer.callbacks.every_n_steps=30",
-                 "--trainer.callbacks.num_samples=100", "--trainer.callbacks.cfg_scale=3.0"]
+                 "--trainer.callbacks.num_samples=60", "--trainer.callbacks.cfg_scale=3.0"]
     results = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, overrides)
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "demo_grid.png" in out
@@ -50,7 +50,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
 
 def test_demo_resumes_a_finished_run_without_retraining(tmp_path):
     run_dir = tmp_path / "demo"
-    settings = DemoSettings(eval_samples=50, grid_per_class=1)
+    settings = DemoSettings(eval_samples=20, grid_per_class=1)
     first = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, ["--trainer.max_steps=10"])
     second = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, ["--trainer.max_steps=10"])
     assert first["checkpoint"] == second["checkpoint"]

@@ -1,0 +1,23 @@
+"""Test helpers shared across the suite (a unique module name: importable from any test file,
+since pytest puts tests/ on sys.path for the root conftest)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def load_fixture(name: str) -> dict:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.fail(f"fixture file {path} is missing: CI places shared/fixtures beside the clone")
+    return torch.load(path, weights_only=True)
+
+
+def tolerance(ref: torch.Tensor) -> float:
+    """The fixtures README's suggested tolerance: 1e-4 * max(1, |ref|max)."""
+    return 1e-4 * max(1.0, ref.abs().max().item())
