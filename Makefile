@@ -8,10 +8,12 @@ STAMP := .install.stamp
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-# torch first: 2.13.0 is the release the fixtures were made with; any torch>=2.4 works.
+# torch with a matching torchvision: torch-fidelity (the Inception-v3 behind torchmetrics' FID/IS)
+# needs torchvision. Any torch>=2.4 with its torchvision works; override with TORCH_SPEC=...
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0" || $(PIP) install torch
-	$(PIP) install -e ".[test,t2i]"
+	$(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e ".[test,t2i,eval]"
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## install the package and its dependencies into the current Python
