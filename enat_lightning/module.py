@@ -22,7 +22,7 @@ from torch import nn
 
 from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, prepare_labels, sample_mask,
                                     sample_mask_ratio, sample_reuse_mask)
-from enat_lightning.models import ENATConfig, NATConfig, TextENATConfig, build_model, config_from_dict
+from enat_lightning.models import ENATConfig, NATConfig, NetworkConfig, TextENATConfig, build_model, config_from_dict
 from enat_lightning.models.text import drop_text
 
 
@@ -64,7 +64,7 @@ class ENATModule(pl.LightningModule):
     recipe_seed:      seeds every draw of the recipe (masks, label drops, reuse coin) with the step
     """
 
-    def __init__(self, net: ENATConfig | NATConfig | TextENATConfig = ENATConfig(), lr: float = 4e-4,
+    def __init__(self, net: NetworkConfig = ENATConfig(), lr: float = 4e-4,
                  betas: tuple[float, float] = (0.99, 0.99), weight_decay: float = 0.03, warmup_steps: int = 5000,
                  ema_decay: float = 0.9999, label_smoothing: float = 0.1,
                  mask_ratio_beta: tuple[float, float] = (12.0, 3.0), p_uncond: float = 0.15,

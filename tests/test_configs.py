@@ -39,8 +39,8 @@ def resolved(files: list[str]) -> dict:
 
 def build(model_section: dict) -> ENATModule:
     kw = dict(model_section)
-    net = dict(kw.pop("net"))
-    net["arch"] = "nat" if "depth" in net else "text_enat" if "text_dim" in net else "enat"
+    net = kw.pop("net")  # resolved YAML form: {class_path: ..., init_args: {...}}
+    assert "class_path" in net, "the resolved config must keep the network class"
     with torch.device("meta"):
         return ENATModule(net=config_from_dict(net), **kw)
 
@@ -93,6 +93,6 @@ def test_reuse_settings_match_the_paper_rows():
     assert model("experiments/enat_s.yaml")["reuse_prob"] == 0.5
     for row in ("table1_disentangled", "table2_8_8", "table2_12_4", "table2_15_1"):
         m = model(f"experiments/ablations/{row}.yaml")
-        assert m["reuse_prob"] == 0.0 and m["net"]["reuse_projection"] is False, row
+        assert m["reuse_prob"] == 0.0 and m["net"]["init_args"]["reuse_projection"] is False, row
     l512 = resolved(composition("experiments/enat_l_512.yaml"))
-    assert l512["model"]["lr"] == 1e-4 and l512["model"]["net"]["grid"] == 32
+    assert l512["model"]["lr"] == 1e-4 and l512["model"]["net"]["init_args"]["grid"] == 32

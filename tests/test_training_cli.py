@@ -63,7 +63,7 @@ def test_fit_resume_and_validate(tiny, tmp_path):
     assert cli.main(["fit", "-c", tiny]) == 0
     assert (run / "config.yaml").is_file()  # the resolved config is saved in the log dir
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["net"]["width"] == 32
+    assert saved["model"]["net"]["init_args"]["width"] == 32
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
     assert ckpt["hyper_parameters"]["net"]["arch"] == "enat" and ckpt["hyper_parameters"]["net"]["width"] == 32
@@ -96,7 +96,8 @@ def test_configs_compose_and_print(tiny, tmp_path):
           reuse_prob: 0.0
         """)
     cfg = printed(["fit", "-c", tiny, "-c", abl])
-    assert cfg["model"]["net"]["enc_depth"] == 3 and cfg["model"]["net"]["width"] == 32  # merged, not replaced
+    net = cfg["model"]["net"]["init_args"]
+    assert net["enc_depth"] == 3 and net["width"] == 32  # merged, not replaced
     assert cfg["model"]["reuse_prob"] == 0.0 and cfg["model"]["lr"] == 0.003
     assert cli.lightning_main(["fit", "-c", tiny, "-c", abl, "--print_config"]) == 0
 
@@ -158,3 +159,19 @@ def test_non_finite_loss_is_one_clear_line(tiny, tmp_path, capsys, monkeypatch):
     assert cli.main(["fit", "-c", tiny]) == 2
     err = capsys.readouterr().err
     assert "enat: error: train/loss is inf at step 0" in err and "Traceback" not in err
+
+
+def test_dotted_command_line_override_keeps_the_network_class():
+    """`--model.net.init_args.width 32` on a NAT config changes one field and stays a NAT."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        cfg = printed(["fit", "-c", "experiments/nat_baseline.yaml", "--model.net.init_args.width", "32"])
+    finally:
+        os.chdir(cwd)
+    assert cfg["model"]["net"]["class_path"].endswith("NATConfig")
+    assert cfg["model"]["net"]["init_args"]["width"] == 32 and cfg["model"]["net"]["init_args"]["depth"] == 8

@@ -1,5 +1,5 @@
 """Pure-torch networks: ENAT, the NAT baseline, their configs and presets (no Lightning here)."""
-from .config import ATTENTION_REMOVALS, PRESETS, ENATConfig, ModelConfig, NATConfig, config_from_dict, preset
+from .config import ATTENTION_REMOVALS, PRESETS, ENATConfig, ModelConfig, NATConfig, NetworkConfig, config_from_dict, preset
 from .enat import ENAT, ENATOutput
 from .nat import NAT
 from .text import TextContext, TextENAT, TextENATConfig
@@ -18,6 +18,6 @@ def build_model(cfg: ModelConfig):
     raise TypeError(f"expected ENATConfig, NATConfig or TextENATConfig, got {type(cfg).__name__}")
 
 
-__all__ = ["ATTENTION_REMOVALS", "PRESETS", "ENAT", "ENATConfig", "ENATOutput", "ModelConfig", "NAT", "NATConfig",
+__all__ = ["ATTENTION_REMOVALS", "PRESETS", "ENAT", "ENATConfig", "ENATOutput", "ModelConfig", "NAT", "NATConfig", "NetworkConfig",
            "TextContext", "TextENAT", "TextENATConfig", "build_model", "config_from_dict", "config_from_official",
            "convert_official_state_dict", "from_official", "load_official_weights", "preset"]

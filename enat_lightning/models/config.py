@@ -7,8 +7,17 @@ from typing import Literal
 ATTENTION_REMOVALS = ("none", "mask_to_visible", "visible_to_mask", "visible_to_visible", "mask_to_mask")
 
 
+class NetworkConfig:
+    """Common base of the network configs.
+
+    A plain (non-dataclass) base on purpose: LightningCLI / jsonargparse then treat ``model.net`` as a
+    class_path/init_args choice, so a command-line override such as ``--model.net.init_args.width 32``
+    changes one field of the configured class instead of rebuilding the first dataclass of a union.
+    """
+
+
 @dataclass(frozen=True)
-class ENATConfig:
+class ENATConfig(NetworkConfig):
     """ENAT: encoder over visible tokens, decoder over [MASK] tokens (paper §4).
 
     The switches below each reproduce one ablation of paper Table 6:
@@ -64,7 +73,7 @@ class ENATConfig:
 
 
 @dataclass(frozen=True)
-class NATConfig:
+class NATConfig(NetworkConfig):
     """The conventional MaskGIT-style NAT: every token through the same blocks (paper §3, Fig. 2).
 
     attention_removal cuts one spatial interaction (paper Fig. 2); "X_to_Y" removes attention where
@@ -135,12 +144,22 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 
 def config_from_dict(d: dict) -> ModelConfig:
-    """Inverse of ``cfg.to_dict()``: rebuilds the config saved in a checkpoint's hparams."""
+    """Inverse of ``cfg.to_dict()``: rebuilds the config saved in a checkpoint's hparams.
+
+    Also reads the YAML form ``{class_path: enat_lightning.models.NATConfig, init_args: {...}}``.
+    """
     from .text import TextENATConfig  # lazy: text.py imports this module
 
+    classes = {"enat": ENATConfig, "nat": NATConfig, "text_enat": TextENATConfig}
     d = dict(d)
+    if "class_path" in d:
+        name = str(d.pop("class_path")).rsplit(".", 1)[-1]
+        by_name = {c.__name__: arch for arch, c in classes.items()}
+        if name not in by_name:
+            raise ValueError(f"unknown network class {name!r}; expected one of {sorted(by_name)}")
+        d = {"arch": by_name[name], **dict(d.pop("init_args", None) or {}), **d}
     arch = d.pop("arch", "enat")
-    cls = {"enat": ENATConfig, "nat": NATConfig, "text_enat": TextENATConfig}.get(arch)
+    cls = classes.get(arch)
     if cls is None:
         raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat', 'nat' or 'text_enat'")
     known = {f.name for f in fields(cls)}

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Block, OutputHead, ReuseProjection, TokenEmbedding, init_transformer_weights, modulate, plain_norm
-from .config import ENATConfig, _check_choice, _check_common
+from .config import ENATConfig, NetworkConfig, _check_choice, _check_common
 from .enat import ENATOutput, check_ids, put, split_positions, take
 
 ADALN_MODES = ("none", "pooled", "constant")
@@ -52,7 +52,7 @@ TEXT_IN = ("both", "encoder", "decoder")
 
 
 @dataclass(frozen=True)
-class TextENATConfig:
+class TextENATConfig(NetworkConfig):
     """ENAT conditioned on caption token embeddings (B, T, Dt) instead of a class label.
 
     Defaults: ENAT-B (width 768, 8 heads, 15/1) at 256 px with CLIP ViT-L/14 text (77 x 768),
