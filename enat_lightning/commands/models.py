@@ -28,7 +28,7 @@ def run(args) -> int:
     for r in rows:
         table.add_row(r["preset"], r["arch"], r["layers"], str(r["width"]), str(r["heads"]),
                       "yes" if r["reuse"] else "no", f"{r['params_m']:.2f}", f"{r['params_paper_m']:.2f}")
-    Console().print(table)
+    Console(width=max(120, Console().width)).print(table)  # never squeeze the preset names
     print("paper convention = ours + the official code's unused `prev_embedder` MLP (counted in the "
           "paper's 50.38M / 219M / 574M; we do not build it).")
     return 0
