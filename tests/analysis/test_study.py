@@ -125,6 +125,19 @@ def test_demo_study_end_to_end(tmp_path, trained_demo_nat):
     assert table[0].startswith("| row | FID (ours) | FID (paper) | masked loss (ours) | demo-FID (ours)")
     assert len(table) == 4
 
+    # inference-time Fig. 2 on a checkpoint of the shared briefly trained demo NAT
+    from enat_lightning.analysis.attention import analyze_attention_removal
+    from enat_lightning.sampling.checkpoint import save_generator_checkpoint
+
+    trained, _, _, beta = trained_demo_nat
+    ckpt = save_generator_checkpoint(tmp_path / "nat.ckpt", trained.cfg, trained.state_dict())
+    cut = {r["removal"]: r for r in analyze_attention_removal(ckpt, tmp_path / "cut", removals=["mask_to_visible",
+                                                               "visible_to_mask"], mask_ratio_beta=beta)}
+    assert cut["mask_to_visible"]["delta_masked_loss"] > 0.1
+    assert cut["mask_to_visible"]["delta_masked_loss"] > 5 * max(cut["visible_to_mask"]["delta_masked_loss"], 0.01)
+    md = [ln for ln in (tmp_path / "cut" / "attention_removal.md").read_text().splitlines() if ln.startswith("|")]
+    assert md[0] == "| removal | masked_loss | delta_masked_loss | masked_acc |" and len(md) == 2 + 3
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", STUDIES, ids=lambda p: p.stem)
@@ -148,19 +161,6 @@ def test_every_study_runs_on_the_demo_data(spec, tmp_path):
             assert r["gflops_ours"] > 0
         assert r["masked_loss_ours"] > 0 and r["demo_fid_ours"] > 0
     assert len([ln for ln in (tmp_path / "results.md").read_text().splitlines() if ln.startswith("|")]) == 2 + len(rows)
-
-    # inference-time Fig. 2 on a checkpoint of the shared briefly trained demo NAT
-    from enat_lightning.analysis.attention import analyze_attention_removal
-    from enat_lightning.sampling.checkpoint import save_generator_checkpoint
-
-    trained, _, _, beta = trained_demo_nat
-    ckpt = save_generator_checkpoint(tmp_path / "nat.ckpt", trained.cfg, trained.state_dict())
-    cut = {r["removal"]: r for r in analyze_attention_removal(ckpt, tmp_path / "cut", removals=["mask_to_visible",
-                                                               "visible_to_mask"], mask_ratio_beta=beta)}
-    assert cut["mask_to_visible"]["delta_masked_loss"] > 0.1
-    assert cut["mask_to_visible"]["delta_masked_loss"] > 5 * max(cut["visible_to_mask"]["delta_masked_loss"], 0.01)
-    md = [ln for ln in (tmp_path / "cut" / "attention_removal.md").read_text().splitlines() if ln.startswith("|")]
-    assert md[0] == "| removal | masked_loss | delta_masked_loss | masked_acc |" and len(md) == 2 + 3
 
 
 @pytest.fixture
