@@ -1,4 +1,4 @@
-"""Shared fixtures. Fixture files live in ../shared/fixtures beside the clone; a missing one
+"""Shared fixtures. Official-code fixture files live in tests/fixtures/ (in the repository); a missing one
 fails the test that needs it (never skips)."""
 from __future__ import annotations
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # in the repository: a fresh clone is self-contained
 
 
 def load_fixture(name: str) -> dict:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f"fixture file {path} is missing: CI places shared/fixtures beside the clone")
+        pytest.fail(f"fixture file {path} is missing: it is part of the repository (tests/fixtures/README.md)")
     return torch.load(path, weights_only=True)
 
 
