@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peak import count_flops, matmul_peak_gflops  # noqa: E402
 
 from enat_lightning.models import build_model, preset  # noqa: E402
-from enat_lightning.models.enat import split_positions  # noqa: E402
+from enat_lightning.models.tokens import split_positions  # noqa: E402
 from enat_lightning.sampling import generate, masked_counts  # noqa: E402
 from enat_lightning.sampling.iterative import SAMP_TEMP_FLOOR, gumbel  # noqa: E402
 

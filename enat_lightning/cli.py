@@ -12,6 +12,8 @@ import importlib.util
 import os
 import sys
 
+from enat_lightning.errors import UserError
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # command name -> module under enat_lightning.commands
@@ -27,10 +29,6 @@ COMMANDS = {
     "study": "study",
     "demo": "demo",
 }
-
-
-class UserError(Exception):
-    """A mistake in the user's input: printed as one line, without a traceback."""
 
 
 def _available_commands() -> dict[str, str]:

@@ -42,7 +42,7 @@ class DemoSettings:
 
 def train(config: Path, run_dir: Path, extra_args: list[str]) -> Path:
     """Runs (or resumes) the demo fit; returns the last checkpoint."""
-    from enat_lightning.cli import UserError
+    from enat_lightning.errors import UserError
     from enat_lightning.training_cli import run_lightning_cli
 
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -87,7 +87,7 @@ def seconds_per_image(model, num_classes: int, s: DemoSettings, reuse: bool, n: 
 
 def compare_reuse(model, tokenizer, s: DemoSettings) -> list[dict]:
     """ENAT with and without computation reuse: quality, GFLOPs and time per image."""
-    from enat_lightning.analysis.flops import count_generation
+    from enat_lightning.evaluation.flops import count_generation
     from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
     from enat_lightning.evaluation.reference import demo_reference_stats
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from enat_lightning.cli import UserError
+from enat_lightning.errors import UserError
 from enat_lightning.module import ENATModule, NonFiniteLossError
 
 

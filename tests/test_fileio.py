@@ -78,7 +78,8 @@ def test_sha256_known_value_and_chunking(tmp_path):
 
 
 def test_old_names_still_point_here():
-    from enat_lightning.analysis import fid, report
+    from enat_lightning.analysis import report
+    from enat_lightning.evaluation import frechet as fid
     from enat_lightning.data import format as data_format
     from enat_lightning.sampling import io as sio
 

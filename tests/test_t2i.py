@@ -222,7 +222,7 @@ def test_enat_b_coco_yaml_fast_dev_run(coco_shards, tmp_path):
 
 def test_fid30k_prompts_from_val_shards(coco_shards):
     """FID-30K protocol, in miniature: one caption per val image -> PromptBank -> evaluate."""
-    from enat_lightning.analysis.fid import stats_from_features
+    from enat_lightning.evaluation.frechet import stats_from_features
     from enat_lightning.evaluation.features import Features
 
     class ProjectionFeatures:  # a fixed random projection of 16x16 pixels -> 6 features, no classes
@@ -284,7 +284,7 @@ def test_enat_evaluate_prompts_from_cli(coco_shards, tmp_path, capsys, monkeypat
 
 
 def test_flops_count_for_text_models():
-    from enat_lightning.analysis.flops import count_generation
+    from enat_lightning.evaluation.flops import count_generation
 
     both = count_generation(TextENATConfig(**TINY), 4, vq=None)
     dec = count_generation(TextENATConfig(**TINY, text_in="decoder"), 4, vq=None)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enat_lightning.models.enat import split_positions
+from enat_lightning.models.tokens import split_positions
 
 from .report import atomic_write_bytes, pyplot, save_figure, write_csv
 

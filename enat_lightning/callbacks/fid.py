@@ -52,7 +52,7 @@ class FIDCallback(pl.Callback):
         # Fail at the start of fit, not hours later: missing weights / stats files raise here.
         if stage != "fit":
             return
-        from enat_lightning.analysis.fid import load_stats
+        from enat_lightning.evaluation.frechet import load_stats
         from enat_lightning.data.tokenize import resolve_tokenizer
 
         self._extractor = load_feature_extractor(self.feature, device=pl_module.device)

@@ -1,6 +1,6 @@
 """GFLOPsCallback: the generation cost of the model being trained, in the paper's convention.
 
-At fit start it counts one generation (``analysis.flops.count_generation``, meta device: no
+At fit start it counts one generation (``evaluation.flops.count_generation``, meta device: no
 memory, seconds) with the configured sampler settings, logs the totals and stores them in the
 module's hyper-parameters, so every checkpoint carries ``hyper_parameters["flops"]``.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from enat_lightning.analysis.flops import DEFAULT_VQ, count_generation
+from enat_lightning.evaluation.flops import DEFAULT_VQ, count_generation
 
 
 class GFLOPsCallback(pl.Callback):

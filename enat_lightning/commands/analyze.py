@@ -122,7 +122,7 @@ def run(args) -> int:
         removals = removal_list(args.remove)
         metric = None
         if args.metric != "none":
-            from enat_lightning.analysis.study import sample_quality_metric
+            from enat_lightning.studies.study import sample_quality_metric
 
             metric = sample_quality_metric(args.metric, num_samples=args.num_samples, steps=args.steps,
                                            cfg_scale=args.cfg, seed=args.seed, fid_stats=args.fid_stats,

@@ -38,7 +38,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from enat_lightning.analysis.fid import load_stats
+    from enat_lightning.evaluation.frechet import load_stats
     from enat_lightning.commands.fid_stats import feature_spec
     from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor, load_samples, score_images
     from enat_lightning.fileio import atomic_write_text, sha256_file

@@ -38,7 +38,7 @@ def feature_spec(args, default: str | None) -> str:
 
 
 def run(args) -> int:
-    from enat_lightning.analysis.fid import save_stats
+    from enat_lightning.evaluation.frechet import save_stats
     from enat_lightning.evaluation import load_feature_extractor
     from enat_lightning.evaluation.reference import demo_reference_stats, stats_from_folder, stats_from_shards
     from enat_lightning.fileio import sha256_file

@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from enat_lightning.analysis.flops import count_generation
+    from enat_lightning.evaluation.flops import count_generation
     from enat_lightning.analysis.model_source import default_reuse, model_config_from_args
 
     cfg = model_config_from_args(args)

@@ -44,9 +44,9 @@ def _select(study, rows_arg):
 def run(args) -> int:
     from pathlib import Path
 
-    from enat_lightning.analysis.study import run_study, sample_quality_metric, study_for_path
+    from enat_lightning.studies.study import run_study, sample_quality_metric, study_for_path
 
-    from enat_lightning.analysis.study import slug
+    from enat_lightning.studies.study import slug
 
     study = _select(study_for_path(args.spec), args.rows)
     out = Path(args.out) if args.out else Path("runs") / "studies" / study.name

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enat_lightning.analysis.fid import FeatureStats, fid_from_stats, inception_score, stats_from_features
+from enat_lightning.evaluation.frechet import FeatureStats, fid_from_stats, inception_score, stats_from_features
 from enat_lightning.sampling.settings import SamplerSettings  # re-exported by enat_lightning.evaluation
 
 from .features import FeatureExtractor, to_uint8

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from enat_lightning.analysis.fid import FeatureStats, stats_from_features
+from enat_lightning.evaluation.frechet import FeatureStats, stats_from_features
 
 from .evaluate import extract
 from .features import FeatureExtractor, to_uint8

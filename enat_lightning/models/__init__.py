@@ -1,6 +1,7 @@
 """Pure-torch networks: ENAT, the NAT baseline, their configs and presets (no Lightning here)."""
 from .config import ATTENTION_REMOVALS, PRESETS, ENATConfig, ModelConfig, NATConfig, NetworkConfig, config_from_dict, preset
-from .enat import ENAT, ENATOutput
+from .enat import ENAT
+from .tokens import ENATOutput
 from .nat import NAT
 from .text import TextContext, TextENAT, TextENATConfig
 from .official import config_from_official, convert_official_state_dict, from_official, load_official_weights

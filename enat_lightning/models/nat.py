@@ -10,7 +10,7 @@ from torch import nn
 
 from .blocks import Block, LabelEmbedding, OutputHead, TokenEmbedding, init_transformer_weights
 from .config import NATConfig
-from .enat import ENATOutput, check_ids, check_labels, split_positions, take
+from .tokens import ENATOutput, check_ids, check_labels, split_positions, take
 
 
 def attention_allowed(masking: torch.Tensor, removal: str) -> torch.Tensor | None:

@@ -45,7 +45,7 @@ from torch import nn
 
 from .blocks import Block, OutputHead, ReuseProjection, TokenEmbedding, init_transformer_weights, modulate, plain_norm
 from .config import ENATConfig, NetworkConfig, _check_choice, _check_common
-from .enat import ENATOutput, check_ids, put, split_positions, take
+from .tokens import ENATOutput, check_ids, put, split_positions, take
 
 ADALN_MODES = ("none", "pooled", "constant")
 TEXT_IN = ("both", "encoder", "decoder")

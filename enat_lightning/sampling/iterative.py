@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from enat_lightning.models.enat import ENATOutput, split_positions
+from enat_lightning.models.tokens import ENATOutput, split_positions
 
 from .schedules import Schedule, masked_counts
 

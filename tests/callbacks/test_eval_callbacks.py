@@ -4,8 +4,8 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from enat_lightning.analysis.fid import save_stats
-from enat_lightning.analysis.flops import count_generation
+from enat_lightning.evaluation.frechet import save_stats
+from enat_lightning.evaluation.flops import count_generation
 from enat_lightning.callbacks.fid import FIDCallback
 from enat_lightning.callbacks.flops import GFLOPsCallback
 from enat_lightning.data.synthetic import SyntheticTokenDataModule
@@ -59,7 +59,7 @@ def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
     last = fid_cb.history[-1]
     # The logged numbers are evaluate() on the EMA network with the configured sampler settings.
     from enat_lightning.data.tokenize import resolve_tokenizer
-    from enat_lightning.analysis.fid import load_stats
+    from enat_lightning.evaluation.frechet import load_stats
 
     direct = evaluate(module.ema, resolve_tokenizer(f"demo:{tok}"), load_feature_extractor(f"demo:{cls}"),
                       num_samples=20, ref=load_stats(stats), seed=5, batch_size=10, is_splits=2,

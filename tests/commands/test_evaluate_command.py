@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from enat_lightning.analysis.fid import load_stats, sha256_file
+from enat_lightning.evaluation.frechet import load_stats, sha256_file
 from enat_lightning.cli import main
 from enat_lightning.models import ENATConfig, build_model
 from enat_lightning.sampling.checkpoint import save_generator_checkpoint
@@ -93,7 +93,7 @@ def test_fid_stats_from_shards_and_images(demo_setup, tmp_path, capsys):
                  f"demo:{cls}", "--out", str(shard_stats)]) == 0
     assert json.loads(capsys.readouterr().out)["num_samples"] == 12
     # decoded reconstructions are close to, but not the same as, the images
-    from enat_lightning.analysis.fid import fid_from_stats
+    from enat_lightning.evaluation.frechet import fid_from_stats
 
     assert 0 < fid_from_stats(load_stats(out), load_stats(shard_stats)) < 50
     assert main(["fid-stats", "--shards", str(tmp_path / "shards"), "--feature", f"demo:{cls}", "--out",

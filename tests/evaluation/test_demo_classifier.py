@@ -1,6 +1,6 @@
 import torch
 
-from enat_lightning.analysis.fid import fid_from_stats, stats_from_features
+from enat_lightning.evaluation.frechet import fid_from_stats, stats_from_features
 from enat_lightning.data.demo import load_digit_images
 from enat_lightning.evaluation import load_feature_extractor, score_images
 from enat_lightning.evaluation.demo_classifier import (FEATURE_NAME, DemoClassifierFeatures, build_demo_classifier,

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from enat_lightning.analysis.fid import frechet_distance, stats_from_features
+from enat_lightning.evaluation.frechet import frechet_distance, stats_from_features
 from enat_lightning.evaluation import (SamplerSettings, evaluate, gather_rows, generate_images, load_samples,
                                        sample_labels, score_images)
 from enat_lightning.evaluation.evaluate import my_chunks

@@ -63,6 +63,6 @@ def test_evaluation_and_analysis_import_no_lightning():
     import sys
 
     code = ("import sys, enat_lightning.evaluation, enat_lightning.evaluation.reference, "
-            "enat_lightning.analysis.fid, enat_lightning.analysis.flops; "
+            "enat_lightning.evaluation.frechet, enat_lightning.evaluation.flops; "
             "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ Each row trains with ``enat fit -c base... -c configs... -c overrides...`` (Ligh
 writes ``<out>/<row>/final.ckpt`` and is then evaluated:
 
   masked_loss  masked-token cross-entropy of the EMA network on the row's validation shards
-  gflops       GMACs of one 8-step generation (``analysis.flops``, the paper's convention, no VQ decoder)
+  gflops       GMACs of one 8-step generation (``evaluation.flops``, the paper's convention, no VQ decoder)
   fid / demo_fid  sample quality through ``evaluation`` (``--metric``)
 
 A row whose ``final.ckpt`` exists is not retrained (rerun the command to resume a study). Results go to
@@ -39,8 +39,8 @@ import yaml
 
 from enat_lightning.fileio import atomic_write_bytes, atomic_writer
 
-from .attention import load_tokens, masked_token_loss
-from .report import markdown_table, write_csv
+from enat_lightning.analysis.attention import load_tokens, masked_token_loss
+from enat_lightning.analysis.report import markdown_table, write_csv
 
 KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
 METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",
@@ -274,7 +274,7 @@ def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: dict,
         beta = tuple(_get(composed, "model.mask_ratio_beta", (12.0, 3.0)))
         res["masked_loss"] = masked_token_loss(net, tokens, labels, mask_ratio_beta=beta)["loss"]
     if "gflops" in metrics:
-        from .flops import count_generation
+        from enat_lightning.evaluation.flops import count_generation
 
         # ablation-table convention: network only, conditional + unconditional passes, no VQ decoder
         res["gflops"] = count_generation(cfg, sampling["steps"], reuse=sampling["reuse"], vq=None).gmacs_total
@@ -375,7 +375,7 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
         ref = demo_reference_stats(extractor, "train")
         prefix = "demo_"
     elif kind == "fid":
-        from enat_lightning.analysis.fid import load_stats
+        from enat_lightning.evaluation.frechet import load_stats
         from enat_lightning.tokenizers import load_tokenizer
 
         missing = [n for n, v in (("--fid-stats", fid_stats), ("--tokenizer", tokenizer),

@@ -4,7 +4,7 @@ from functools import lru_cache
 
 import pytest
 
-from enat_lightning.analysis.flops import count_generation, vq_decoder_gmacs
+from enat_lightning.evaluation.flops import count_generation, vq_decoder_gmacs
 from enat_lightning.analysis.model_source import model_config_from_yaml
 from enat_lightning.cli import main
 from enat_lightning.models import ENATConfig, preset

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from enat_lightning.models import ModelConfig, build_model
-from enat_lightning.models.enat import ENATOutput
+from enat_lightning.models.tokens import ENATOutput
 
 # Which network a "TFLOPs incl. decoder" number adds: the MaskGIT VQGAN (vq-f16-jax.yaml).
 DEFAULT_VQ = "maskgit-f16"

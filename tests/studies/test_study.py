@@ -6,7 +6,7 @@ import pytest
 import torch
 from analysis_helpers import trained_demo_nat as _train_demo_nat
 
-from enat_lightning.analysis.study import (compose, find_studies_for, load_study, merge, parse_set, run_study,
+from enat_lightning.studies.study import (compose, find_studies_for, load_study, merge, parse_set, run_study,
                                            sample_quality_metric, slug, study_for_path, write_results)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +173,7 @@ def test_analysis_modules_import_neither_lightning_nor_matplotlib():
     import sys
 
     code = ("import sys, enat_lightning.analysis.similarity, enat_lightning.analysis.attention, "
-            "enat_lightning.analysis.study, enat_lightning.analysis.report; "
+            "enat_lightning.studies.study, enat_lightning.analysis.report; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'matplotlib')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

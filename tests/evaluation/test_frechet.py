@@ -3,7 +3,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from enat_lightning.analysis.fid import (FeatureStats, frechet_distance, inception_score, load_stats, save_stats,
+from enat_lightning.evaluation.frechet import (FeatureStats, frechet_distance, inception_score, load_stats, save_stats,
                                          sha256_file, stats_from_features)
 
 
