@@ -83,3 +83,43 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# -- checksums beside files ("<name>.sha256"): written at save, verified at load --------------------------
+CHECKSUM_SUFFIX = ".sha256"
+
+
+class ChecksumMismatchError(ValueError):
+    """A file's bytes do not match the checksum recorded beside it at save time (silent corruption)."""
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def write_checksum(path: str | os.PathLike) -> str:
+    """Records the sha256 of ``path`` in ``<path>.sha256`` (``sha256sum`` format, written atomically)."""
+    path = Path(path)
+    digest = sha256_file(path)
+    atomic_write_text(checksum_path(path), f"{digest}  {path.name}\n")
+    return digest
+
+
+def verify_checksum(path: str | os.PathLike) -> bool:
+    """Checks ``path`` against ``<path>.sha256`` when that file exists.
+
+    Returns True if verified, False if no checksum was recorded (files written by other tools);
+    raises ``ChecksumMismatchError`` naming the file when the bytes changed since they were saved.
+    """
+    path = Path(path)
+    side = checksum_path(path)
+    if not side.is_file():
+        return False
+    recorded = side.read_text().split()[0] if side.read_text().strip() else ""
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise ChecksumMismatchError(
+            f"{path} is corrupted: its sha256 {actual[:12]}… differs from the one recorded at save time in "
+            f"{side.name} ({recorded[:12]}…); restore the file from a copy, or delete {side.name} to load it anyway")
+    return True

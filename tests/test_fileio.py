@@ -85,3 +85,21 @@ def test_old_names_still_point_here():
 
     assert fid.sha256_file is sha256_file
     assert sio.atomic_write_bytes is report.atomic_write_bytes is data_format.atomic_write_bytes is atomic_write_bytes
+
+
+def test_checksum_round_trip_and_corruption(tmp_path):
+    import pytest
+
+    from enat_lightning.fileio import ChecksumMismatchError, checksum_path, verify_checksum, write_checksum
+
+    path = tmp_path / "w.ckpt"
+    path.write_bytes(b"weights" * 100)
+    assert verify_checksum(path) is False  # nothing recorded: other tools' files still load
+    write_checksum(path)
+    assert checksum_path(path).read_text().endswith("  w.ckpt\n")
+    assert verify_checksum(path) is True
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError, match="w.ckpt is corrupted"):
+        verify_checksum(path)
