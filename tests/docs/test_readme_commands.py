@@ -1,15 +1,27 @@
-"""Every command in README.md is exercised: parsed by the real parser, and the cheap ones run.
+"""Every command in README.md and docs/*.md is exercised: parsed by the real parser, the cheap ones run.
 
-A command line in a fenced block that starts with `enat`, `lightning`, `make`, `python` or
-`tensorboard` is collected (backslash continuations joined, trailing comments and `[optional]`
-groups dropped). `enat` commands must parse with the real argument parser; training commands must
-resolve their config with `--print_config`; make targets must exist; scripts and modules must exist.
+Collected: the lines of fenced ``bash`` / ``sh`` / ``shell`` / ``console`` (or untagged) blocks and the
+command cells of Markdown tables. A line is split into its commands at ``|``, ``&&``, ``||`` and ``;``
+(redirections dropped; backslash continuations joined; trailing ``# comments``, ``$ `` prompts, leading
+``VAR=value`` assignments and ``[--optional]`` groups removed). Only commands that start with ``enat``,
+``lightning``, ``make``, ``python`` or ``tensorboard`` are checked; anything else (``pip``, ``printf``,
+``srun``, ...) is left alone, so any page may show such lines.
+
+Checks: ``enat`` commands parse with the real argument parser; training commands resolve their config with
+``--print_config``; make targets, scripts and modules exist; repository paths named in a command exist;
+the cheap commands run (``enat models``, ``enat study plan``, ``enat flops`` at 256 px; the ``flops``
+lines outside the README only with the slow tests); a
+``python - <<'EOF'`` block is executed (keep such blocks small and runnable on a fresh clone). The README
+stays an index (<= 250 lines) that links every docs page, and relative links and their anchors resolve.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,112 +30,291 @@ from enat_lightning import cli
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
-PREFIXES = ("enat ", "lightning ", "make ", "python ", "tensorboard ")
+DOCS = REPO / "docs"
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
+PROGRAMS = ("enat", "lightning", "make", "python", "tensorboard")
+SHELL_LANGS = ("", "bash", "sh", "shell", "console")
+# Pages other branches are writing; README.md and docs/README.md link them before they are merged.
+PLANNED = {"demo.md", "sampling.md", "evaluation.md", "text_to_image.md", "commands.md", "reliability.md",
+           "scaling.md", "performance.md"}
+# Repository folders whose paths in a command are inputs, so they must exist.
+INPUT_DIRS = ("experiments/", "tests/", "benchmarks/", "enat_lightning/")
+README_MAX_LINES = 250
 
 
-def shell_blocks(text: str) -> list[str]:
-    """Contents of the fenced blocks tagged bash/sh/console or untagged."""
+@dataclass(frozen=True)
+class Snippet:
+    page: str
+    text: str
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, content) of every fenced block."""
     blocks, current, lang = [], None, None
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
             if current is None:
-                lang, current = line.strip()[3:].strip(), []
+                lang, current = line.strip()[3:].strip().lower(), []
             else:
-                if lang in ("", "bash", "sh", "console"):
-                    blocks.append("\n".join(current) + "\n")
+                blocks.append((lang, "\n".join(current) + "\n"))
                 current = None
         elif current is not None:
             current.append(line)
     return blocks
 
 
-def readme_commands() -> list[str]:
-    text = README.read_text()
-    commands = []
-    for block in shell_blocks(text):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        for line in joined.splitlines():
-            line = line.strip()
-            if not line.startswith(PREFIXES):
+def _split_heredocs(block: str) -> tuple[str, list[str]]:
+    """The block without heredoc bodies, and the bodies of ``python - <<'EOF'`` heredocs."""
+    lines, out, bodies = block.splitlines(), [], []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = re.search(r"<<-?\s*(['\"]?)(\w+)\1", line)
+        if m is None:
+            out.append(line)
+            i += 1
+            continue
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == m.group(2)), len(lines))
+        body = "\n".join(lines[i + 1:end]) + "\n"
+        if re.match(r"\s*python3?\s+-(\s|$)", line):
+            bodies.append(body)
+        out.append(line[:m.start()])
+        i = end + 1
+    return "\n".join(out) + "\n", bodies
+
+
+def _commands_of_line(line: str) -> list[list[str]]:
+    """argv of each command on one shell line (split at control operators, redirections dropped)."""
+    line = re.sub(r"^\s*\$\s+", "", line)
+    line = re.sub(r"(^|\s)#\s.*$", "", line)                 # trailing comment
+    line = re.sub(r"\s*\[-[^\]]*\]", "", line)               # [--optional] groups
+    lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lex.whitespace_split, lex.commenters = True, ""
+    try:
+        tokens = list(lex)
+    except ValueError:  # unbalanced quotes: not a command we can check
+        return []
+    commands, argv, skip = [], [], False
+    for tok in tokens:
+        if skip:
+            skip = False
+        elif tok in ("|", "||", "&&", ";", "&"):
+            commands.append(argv)
+            argv = []
+        elif tok in (">", ">>", "<", ">&", "<&", "&>", ">|"):
+            if argv and argv[-1].isdigit():
+                argv.pop()  # the fd of "2>&1"
+            skip = True
+        else:
+            argv.append(tok)
+    commands.append(argv)
+    result = []
+    for argv in commands:
+        while argv and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[0]):
+            argv = argv[1:]  # VAR=value prefix
+        if argv and argv[0] in PROGRAMS:
+            result.append(argv)
+    return result
+
+
+def _table_commands(text: str) -> list[list[str]]:
+    """Command cells of Markdown tables: `enat ...` / `lightning ...` with a path or a flag."""
+    rows = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("|"))
+    found = []
+    for cell in re.findall(r"`((?:enat|lightning) [^`]+)`", rows):
+        if "..." in cell or "…" in cell:
+            continue
+        for argv in _commands_of_line(cell):
+            if len(argv) > 3 or any(a.startswith("-") or "/" in a for a in argv[2:]):
+                found.append(argv)
+    return found
+
+
+def collect() -> tuple[dict[str, tuple[list[str], str]], list[Snippet]]:
+    commands: dict[str, tuple[list[str], str]] = {}
+    heredocs: list[Snippet] = []
+    for page in PAGES:
+        name = str(page.relative_to(REPO))
+        text = page.read_text()
+        found = []
+        for lang, block in fenced_blocks(text):
+            if lang not in SHELL_LANGS:
                 continue
-            line = re.sub(r"\s+#\s.*$", "", line)          # trailing comment
-            line = re.sub(r"\s*\[-[^\]]*\]", "", line)      # [--optional] groups
-            commands.append(line.strip())
-    # inline commands of the "Reproduce the paper" table
-    table_rows = "\n".join(line for line in text.splitlines() if line.startswith("|"))
-    for cell in re.findall(r"`((?:enat|lightning) [^`]+)`", table_rows):
-        if "..." not in cell and "…" not in cell and len(cell.split()) > 2:
-            commands.append(re.sub(r"\s*\[-[^\]]*\]", "", cell).strip())
-    return sorted(set(commands))
+            block, bodies = _split_heredocs(block)
+            heredocs += [Snippet(name, b) for b in bodies]
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                found += _commands_of_line(line)
+        found += _table_commands(text)
+        for argv in found:
+            commands.setdefault(shlex.join(argv), (argv, name))
+    return dict(sorted(commands.items())), heredocs
 
 
-COMMANDS = readme_commands()
+COMMANDS, HEREDOCS = collect()
 
+
+def _select(pred) -> list:
+    return [pytest.param(argv, page, id=cmd) for cmd, (argv, page) in COMMANDS.items() if pred(argv)]
+
+
+# --- the pages -----------------------------------------------------------------------------------
 
 def test_readme_starts_with_the_two_commands():
     head = README.read_text().split("```", 2)[1]
     assert "make demo" in head and "make test" in head
 
 
-def test_readme_has_commands():
-    assert len(COMMANDS) > 30
+def test_readme_is_an_index():
+    n = len(README.read_text().splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}): move manual text to docs/"
 
 
-def _argv(cmd: str) -> list[str]:
-    return shlex.split(cmd.replace("|", " "), posix=True)
+def test_every_docs_page_is_linked_from_both_indexes():
+    readme, index = README.read_text(), (DOCS / "README.md").read_text()
+    for page in sorted(DOCS.rglob("*.md")):
+        rel = page.relative_to(DOCS).as_posix()
+        if rel == "README.md":
+            assert "(docs/README.md)" in readme
+            continue
+        assert f"(docs/{rel})" in readme, f"README.md does not link docs/{rel}"
+        assert f"({rel})" in index, f"docs/README.md does not link {rel}"
 
 
-@pytest.mark.parametrize("cmd", [c for c in COMMANDS if c.startswith("make ")])
-def test_make_targets_exist(cmd):
+def test_pages_have_commands():
+    assert len(COMMANDS) > 60
+    pages = {page for _, page in COMMANDS.values()}
+    assert {"README.md", "docs/training.md", "docs/sampling_evaluation.md", "docs/data.md",
+            "docs/analyses.md"} <= pages
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading."""
+    s = heading.strip().lower()
+    s = re.sub(r"[^\w\- ]", "", s)
+    return s.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = page.read_text()
+    for _, block in fenced_blocks(text):
+        text = text.replace(block, "")
+    return {_slug(m) for m in re.findall(r"^#{1,6}\s+(.*)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_links_resolve(page):
+    text = page.read_text()
+    for _, block in fenced_blocks(text):
+        text = text.replace(block, "")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"^[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            assert dest.parent == DOCS.resolve() and dest.name in PLANNED, \
+                f"{page.relative_to(REPO)}: link to {target!r}: no such file"
+            continue
+        if anchor and dest.suffix == ".md":
+            assert anchor in _anchors(dest), f"{page.relative_to(REPO)}: link to {target!r}: no such heading"
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,page", _select(lambda a: a[0] == "make"))
+def test_make_targets_exist(argv, page):
     targets = set(re.findall(r"^([a-zA-Z_-]+):", (REPO / "Makefile").read_text(), flags=re.M))
-    assert _argv(cmd)[1] in targets, f"README command {cmd!r}: no such make target"
+    target = next((a for a in argv[1:] if not a.startswith("-") and "=" not in a), None)
+    assert target in targets, f"{page}: {shlex.join(argv)!r}: no such make target"
 
 
-@pytest.mark.parametrize("cmd", [c for c in COMMANDS if c.startswith(("python ", "tensorboard "))])
-def test_scripts_and_modules_exist(cmd):
-    argv = _argv(cmd)
+@pytest.mark.parametrize("argv,page", _select(lambda a: a[0] in ("python", "tensorboard")))
+def test_scripts_and_modules_exist(argv, page):
     if argv[0] == "tensorboard":
         assert importlib.util.find_spec("tensorboard") is not None
         return
     if argv[1] == "-m":
-        assert importlib.util.find_spec(argv[2]) is not None, f"README command {cmd!r}: no module {argv[2]}"
-    elif argv[1] not in ("-c", "-"):  # inline code is exercised by the tests of its section
-        assert (REPO / argv[1]).is_file(), f"README command {cmd!r}: no script {argv[1]}"
+        assert importlib.util.find_spec(argv[2]) is not None, f"{page}: {shlex.join(argv)!r}: no module {argv[2]}"
+    elif argv[1] not in ("-c", "-"):  # heredocs are run by test_heredocs_run
+        assert (REPO / argv[1]).is_file(), f"{page}: {shlex.join(argv)!r}: no script {argv[1]}"
 
 
-ENAT_COMMANDS = [c for c in COMMANDS if c.startswith("enat ") and c.split()[1] not in cli.LIGHTNING_SUBCOMMANDS]
-TRAIN_COMMANDS = [c for c in COMMANDS if c.split()[0] in ("enat", "lightning") and c.split()[1] in cli.LIGHTNING_SUBCOMMANDS]
+@pytest.mark.parametrize("argv,page", _select(lambda a: any(x.startswith(INPUT_DIRS) for x in a)))
+def test_repository_paths_exist(argv, page):
+    for arg in argv:
+        for value in arg.split("=")[-1:]:
+            if value.startswith(INPUT_DIRS) and not any(c in value for c in "{*"):
+                assert (REPO / value).exists(), f"{page}: {shlex.join(argv)!r}: no {value} in the repository"
 
 
-@pytest.mark.parametrize("cmd", ENAT_COMMANDS)
-def test_enat_commands_parse(cmd):
+def _is_training(argv: list[str]) -> bool:
+    return argv[0] in ("enat", "lightning") and len(argv) > 1 and argv[1] in cli.LIGHTNING_SUBCOMMANDS
+
+
+@pytest.mark.parametrize("argv,page", _select(lambda a: a[0] == "enat" and not _is_training(a)))
+def test_enat_commands_parse(argv, page):
     parser = cli.build_parser()
     try:
-        args = parser.parse_args(_argv(cmd)[1:])
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            args = parser.parse_args(argv[1:])
     except SystemExit as e:
-        pytest.fail(f"README command {cmd!r} does not parse (exit {e.code})")
-    assert getattr(args, "run", None) is not None
+        pytest.fail(f"{page}: {shlex.join(argv)!r} does not parse (exit {e.code}): {err.getvalue().strip()}")
+    assert getattr(args, "run", None) is not None, f"{page}: {shlex.join(argv)!r} names no command"
 
 
-@pytest.mark.parametrize("cmd", TRAIN_COMMANDS)
-def test_training_commands_resolve_their_config(cmd, monkeypatch, capsys):
+@pytest.mark.parametrize("argv,page", _select(_is_training))
+def test_training_commands_resolve_their_config(argv, page, monkeypatch, capsys):
     from enat_lightning.training_cli import run_lightning_cli
 
     monkeypatch.chdir(REPO)
-    argv = [a for a in _argv(cmd)[1:] if a != "--print_config"]
-    if "--ckpt_path" in argv:  # resuming needs a run; the config must still resolve
-        i = argv.index("--ckpt_path")
-        del argv[i:i + 2]
-    assert run_lightning_cli([*argv, "--print_config"]) == 0, f"README command {cmd!r} fails to resolve"
+    args = [a for a in argv[1:] if a != "--print_config"]
+    if "--ckpt_path" in args:  # resuming needs a run; the config must still resolve
+        i = args.index("--ckpt_path")
+        del args[i:i + 2]
+    assert run_lightning_cli([*args, "--print_config"]) == 0, f"{page}: {shlex.join(argv)!r} fails to resolve"
     assert "model:" in capsys.readouterr().out
 
 
-CHEAP = ["enat models", "enat flops -c experiments/enat_s.yaml --steps 8", "enat flops -c experiments/enat_l.yaml --steps 8"]
+def _is_cheap(argv: list[str]) -> bool:
+    if argv[0] != "enat" or len(argv) < 2:
+        return False
+    if argv[1] == "models" or argv[1:3] == ["study", "plan"]:
+        return True
+    return argv[1] == "flops" and "--ckpt" not in argv and "--resolution" not in argv
 
 
-@pytest.mark.parametrize("cmd", CHEAP)
-def test_cheap_commands_run(cmd, monkeypatch, capsys):
-    assert cmd in COMMANDS, f"{cmd!r} is no longer in the README"
+# `enat flops` takes seconds per call: the README's (the paper-map rows) run in `make test`, the
+# others in `make test-all` (their flags are still parsed by test_enat_commands_parse).
+CHEAP = [pytest.param(*p.values, id=p.id, marks=[pytest.mark.slow] if p.values[0][1] == "flops"
+                      and p.values[1] != "README.md" else [])
+         for p in _select(_is_cheap)]
+
+
+def test_cheap_commands_are_found():
+    names = {" ".join(p.values[0][:3]) for p in CHEAP}
+    assert {"enat models", "enat flops -c", "enat study plan"} <= names
+
+
+@pytest.mark.parametrize("argv,page", CHEAP)
+def test_cheap_commands_run(argv, page, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    assert cli.main(_argv(cmd)[1:]) == 0
+    assert cli.main(argv[1:]) == 0, f"{page}: {shlex.join(argv)!r} failed"
     assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("snippet", HEREDOCS, ids=lambda s: s.page)
+def test_heredocs_run(snippet, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    exec(compile(snippet.text, f"<python heredoc in {snippet.page}>", "exec"), {"__name__": "__main__"})
+    capsys.readouterr()
+
+
+def test_collector_splits_and_filters():
+    """The collector itself: prompts, env prefixes, pipes, redirections, comments, optional groups."""
+    got = _commands_of_line("$ ENAT_DEBUG=1 enat models --json 2>&1 | head -3 && make test  # note")
+    assert got == [["enat", "models", "--json"], ["make", "test"]]
+    assert _commands_of_line("pip install -e '.[eval]'; printf 'a\\n' > x.txt") == []
+    assert _commands_of_line("enat sample --ckpt a.ckpt [--save-images] --out o") == \
+        [["enat", "sample", "--ckpt", "a.ckpt", "--out", "o"]]
+    block, bodies = _split_heredocs("python - <<'EOF'\nimport os\nEOF\nenat models\n")
+    assert bodies == ["import os\n"] and "import os" not in block and "enat models" in block
