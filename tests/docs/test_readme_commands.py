@@ -11,7 +11,8 @@ Checks: ``enat`` commands parse with the real argument parser; training commands
 ``--print_config``; make targets, scripts and modules exist; repository paths named in a command exist;
 the cheap commands run (``enat models``, ``enat study plan``, ``enat flops`` at 256 px; the ``flops``
 lines outside the README only with the slow tests); a
-``python - <<'EOF'`` block is executed (keep such blocks small and runnable on a fresh clone). The README
+``python - <<'EOF'`` block is executed (keep such blocks small and runnable on a fresh clone); the import
+lines of ``python`` blocks must import. The README
 stays an index (<= 250 lines) that links every docs page, and relative links and their anchors resolve.
 """
 from __future__ import annotations
@@ -307,6 +308,28 @@ def test_heredocs_run(snippet, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     exec(compile(snippet.text, f"<python heredoc in {snippet.page}>", "exec"), {"__name__": "__main__"})
     capsys.readouterr()
+
+
+def _python_imports() -> list:
+    """The import statements of the ``python`` blocks (the rest uses placeholders and files users have)."""
+    found = []
+    for page in PAGES:
+        for lang, block in fenced_blocks(page.read_text()):
+            if lang in ("python", "py"):
+                lines = [line.strip() for line in block.splitlines()
+                         if re.match(r"^(import|from)\s+\S+(\s+import\s+[^(]+)?$", line.strip())]
+                if lines:
+                    found.append(pytest.param(page.relative_to(REPO).as_posix(), "\n".join(lines),
+                                              id=f"{page.relative_to(REPO)}:{lines[0]}"))
+    return found
+
+
+@pytest.mark.parametrize("page,imports", _python_imports())
+def test_python_examples_import(page, imports):
+    try:
+        exec(compile(imports, f"<python block in {page}>", "exec"), {})
+    except ImportError as e:
+        pytest.fail(f"{page}: a Python example imports what the package does not have: {e}")
 
 
 def test_collector_splits_and_filters():
