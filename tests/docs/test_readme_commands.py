@@ -5,7 +5,8 @@ command cells of Markdown tables. A line is split into its commands at ``|``, ``
 (redirections dropped; backslash continuations joined; trailing ``# comments``, ``$ `` prompts, leading
 ``VAR=value`` assignments and ``[--optional]`` groups removed). Only commands that start with ``enat``,
 ``lightning``, ``make``, ``python`` or ``tensorboard`` are checked; anything else (``pip``, ``printf``,
-``srun``, ...) is left alone, so any page may show such lines.
+``srun``, ...) is left alone, so any page may show such lines. In ``console`` blocks only the ``$ ``
+lines are commands (the rest is their output).
 
 Checks: ``enat`` commands parse with the real argument parser; training commands resolve their config with
 ``--print_config``; make targets, scripts and modules exist; repository paths named in a command exist;
@@ -131,21 +132,30 @@ def _table_commands(text: str) -> list[list[str]]:
     return found
 
 
+def block_commands(lang: str, block: str) -> tuple[list[list[str]], list[str]]:
+    """argv of the commands of one fenced block, and the bodies of its python heredocs."""
+    if lang not in SHELL_LANGS:
+        return [], []
+    block, bodies = _split_heredocs(block)
+    found = []
+    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+        if lang == "console" and not line.lstrip().startswith("$ "):
+            continue  # console blocks: `$ command`, the other lines are its output
+        found += _commands_of_line(line)
+    return found, bodies
+
+
 def collect() -> tuple[dict[str, tuple[list[str], str]], list[Snippet]]:
     commands: dict[str, tuple[list[str], str]] = {}
     heredocs: list[Snippet] = []
     for page in PAGES:
         name = str(page.relative_to(REPO))
         text = page.read_text()
-        found = []
+        found = _table_commands(text)
         for lang, block in fenced_blocks(text):
-            if lang not in SHELL_LANGS:
-                continue
-            block, bodies = _split_heredocs(block)
+            argvs, bodies = block_commands(lang, block)
+            found += argvs
             heredocs += [Snippet(name, b) for b in bodies]
-            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-                found += _commands_of_line(line)
-        found += _table_commands(text)
         for argv in found:
             commands.setdefault(shlex.join(argv), (argv, name))
     return dict(sorted(commands.items())), heredocs
@@ -339,5 +349,8 @@ def test_collector_splits_and_filters():
     assert _commands_of_line("pip install -e '.[eval]'; printf 'a\\n' > x.txt") == []
     assert _commands_of_line("enat sample --ckpt a.ckpt [--save-images] --out o") == \
         [["enat", "sample", "--ckpt", "a.ckpt", "--out", "o"]]
-    block, bodies = _split_heredocs("python - <<'EOF'\nimport os\nEOF\nenat models\n")
-    assert bodies == ["import os\n"] and "import os" not in block and "enat models" in block
+    argvs, bodies = block_commands("bash", "python - <<'EOF'\nimport os\nEOF\nenat models \\\n  --json\n")
+    assert bodies == ["import os\n"] and argvs == [["python", "-"], ["enat", "models", "--json"]]
+    argvs, _ = block_commands("console", "$ enat models\npython 3.11 output line\n")
+    assert argvs == [["enat", "models"]]
+    assert block_commands("python", "import os\n") == ([], [])
