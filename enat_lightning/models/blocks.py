@@ -68,12 +68,15 @@ class SCAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, own: torch.Tensor, ctx: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # own (B, n, D) already normalised+modulated; ctx (B, Lc, D) likewise or None
+                attn_mask: torch.Tensor | None = None, ctx_kv: torch.Tensor | None = None) -> torch.Tensor:
+        # own (B, n, D) already normalised+modulated; ctx (B, Lc, D) likewise or None;
+        # ctx_kv (B, T, 2D): context keys/values computed beforehand (caption tokens), placed first
         B, n, D = own.shape
         kv = self.kv.B(own)  # (B, n, 2D)
         if ctx is not None and ctx.shape[1] > 0:
             kv = torch.cat([self.kv.A(ctx), kv], dim=1)  # (B, Lc+n, 2D)
+        if ctx_kv is not None:
+            kv = torch.cat([ctx_kv, kv], dim=1)  # (B, T+Lc+n, 2D)
         q = self.q(own).view(B, n, self.heads, -1).transpose(1, 2)  # (B, H, n, D/H)
         k, v = kv.view(B, kv.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, H, Lc+n, D/H)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, n, D/H)
@@ -96,13 +99,14 @@ class Block(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_mod * dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, n, D) own tokens, updated; cond (B, D); ctx (B, Lc, D) read only
+                attn_mask: torch.Tensor | None = None, ctx_kv: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, n, D) own tokens, updated; cond (B, D); ctx (B, Lc, D) read only; ctx_kv (B, T, 2D)
+        # precomputed context keys/values (kv.A of modulated caption tokens, models/conditioning.py)
         (sh_self, sc_self, sh_ctx, sc_ctx, gate_attn,
          sh_mlp, sc_mlp, gate_mlp) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
         own = modulate(plain_norm(x), sh_self, sc_self)
         ctx_in = None if ctx is None or ctx.shape[1] == 0 else modulate(plain_norm(ctx), sh_ctx, sc_ctx)
-        x = gated_residual(x, gate_attn, self.attn(own, ctx_in, attn_mask))
+        x = gated_residual(x, gate_attn, self.attn(own, ctx_in, attn_mask, ctx_kv))
         return gated_residual(x, gate_mlp, self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp)))
 
 
@@ -161,17 +165,6 @@ class TokenEmbedding(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class LabelEmbedding(nn.Module):
-    """Class table with one extra row (index num_classes) for the null label used by CFG."""
-
-    def __init__(self, num_classes: int, dim: int):
-        super().__init__()
-        self.embedding_table = nn.Embedding(num_classes + 1, dim)
-
-    def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.embedding_table(labels)
-
-
 class ReuseProjection(nn.Module):
     """f(z) = z + MLP(LN(z)) applied to reused features (paper §4.2, Eq. 5)."""
 
@@ -206,7 +199,7 @@ class OutputHead(nn.Module):
 
 
 def init_transformer_weights(module: nn.Module, tables: Iterable[nn.Embedding], blocks: Iterable[nn.Module]) -> None:
-    """The initialisation ENAT, NAT and the text model share; each ``init_weights`` calls it once.
+    """The initialisation ENAT and NAT share; each ``init_weights`` calls it once.
 
     ``tables``: embedding tables drawn N(0, 0.02); ``blocks``: adaLN blocks whose modulation is
     zeroed. Draws follow ``module.modules()`` order, then ``tables`` order (the parity tests pin it).

@@ -27,6 +27,11 @@ class ENATConfig(NetworkConfig):
       reuse_tokens       "visible" (default) | "all" (Table 6d: every previous token is context)
       reuse_layers       "last" (default) | "layerwise" (Table 6e: layer i reads the previous
                          step's layer-i features)
+
+    ``condition`` chooses what the network is conditioned on (models/conditioning.py): "class"
+    (a label table, ImageNet) or "text" (caption token embeddings (T, Dt) from a text encoder,
+    MS-COCO, paper §5). The ``text_*`` fields apply to text models only; a text model ignores
+    ``num_classes`` and ``class_dropout_prob``.
     """
 
     codebook_size: int = 1024
@@ -43,6 +48,13 @@ class ENATConfig(NetworkConfig):
     reuse_projection: bool = True
     reuse_tokens: Literal["visible", "all"] = "visible"
     reuse_layers: Literal["last", "layerwise"] = "last"
+    condition: Literal["class", "text"] = "class"
+    text_dim: int = 768  # Dt, width of the text encoder's token embeddings (CLIP ViT-L/14)
+    text_len: int = 77  # T, tokens per caption (CLIP context length)
+    text_adaln: Literal["none", "pooled", "constant"] = "none"  # block modulation of a text model
+    text_in: Literal["both", "encoder", "decoder"] = "both"  # which blocks read the caption tokens
+    text_shared_kv: bool = False  # tie the context K/V projection (kv.A) to the own-token one (kv.B)
+    text_use_mask: bool = True  # False: attend to caption padding tokens too (U-ViT attends to all 77)
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -51,6 +63,18 @@ class ENATConfig(NetworkConfig):
         _check_choice("attention", self.attention, ("sc", "self_cross"))
         _check_choice("reuse_tokens", self.reuse_tokens, ("visible", "all"))
         _check_choice("reuse_layers", self.reuse_layers, ("last", "layerwise"))
+        _check_choice("condition", self.condition, ("class", "text"))
+        _check_choice("text_adaln", self.text_adaln, ("none", "pooled", "constant"))
+        _check_choice("text_in", self.text_in, ("both", "encoder", "decoder"))
+        if self.text_dim < 1 or self.text_len < 1:
+            raise ValueError(f"text_dim and text_len must be >= 1, got {self.text_dim}/{self.text_len}")
+        if self.condition == "class":
+            changed = [f.name for f in fields(self) if f.name.startswith("text_") and getattr(self, f.name) != f.default]
+            if changed:
+                raise ValueError(f"{changed} apply to text models only: set condition: text")
+        elif self.attention != "sc":
+            raise ValueError(f"condition='text' reads captions through SC-attention: attention must be 'sc', "
+                             f"got {self.attention!r}")
 
     @property
     def seq_len(self) -> int:
@@ -67,6 +91,8 @@ class ENATConfig(NetworkConfig):
     @property
     def depth(self) -> int:
         return self.enc_depth + self.dec_depth
+
+    supports_reuse = True  # ENAT has the computation-reuse path (§4.2)
 
     def to_dict(self) -> dict:
         return {"arch": "enat", **asdict(self)}
@@ -100,6 +126,8 @@ class NATConfig(NetworkConfig):
     seq_len = ENATConfig.seq_len
     mask_id = ENATConfig.mask_id
     null_label = ENATConfig.null_label
+    condition = "class"  # a NAT is always class-conditional
+    supports_reuse = False  # every token is re-encoded at every step
 
     def to_dict(self) -> dict:
         return {"arch": "nat", **asdict(self)}
@@ -143,25 +171,33 @@ def preset(name: str, **overrides) -> ModelConfig:
     return replace(PRESETS[key], **overrides)
 
 
+# Older forms still read by ``config_from_dict``: the separate text-model config (``arch:
+# text_enat`` / ``TextENATConfig``), whose defaults were ENAT-B and whose text fields had other names.
+_LEGACY_TEXT_DEFAULTS = {"width": 768, "heads": 8}
+_LEGACY_TEXT_KEYS = {"adaln": "text_adaln", "shared_context_kv": "text_shared_kv", "use_text_mask": "text_use_mask"}
+
+
 def config_from_dict(d: dict) -> ModelConfig:
     """Inverse of ``cfg.to_dict()``: rebuilds the config saved in a checkpoint's hparams.
 
-    Also reads the YAML form ``{class_path: enat_lightning.models.NATConfig, init_args: {...}}``.
+    Also reads the YAML form ``{class_path: enat_lightning.models.NATConfig, init_args: {...}}`` and
+    the text-model configs of older checkpoints (``arch: text_enat``, ``TextENATConfig``).
     """
-    from .text import TextENATConfig  # lazy: text.py imports this module
-
-    classes = {"enat": ENATConfig, "nat": NATConfig, "text_enat": TextENATConfig}
+    classes = {"enat": ENATConfig, "nat": NATConfig}
+    by_name = {"ENATConfig": "enat", "NATConfig": "nat", "TextENATConfig": "text_enat"}
     d = dict(d)
     if "class_path" in d:
         name = str(d.pop("class_path")).rsplit(".", 1)[-1]
-        by_name = {c.__name__: arch for arch, c in classes.items()}
         if name not in by_name:
             raise ValueError(f"unknown network class {name!r}; expected one of {sorted(by_name)}")
         d = {"arch": by_name[name], **dict(d.pop("init_args", None) or {}), **d}
     arch = d.pop("arch", "enat")
+    if arch == "text_enat":
+        d = {**_LEGACY_TEXT_DEFAULTS, **{_LEGACY_TEXT_KEYS.get(k, k): v for k, v in d.items()}, "condition": "text"}
+        arch = "enat"
     cls = classes.get(arch)
     if cls is None:
-        raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat', 'nat' or 'text_enat'")
+        raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat' or 'nat'")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Block, LabelEmbedding, OutputHead, TokenEmbedding, init_transformer_weights
+from .blocks import Block, OutputHead, TokenEmbedding, init_transformer_weights
+from .conditioning import ClassCondition, ConditionedNetwork
 from .config import NATConfig
-from .tokens import ENATOutput, check_ids, check_labels, split_positions, take
+from .tokens import ENATOutput, check_ids, split_positions, take
 
 
 def attention_allowed(masking: torch.Tensor, removal: str) -> torch.Tensor | None:
@@ -29,13 +30,13 @@ def attention_allowed(masking: torch.Tensor, removal: str) -> torch.Tensor | Non
     return (~cut | eye).unsqueeze(1)
 
 
-class NAT(nn.Module):
+class NAT(ConditionedNetwork):
     def __init__(self, cfg: NATConfig):
         super().__init__()
         self.cfg = cfg
         D = cfg.width
         self.embed = TokenEmbedding(cfg.codebook_size + 1, cfg.seq_len, D, cfg.embed_dropout)
-        self.label_embed = LabelEmbedding(cfg.num_classes, D)
+        self.label_embed = ClassCondition(cfg.num_classes, D, cfg.class_dropout_prob)
         self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         # Full self-attention needs only the own-token K/V projection; drop the context one so DDP
         # sees no idle parameters.
@@ -44,13 +45,17 @@ class NAT(nn.Module):
         self.head = OutputHead(D, cfg.codebook_size)
         self.init_weights()
 
+    @property
+    def conditioner(self) -> ClassCondition:
+        return self.label_embed
+
     def init_weights(self) -> None:
         # As ENAT: Xavier Linears, N(0, 0.02) tables, adaLN-Zero blocks (reasons in blocks.py).
         init_transformer_weights(self, tables=(self.embed.word_embeddings, self.embed.position_embeddings,
                                                self.label_embed.embedding_table),
                                  blocks=self.blocks)
 
-    def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
+    def forward(self, ids: torch.Tensor, labels, prev: ENATOutput | None = None,
                 logits_at: str = "all", attention_removal: str | None = None) -> ENATOutput:
         """``prev`` is accepted and ignored: a NAT re-encodes every token at every step.
 
@@ -58,7 +63,7 @@ class NAT(nn.Module):
         """
         cfg = self.cfg
         masking = check_ids(ids, cfg.seq_len, cfg.mask_id)  # (B, L)
-        cond = self.label_embed(check_labels(labels, ids.shape[0], cfg.num_classes))  # (B, D)
+        cond = self.prepare_condition(labels, batch=ids.shape[0]).vector  # (B, D)
         allowed = attention_allowed(masking, attention_removal or cfg.attention_removal)
         x = self.embed(ids)  # (B, L, D)
         for blk in self.blocks:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from enat_lightning.models.conditioning import Condition
 from enat_lightning.models.tokens import ENATOutput, split_positions
 
 from .schedules import Schedule, masked_counts
@@ -83,11 +84,6 @@ def _concat(a: ENATOutput, b: ENATOutput) -> ENATOutput:
                       torch.cat([a.masking, b.masking]), lf)
 
 
-def _cat_conditions(a, b):
-    """Row-concatenates two conditions: label tensors, or condition objects with a ``cat``."""
-    return torch.cat([a, b]) if isinstance(a, torch.Tensor) else type(a).cat([a, b])
-
-
 def _state_is_empty_when_all_masked(model) -> bool:
     """True if a reuse state from an all-[MASK] input carries no information (R is empty).
 
@@ -103,26 +99,22 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
              samp_temp: float = 6.0, schedule: Schedule = "cosine", reuse: bool = True,
              generator: torch.Generator | None = None, return_trace: bool = False,
              trace_logits: bool = False):
-    """Sample token grids for class ``labels`` (B,) -> ids (B, grid, grid) int64.
+    """Sample token grids for the condition ``labels`` -> ids (B, grid, grid) int64.
 
-    ``model`` is an ENAT or NAT (anything with ``cfg`` and the ``(ids, labels, prev, logits_at)``
-    call). The null label for the unconditional pass is ``model.cfg.num_classes``. A text model
-    (``TextENAT``) takes a ``TextPrompt`` / (text, mask) pair instead of labels; its
-    ``prepare_condition`` gives the projected caption and null-caption conditions. ``reuse=False``
+    ``model`` is an ENAT or NAT (the conditioning interface of ``models/conditioning.py`` and the
+    ``(ids, cond, prev, logits_at)`` call). ``labels``: class ids (B,) for a class model,
+    ``Captions`` for a text model; ``model.prepare_condition`` turns them into the condition once
+    for all steps and ``model.null_condition`` gives the unconditional one (null label / empty
+    caption) for the CFG rows. ``reuse=False``
     never passes the previous output (the paper's "w/o reuse" rows). With ``return_trace`` the
     result is ``(ids, GenerationTrace)``; ``trace_logits`` also records full (B, L, V) logits (the
     normal path computes the output head at masked positions only).
     """
     cfg = model.cfg
-    L, mask_id, null = cfg.seq_len, cfg.mask_id, cfg.num_classes
+    L, mask_id = cfg.seq_len, cfg.mask_id
     device = next(model.parameters()).device
-    if hasattr(model, "prepare_condition"):  # text models: (cond, null) condition objects, see TextENAT
-        labels, null_labels = model.prepare_condition(labels)
-        B = len(labels)
-    else:
-        labels = torch.as_tensor(labels, dtype=torch.long).to(device).reshape(-1)  # (B,)
-        B = labels.shape[0]
-        null_labels = torch.full_like(labels, null)
+    condition = model.prepare_condition(labels)  # B rows: label embeddings / caption keys+values, once
+    B = len(condition)
     if mask_temp < 0 or samp_temp < 0 or cfg_scale < 0:
         raise ValueError(f"mask_temp, samp_temp and cfg_scale must be >= 0, got {mask_temp}, {samp_temp}, {cfg_scale}")
     counts = masked_counts(L, steps, schedule)  # (S+1,)
@@ -130,6 +122,8 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
     skip_uncond0 = guided and not trace_logits and _state_is_empty_when_all_masked(model)
     logits_at = "all" if trace_logits else "masked"
     trace = GenerationTrace() if return_trace else None
+    # 2B rows for the guided passes: the condition, then the null condition of the same rows
+    both_conditions = Condition.cat([condition, model.null_condition(condition)]) if guided else None
 
     was_training = model.training
     model.eval()
@@ -147,11 +141,11 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
             if both and prev is not None and prev.feat.shape[0] == B:
                 prev = _concat(prev, prev)  # step-0 state had no visible tokens: nothing to reuse
             if both:
-                out = model(torch.cat([ids, ids]), _cat_conditions(labels, null_labels), prev=prev,
+                out = model(torch.cat([ids, ids]), both_conditions, prev=prev,
                             logits_at=logits_at)  # 2B rows: cond then uncond
                 cond, uncond = out.logits[:B], out.logits[B:]  # (B, Lm|L, V)
             else:
-                out = model(ids, labels, prev=prev, logits_at=logits_at)
+                out = model(ids, condition, prev=prev, logits_at=logits_at)
                 cond, uncond = out.logits, None
             state = out if reuse else None
 
