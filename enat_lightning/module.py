@@ -20,10 +20,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, prepare_labels, sample_mask,
+from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, sample_mask,
                                     sample_mask_ratio, sample_reuse_mask)
-from enat_lightning.models import ENATConfig, NATConfig, NetworkConfig, TextENATConfig, build_model, config_from_dict
-from enat_lightning.models.text import drop_text
+from enat_lightning.models import Captions, ENATConfig, NATConfig, NetworkConfig, build_model, config_from_dict
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -71,8 +70,8 @@ class ENATModule(pl.LightningModule):
                  reuse_prob: float = 0.5, recipe_seed: int = 1234):
         super().__init__()
         cfg = config_from_dict(net) if isinstance(net, dict) else net
-        if not isinstance(cfg, (ENATConfig, NATConfig, TextENATConfig)):
-            raise TypeError(f"model.net must be an ENATConfig, NATConfig or TextENATConfig, got {type(net).__name__}")
+        if not isinstance(cfg, (ENATConfig, NATConfig)):
+            raise TypeError(f"model.net must be an ENATConfig or NATConfig, got {type(net).__name__}")
         _check_fraction("model.reuse_prob", reuse_prob)
         _check_fraction("model.p_uncond", p_uncond)
         _check_fraction("model.ema_decay", ema_decay)
@@ -102,11 +101,8 @@ class ENATModule(pl.LightningModule):
         g = self._generator(stream=0, index=micro)
         shard = (self.global_rank, self.trainer.world_size)
         masking = sample_mask(tokens, sample_mask_ratio(g, *hp.mask_ratio_beta), g, shard)  # (B, L)
-        if isinstance(cfg, TextENATConfig):  # text: one CFG drop (p_uncond) to the null caption
-            cond = drop_text(*self._unpack_text(batch), self.net.null_text, self.net.null_mask, hp.p_uncond, g, shard)
-            lab = Labels(data=cond, net=cond)
-        else:
-            lab = prepare_labels(labels, hp.p_uncond, cfg.class_dropout_prob, cfg.null_label, g, shard)
+        # CFG dropout to the null label / empty caption (class models add class_dropout_prob on top)
+        lab = Labels(*self.net.drop_condition(self._condition(batch, labels), hp.p_uncond, g, shard))
         # One coin for all processes, so every rank runs the same graph (no find_unused_parameters).
         reuse = float(torch.rand((), generator=g)) < hp.reuse_prob
         prev = None
@@ -168,7 +164,7 @@ class ENATModule(pl.LightningModule):
         shard = (self.global_rank, self.trainer.world_size)
         masking = sample_mask(tokens, sample_mask_ratio(g, *self.hparams.mask_ratio_beta), g, shard)
         ids = apply_mask(tokens, masking, self.cfg.mask_id)
-        cond = self._unpack_text(batch) if isinstance(self.cfg, TextENATConfig) else labels
+        cond = self._condition(batch, labels)
         for name, net in (("", self.net), ("ema_", self.ema)):
             logits = net(ids, cond, logits_at="masked").logits  # (B, Lm, V)
             self.log(f"{prefix}/{name}loss", masked_ce(logits, tokens, masking, self.hparams.label_smoothing),
@@ -192,8 +188,8 @@ class ENATModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_compatible"):
             dm.check_compatible(codebook_size=self.cfg.codebook_size, grid=self.cfg.grid,
-                                num_classes=None if isinstance(self.cfg, TextENATConfig) else self.cfg.num_classes)
-        if dm is not None and isinstance(self.cfg, TextENATConfig) and hasattr(dm, "manifest"):
+                                num_classes=None if self.cfg.condition == "text" else self.cfg.num_classes)
+        if dm is not None and self.cfg.condition == "text" and hasattr(dm, "manifest"):
             from enat_lightning.data.coco import configure_text_model  # shard text info + null caption
 
             for net in (self.net, self.ema):
@@ -210,12 +206,15 @@ class ENATModule(pl.LightningModule):
                              f"got {tuple(tokens.shape)}: data and model.net.grid disagree")
         return tokens.long(), labels.long().reshape(-1)
 
-    def _unpack_text(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch "text" (B, T, Dt) float and "text_mask" (B, T) bool, for text models."""
+    def _condition(self, batch: dict, labels: torch.Tensor):
+        """The batch's raw condition: class labels, or for text models ``Captions`` from batch "text"
+        (B, T, Dt) and "text_mask" (B, T)."""
+        if self.cfg.condition != "text":
+            return labels
         if "text" not in batch or "text_mask" not in batch:
-            raise ValueError(f"a text model (TextENATConfig) needs 'text' and 'text_mask' in the batch; got "
+            raise ValueError(f"a text model (condition: text) needs 'text' and 'text_mask' in the batch; got "
                              f"{sorted(batch)}: are these text shards (enat tokenize coco)?")
-        return batch["text"].float(), batch["text_mask"].bool()
+        return Captions(batch["text"].float(), batch["text_mask"].bool())
 
     def _generator(self, stream: int, index: int) -> torch.Generator:
         """The step's generator: a function of (seed, step), so resuming repeats the same draws."""

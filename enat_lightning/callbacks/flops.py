@@ -20,7 +20,7 @@ class GFLOPsCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         cfg = pl_module.cfg
-        rep = count_generation(cfg, self.steps, reuse=self.reuse and hasattr(cfg, "enc_depth"),
+        rep = count_generation(cfg, self.steps, reuse=self.reuse and cfg.supports_reuse,
                                schedule=self.schedule, guided=self.guided, vq=self.vq)
         self.summary = {"steps": self.steps, "reuse": rep.reuse, "schedule": self.schedule,
                         "gmacs_total": rep.gmacs_total, "gmacs_actual": rep.gmacs_actual,

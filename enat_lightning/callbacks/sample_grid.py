@@ -103,14 +103,13 @@ class SampleGrid(pl.Callback):
     @torch.no_grad()
     def sample_grid(self, pl_module) -> torch.Tensor:
         """(3, H, W) grid in [0, 1] of samples from the EMA (or online) network."""
-        from enat_lightning.models import ENAT
         from enat_lightning.sampling import generate
 
         net = pl_module.ema if self.use_ema else pl_module.net
         cfg = net.cfg
         labels = self.labels or [i * cfg.num_classes // self.num_samples for i in range(self.num_samples)]
         labels = torch.tensor(labels[: self.num_samples], dtype=torch.long, device=pl_module.device)
-        reuse = isinstance(net, ENAT) if self.reuse is None else self.reuse
+        reuse = net.supports_reuse if self.reuse is None else self.reuse
         g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         ids = generate(net, labels, reuse=reuse, generator=g, **self.sampler)  # (B, side, side)
         if self.tokenizer is not None:

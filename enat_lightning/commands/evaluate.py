@@ -56,14 +56,13 @@ def run(args) -> int:
         from enat_lightning.sampling.checkpoint import load_generator
 
         model, _ = load_generator(args.ckpt, device=args.device)
-        labels = None
-        if args.prompts_from is not None:  # text-to-image: label i = caption i (models/text.py PromptBank)
-            import torch
+        conditions = None
+        if args.prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
+            from enat_lightning.data.coco import eval_captions
 
-            from enat_lightning.data.coco import prompt_bank_from_shards
-
-            model = prompt_bank_from_shards(model, args.prompts_from, args.num_samples, seed=args.seed)
-            labels = torch.arange(args.num_samples)
+            conditions = eval_captions(model, args.prompts_from, args.num_samples, seed=args.seed)
+        elif model.cfg.condition == "text":
+            raise ValueError(f"{args.ckpt} is a text model: give --prompts-from SHARDS (captions to sample)")
         tokenizer = resolve_tokenizer(args.tokenizer)
         if hasattr(tokenizer, "to"):
             tokenizer = tokenizer.to(args.device)
@@ -71,9 +70,9 @@ def run(args) -> int:
                                    samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse)
         res = evaluate(model, tokenizer, extractor, num_samples=args.num_samples, ref=ref, settings=settings,
                        per_class_balanced=args.per_class_balanced, seed=args.seed, batch_size=args.batch_size,
-                       is_splits=args.is_splits, return_samples=args.save_samples is not None, labels=labels)
-        if args.prompts_from is not None:  # labels were prompt indices: no class accuracy to report
-            res.pop("accuracy", None)
+                       is_splits=args.is_splits, return_samples=args.save_samples is not None,
+                       conditions=conditions)
+        if args.prompts_from is not None:
             res["prompts_from"] = str(args.prompts_from)
         images, labels = res.pop("images", None), res.pop("labels", None)
         res["ckpt"] = {"path": str(args.ckpt), "sha256": sha256_file(args.ckpt)}

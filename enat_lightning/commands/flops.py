@@ -54,6 +54,8 @@ def run(args) -> int:
     con.print(table)
     print(f"gmacs_total      {rep.gmacs_total:8.2f}  (official network, decoder excluded: paper Tables 1/2/6)")
     print(f"gmacs_actual     {rep.gmacs_actual:8.2f}  (what our sampler runs)")
+    if rep.gmacs_condition:
+        print(f"gmacs_condition  {rep.gmacs_condition:8.2f}  (in both totals: captions projected once per sample)")
     print(f"gmacs_vq_decoder {rep.gmacs_vq_decoder:8.2f}  (one decoder call, {args.vq})")
     print(f"tflops_paper     {rep.tflops_paper:8.3f}  (incl. decoder: paper Table 3/4 'TFLOPs')")
     print("Convention: multiply-accumulates per image, all steps, cond + uncond passes.")

@@ -124,19 +124,22 @@ def run(args) -> int:
     from enat_lightning.sampling.runner import SampleSettings, class_labels, sample_to_dir
 
     model, model_id = load_model(args)
-    if args.prompts:  # text model: label i = prompt i (enat_lightning.text.prompts)
-        from enat_lightning.text import build_text_encoder, prompt_bank, prompts_sha1, read_prompts
+    conditions = None
+    if args.prompts:  # text model: sample i is conditioned on its prompt; labels = prompt line indices
+        from enat_lightning.text import build_text_encoder, encode_prompts, prompts_sha1, read_prompts
 
         if not args.text_encoder:
             raise ValueError("--prompts needs --text-encoder (the encoder the training shards were made with)")
         prompts = read_prompts(args.prompts)
-        model = prompt_bank(model, prompts, build_text_encoder(args.text_encoder))
         labels = [i for i in range(len(prompts)) for _ in range(args.per_class or 1)]
+        conditions = encode_prompts(prompts, build_text_encoder(args.text_encoder), model.cfg)[torch.tensor(labels)]
         model_id = {**model_id, "prompts_sha1": prompts_sha1(prompts), "text_encoder": args.text_encoder}
         from enat_lightning.sampling.io import atomic_write_bytes
 
         Path(args.out).mkdir(parents=True, exist_ok=True)  # labels in samples.npz index prompts.txt lines
         atomic_write_bytes(Path(args.out) / "prompts.txt", ("\n".join(prompts) + "\n").encode())
+    elif model.cfg.condition == "text":
+        raise ValueError("this is a text model: give --prompts FILE (one caption per line) and --text-encoder")
     else:
         labels = class_labels(model.cfg.num_classes, parse_labels(args.labels) if args.labels else None, args.per_class)
     tokenizer = load_tokenizer_spec(args.tokenizer)
@@ -145,7 +148,7 @@ def run(args) -> int:
                               seed=args.seed, batch_size=args.batch_size)
     devices = [torch.device(args.device)] if args.device else None
     r = sample_to_dir(model, labels, args.out, settings, tokenizer, save_images=args.save_images,
-                      devices=devices, model_id=model_id, progress=not args.no_progress)
+                      devices=devices, model_id=model_id, progress=not args.no_progress, conditions=conditions)
     print(f"{r['num_samples']} samples on {', '.join(r['devices'])} ({r['resumed']} chunks resumed) -> {r['samples_npz']}")
     if r["decoded"]:
         print(f"grid: {r['grid']}" + (f"; images: {r['images_dir']}" if "images_dir" in r else ""))

@@ -99,18 +99,25 @@ def null_condition_from_text_info(text: dict | None, where: str = "manifest") ->
     return emb, mask
 
 
-def configure_text_model(model, text: dict | None, where: str = "shards") -> None:
-    """Checks that a TextENAT fits the shards' text (T, Dt) and stores their null caption in it."""
+def check_text_fits(cfg, text: dict | None, where: str = "shards") -> None:
+    """The shards' captions (manifest ``text``) must fit a text model's config (T, Dt)."""
     if text is None:
         raise ValueError(f"{where} hold no text (manifest 'text' is null): a text model needs "
                          f"`enat tokenize coco` shards")
-    cfg = model.cfg
+    if cfg.condition != "text":
+        raise ValueError(f"{where} hold captions: the model must be text-conditioned (condition: text), "
+                         f"got condition={cfg.condition!r}")
     if (text["max_len"], text["dim"]) != (cfg.text_len, cfg.text_dim):
         raise ValueError(f"{where}: captions are {text['max_len']} x {text['dim']} (T x Dt) but the model has "
                          f"text_len={cfg.text_len}, text_dim={cfg.text_dim}")
+
+
+def configure_text_model(model, text: dict | None, where: str = "shards") -> None:
+    """Checks that a text model fits the shards' text (T, Dt) and stores their null caption in it."""
+    check_text_fits(model.cfg, text, where)
     null = null_condition_from_text_info(text, where)
     if null is not None:
-        model.set_null_condition(torch.from_numpy(null[0]), torch.from_numpy(null[1]))
+        model.conditioner.set_null(torch.from_numpy(null[0]), torch.from_numpy(null[1]))
 
 
 class _CaptionTable:
@@ -241,27 +248,23 @@ def eval_prompts(shards: str, num: int, seed: int = 0, batch_size: int = 64):
                 return
 
 
-def prompt_bank_from_shards(model, shards: str, num: int, seed: int = 0):
-    """FID-30K: the TextENAT ``model`` wrapped so that label i samples ``eval_prompts``' caption i.
+def eval_captions(model, shards: str, num: int, seed: int = 0):
+    """FID-30K: ``Captions`` of ``eval_prompts``' first ``num`` captions for the text ``model``
+    (sample i is conditioned on row i).
 
-    Embeddings are kept in float16 on the CPU (30k x 77 x 768 = 3.5 GB); the model's null caption
-    is taken from the shards when it has none yet."""
-    from enat_lightning.models.text import PromptBank, TextENAT
+    Embeddings are kept in float16 on the CPU (30k x 77 x 768 = 3.5 GB; each sampled chunk is moved
+    to the model). The model's null caption is taken from the shards when it has none yet."""
+    from enat_lightning.models import Captions
 
-    if not isinstance(model, TextENAT):
-        raise ValueError(f"--prompts-from needs a text-conditioned model (TextENAT), got {type(model).__name__}")
     manifest, _, where = resolve_manifest_text(shards)
-    cfg = model.cfg
-    if (manifest.text["max_len"], manifest.text["dim"]) != (cfg.text_len, cfg.text_dim):
-        raise ValueError(f"{where}: captions are {manifest.text['max_len']} x {manifest.text['dim']} but the model has "
-                         f"text_len={cfg.text_len}, text_dim={cfg.text_dim}")
-    if not bool(model.null_mask.any()) and null_condition_from_text_info(manifest.text, where) is not None:
+    check_text_fits(model.cfg, manifest.text, where)
+    if not bool(model.conditioner.null_mask.any()) and null_condition_from_text_info(manifest.text, where) is not None:
         configure_text_model(model, manifest.text, where)
     texts, masks = [], []
     for t, m in eval_prompts(shards, num, seed):
         texts.append(t.half())
         masks.append(m)
-    return PromptBank(model, torch.cat(texts), torch.cat(masks))
+    return Captions(torch.cat(texts), torch.cat(masks))
 
 
 def resolve_manifest_text(shards: str):

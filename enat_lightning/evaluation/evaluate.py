@@ -78,8 +78,11 @@ def gather_rows(local: torch.Tensor, index: torch.Tensor, total: int) -> torch.T
 
 @torch.no_grad()
 def generate_images(model, tokenizer, labels: torch.Tensor, settings: SamplerSettings, *, seed: int = 0,
-                    batch_size: int = 32, rank: int = 0, world_size: int = 1, progress=None):
-    """This rank's share of the samples -> (global indices (n,), uint8 images (n, 3, H, W))."""
+                    batch_size: int = 32, rank: int = 0, world_size: int = 1, progress=None, conditions=None):
+    """This rank's share of the samples -> (global indices (n,), uint8 images (n, 3, H, W)).
+
+    ``conditions``: what sample i is conditioned on, row-sliceable (default: ``labels``), e.g.
+    ``Captions`` for a text model."""
     from enat_lightning.sampling import generate
     from enat_lightning.sampling.runner import chunk_seed
 
@@ -87,7 +90,8 @@ def generate_images(model, tokenizer, labels: torch.Tensor, settings: SamplerSet
     idx, imgs = [], []
     for c, start, stop in my_chunks(len(labels), batch_size, rank, world_size):
         gen = torch.Generator(device=device).manual_seed(chunk_seed(seed, c))
-        ids = generate(model, labels[start:stop].to(device), steps=settings.steps, cfg_scale=settings.cfg_scale,
+        cond = labels[start:stop].to(device) if conditions is None else conditions[start:stop]
+        ids = generate(model, cond, steps=settings.steps, cfg_scale=settings.cfg_scale,
                        mask_temp=settings.mask_temp, samp_temp=settings.samp_temp, schedule=settings.schedule,
                        reuse=settings.reuse, generator=gen)  # (b, h, w)
         imgs.append(to_uint8(tokenizer.decode(ids)).cpu())  # (b, 3, H, W)
@@ -133,21 +137,26 @@ def score_features(features: torch.Tensor, logits: torch.Tensor | None, labels: 
 def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int, ref: FeatureStats | None,
              settings: SamplerSettings = SamplerSettings(), per_class_balanced: bool = True, seed: int = 0,
              batch_size: int = 32, is_splits: int = 10, progress=None, return_samples: bool = False,
-             labels: torch.Tensor | None = None) -> dict:
+             labels: torch.Tensor | None = None, conditions=None) -> dict:
     """Generate ``num_samples`` images (data-parallel over the process group), score them.
 
     Every rank returns the same dict: fid (if ``ref``), is_mean / is_std, accuracy (demo feature
     network), num_samples, feature, sampler settings, seed. With ``return_samples`` the dict also
     holds ``images`` (N, 3, H, W) uint8 and ``labels`` (N,) (gathered on every rank).
-    ``labels`` overrides the drawn class labels (text models: prompt indices into a PromptBank).
+    ``labels`` overrides the drawn class labels; ``conditions`` (row-sliceable, e.g. ``Captions`` for
+    a text model) overrides what sample i is conditioned on (then ``labels`` are just indices).
     """
     rank, world = dist_info()
-    if labels is None:
+    if labels is None and conditions is not None:
+        labels = torch.arange(num_samples)  # sample i <-> conditions row i
+    elif labels is None:
         labels = sample_labels(num_samples, model.cfg.num_classes, per_class_balanced, seed)
-    elif len(labels) != num_samples:  # e.g. prompt indices of a PromptBank (text FID-30K)
+    elif len(labels) != num_samples:  # e.g. caption indices (text FID-30K)
         raise ValueError(f"{len(labels)} labels given for num_samples={num_samples}")
+    if conditions is not None and len(conditions) != num_samples:
+        raise ValueError(f"{len(conditions)} conditions given for num_samples={num_samples}")
     idx, images = generate_images(model, tokenizer, labels, settings, seed=seed, batch_size=batch_size,
-                                  rank=rank, world_size=world, progress=progress)
+                                  rank=rank, world_size=world, progress=progress, conditions=conditions)
     if images is None:  # more ranks than chunks: this rank contributes no rows
         images = torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
         feats, logits = torch.zeros(0, extractor.num_features), None
@@ -155,7 +164,8 @@ def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int,
         feats, logits = extract(extractor, images)
     feats = gather_rows(feats.double(), idx, num_samples)
     logits = _gather_optional(logits, idx, num_samples)
-    res = score_features(feats, logits, labels, extractor, ref, is_splits)
+    # class accuracy only where the labels are classes (not caption indices)
+    res = score_features(feats, logits, labels if conditions is None else None, extractor, ref, is_splits)
     res.update(sampler=settings.to_dict(), seed=seed, per_class_balanced=per_class_balanced,
                world_size=world)
     if return_samples:

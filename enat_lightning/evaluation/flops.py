@@ -17,6 +17,9 @@ Two totals:
                 at every step, step 0 included (the official sampler runs it although w = 0);
   gmacs_actual  what our sampler executes: logits only at masked positions, and no unconditional
                 pass at step 0 where its result is unused.
+Both include ``gmacs_condition``, the once-per-sample work of ``prepare_condition`` /
+``null_condition`` (0 for class labels, a table lookup; for text models the caption projection
+and every block's caption keys/values, for the caption and, guided, the empty caption).
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class FlopReport:
     gmacs_actual: float
     gmacs_vq_decoder: float
     per_step: list[StepFlops] = field(default_factory=list)
+    gmacs_condition: float = 0.0  # once per sample, included in both totals (module docstring)
     convention: str = ("multiply-accumulates (FlopCounterMode FLOPs / 2), one image, summed over all steps, "
                        "conditional + unconditional passes; gmacs_total = official network (logits at all "
                        "positions, uncond pass at every step); tflops_paper = (gmacs_total + decoder) / 1000")
@@ -83,22 +87,19 @@ class _CountingProxy(nn.Module):
         self._anchor = nn.Parameter(torch.zeros(()))  # CPU: generate places its tensors here
         self._gen = torch.Generator().manual_seed(seed)
         self.calls: list[dict] = []
-        if hasattr(net, "prepare_condition"):  # text models (TextENAT): generate asks for the conditions
-            self.prepare_condition = self._text_conditions
+        self.condition_flops = 0  # prepare_condition + null_condition, per sample
 
-    def _text_conditions(self, labels):
-        """Projected captions of full length T (meta tokens, real all-True masks) for cond and null.
+    def prepare_condition(self, cond, batch=None):
+        with FlopCounterMode(display=False) as fc:
+            out = self._net[0].prepare_condition(cond, batch)
+        self.condition_flops += fc.get_total_flops()
+        return out
 
-        Their projection and per-block keys/values are made once per sample, outside the counted
-        steps (2 x 16 x T x 2D^2 ~ 2.9 GMACs per image for ENAT-B with CFG)."""
-        from enat_lightning.models.text import TextContext
-
-        cfg, B, net = self.cfg, len(labels), self._net[0]
-        meta = lambda *shape: torch.empty(*shape, device="meta")  # noqa: E731
-        ctx = lambda: TextContext(meta(B, cfg.text_len, cfg.width),  # noqa: E731
-                                  torch.ones(B, cfg.text_len, dtype=torch.bool), meta(B, cfg.width),
-                                  tuple(meta(B, cfg.text_len, 2 * cfg.width) if r else None for r in net.text_layers()))
-        return ctx(), ctx()
+    def null_condition(self, cond):
+        with FlopCounterMode(display=False) as fc:
+            out = self._net[0].null_condition(cond)
+        self.condition_flops += fc.get_total_flops()
+        return out
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
                 logits_at: str = "all") -> ENATOutput:
@@ -168,9 +169,11 @@ def count_generation(cfg: ModelConfig, steps: int, *, reuse: bool = True, schedu
     """
     from enat_lightning.sampling import generate
 
-    proxy = _CountingProxy(build_meta(cfg), seed=seed)
-    # cfg_scale only needs to be non-zero so that the sampler runs its unconditional rows.
-    generate(proxy, torch.zeros(1, dtype=torch.long), steps=steps, cfg_scale=1.0 if guided else 0.0,
+    net = build_meta(cfg)
+    proxy = _CountingProxy(net, seed=seed)
+    # One image with a full-length condition (label 0 / a caption of T real tokens; the cost does
+    # not depend on the values). cfg_scale only needs to be non-zero for the unconditional rows.
+    generate(proxy, net.example_condition(1), steps=steps, cfg_scale=1.0 if guided else 0.0,
              schedule=schedule, reuse=reuse, generator=torch.Generator().manual_seed(seed))
     if len(proxy.calls) != steps:
         raise RuntimeError(f"expected one network call per step ({steps}), the sampler made {len(proxy.calls)}")
@@ -180,7 +183,8 @@ def count_generation(cfg: ModelConfig, steps: int, *, reuse: bool = True, schedu
         per_step.append(StepFlops(step=s, masked=c["masked"], new=c["new"], reused=c["reused"],
                                   cond_gmacs=one, uncond_gmacs=one if guided else 0.0,
                                   actual_gmacs=_macs(c["actual"])))
+    condition = _macs(proxy.condition_flops)
     return FlopReport(config=cfg.to_dict(), steps=steps, reuse=reuse, schedule=str(schedule),
-                      gmacs_total=sum(p.cond_gmacs + p.uncond_gmacs for p in per_step),
-                      gmacs_actual=sum(p.actual_gmacs for p in per_step),
-                      gmacs_vq_decoder=vq_decoder_gmacs(cfg.grid, vq), per_step=per_step)
+                      gmacs_total=condition + sum(p.cond_gmacs + p.uncond_gmacs for p in per_step),
+                      gmacs_actual=condition + sum(p.actual_gmacs for p in per_step),
+                      gmacs_vq_decoder=vq_decoder_gmacs(cfg.grid, vq), per_step=per_step, gmacs_condition=condition)

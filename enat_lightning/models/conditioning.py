@@ -251,7 +251,8 @@ class TextCondition(nn.Module):
         if tuple(mask.shape) != tuple(text.shape[:2]) or mask.dtype != torch.bool:
             raise ValueError(f"the caption mask must be a bool tensor of shape {tuple(text.shape[:2])}, got "
                              f"{mask.dtype} {tuple(mask.shape)}")
-        attend_all = not self.use_mask or bool(mask.all())  # decided here, once per sample (host sync)
+        # decided here, once per sample (a host sync); a meta mask (FLOP counting) stays a mask
+        attend_all = not self.use_mask or (mask.device.type != "meta" and bool(mask.all()))
         device = self.proj.weight.device
         tokens = self.proj(text.to(device, self.proj.weight.dtype))  # (B, T, D)
         mask = mask.to(device)

@@ -88,9 +88,10 @@ def _chunk_path(chunk_dir: Path, i: int) -> Path:
 
 
 def _run_chunk(model, tokenizer, labels: list[int], index: int, settings: SampleSettings,
-               device: torch.device) -> dict:
+               device: torch.device, condition=None) -> dict:
     gen = torch.Generator(device=device).manual_seed(chunk_seed(settings.seed, index))
-    ids = generate(model, torch.tensor(labels, device=device), steps=settings.steps,
+    condition = torch.tensor(labels, device=device) if condition is None else condition
+    ids = generate(model, condition, steps=settings.steps,
                    cfg_scale=settings.cfg_scale, mask_temp=settings.mask_temp, samp_temp=settings.samp_temp,
                    schedule=settings.schedule, reuse=settings.reuse, generator=gen)  # (n, h, w)
     out = {"tokens": ids.cpu().numpy().astype(np.int64), "labels": np.asarray(labels, dtype=np.int64)}
@@ -109,8 +110,11 @@ def _replicate(obj, device: torch.device):
 def sample_to_dir(model, labels: list[int], out_dir: str | Path, settings: SampleSettings = SampleSettings(),
                   tokenizer=None, *, save_images: bool = False, devices: list[torch.device] | None = None,
                   model_id: dict | None = None, progress: bool = True, grid_size: int = 64,
-                  on_chunk: Callable[[int], None] | None = None) -> dict:
+                  on_chunk: Callable[[int], None] | None = None, conditions=None) -> dict:
     """Generates ``labels`` into ``out_dir`` (layout above); returns a summary dict.
+
+    ``conditions``: what sample i is conditioned on, row-sliceable (default: the class ``labels``);
+    e.g. ``Captions`` for a text model, ``labels`` then being the prompt indices saved with the samples.
 
     Finished chunks found in ``out_dir`` are kept (resume). ``on_chunk(i)`` is called after chunk i
     is written (tests use it to interrupt a run).
@@ -131,13 +135,16 @@ def sample_to_dir(model, labels: list[int], out_dir: str | Path, settings: Sampl
     n_chunks = (len(labels) + bs - 1) // bs
     todo = [i for i in range(n_chunks) if not _chunk_path(chunk_dir, i).is_file()]
     devices = list(devices) if devices else default_devices()[:max(1, len(todo))]
-    _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices, chunk_dir, progress, on_chunk)
+    _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices, chunk_dir, progress, on_chunk,
+                     conditions)
     return assemble(out_dir, n_chunks, save_images=save_images, grid_size=grid_size,
                     resumed=n_chunks - len(todo), devices=[str(d) for d in devices])
 
 
-def _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices, chunk_dir, progress, on_chunk):
+def _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices, chunk_dir, progress, on_chunk,
+                     conditions=None):
     bs = settings.batch_size
+    rows = lambda i: None if conditions is None else conditions[i * bs:(i + 1) * bs]  # noqa: E731
     jobs: queue.Queue[int] = queue.Queue()
     for i in todo:
         jobs.put(i)
@@ -151,7 +158,7 @@ def _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices
                     i = jobs.get_nowait()
                 except queue.Empty:
                     return
-                result = _run_chunk(own_model, own_tok, labels[i * bs:(i + 1) * bs], i, settings, device)
+                result = _run_chunk(own_model, own_tok, labels[i * bs:(i + 1) * bs], i, settings, device, rows(i))
                 sio.save_npz(_chunk_path(chunk_dir, i), **result)
                 done.put(i)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller thread
@@ -165,7 +172,7 @@ def _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices
         own_tok = tokenizer.to(dev) if isinstance(tokenizer, torch.nn.Module) else tokenizer
         with bar:
             for i in todo:
-                result = _run_chunk(own_model, own_tok, labels[i * bs:(i + 1) * bs], i, settings, dev)
+                result = _run_chunk(own_model, own_tok, labels[i * bs:(i + 1) * bs], i, settings, dev, rows(i))
                 sio.save_npz(_chunk_path(chunk_dir, i), **result)
                 bar.advance()
                 if on_chunk is not None:

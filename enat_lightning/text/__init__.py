@@ -7,7 +7,7 @@ turns a command-line spec into either.
 from .base import TextEncoder, build_text_encoder, encode_in_batches
 from .clip import CLIPTextEncoder
 from .hashing import HashTextEncoder
-from .prompts import prompt_bank, prompts_sha1, read_prompts
+from .prompts import encode_prompts, prompts_sha1, read_prompts
 
 __all__ = ["CLIPTextEncoder", "HashTextEncoder", "TextEncoder", "build_text_encoder", "encode_in_batches",
-           "prompt_bank", "prompts_sha1", "read_prompts"]
+           "encode_prompts", "prompts_sha1", "read_prompts"]

@@ -1,4 +1,5 @@
-"""Prompt files for ``enat sample --prompts``: one caption per line -> a PromptBank."""
+"""Prompts -> text conditions: prompt files for ``enat sample --prompts`` (one caption per line)
+and ``encode_prompts`` (captions -> ``Captions`` through a text encoder)."""
 from __future__ import annotations
 
 import hashlib
@@ -24,16 +25,19 @@ def prompts_sha1(prompts: list[str]) -> str:
     return hashlib.sha1("\n".join(prompts).encode()).hexdigest()
 
 
-def prompt_bank(model, prompts: list[str], encoder: TextEncoder):
-    """Encodes the prompts and wraps the TextENAT ``model`` so that label i samples prompt i."""
-    from enat_lightning.models.text import PromptBank, TextENAT
+def encode_prompts(prompts: list[str], encoder: TextEncoder, cfg=None):
+    """Captions -> the text condition of a model: ``Captions`` (float32 (N, T, Dt), bool (N, T)).
 
-    if not isinstance(model, TextENAT):
-        raise ValueError(f"--prompts needs a text-conditioned model (TextENAT), got {type(model).__name__}; "
-                         f"class-conditional models take --labels")
-    if (encoder.length, encoder.dim) != (model.cfg.text_len, model.cfg.text_dim):
-        raise ValueError(f"the text encoder gives {encoder.length} x {encoder.dim} (T x Dt) embeddings but the model "
-                         f"expects text_len={model.cfg.text_len}, text_dim={model.cfg.text_dim}: use the encoder "
-                         f"the training shards were made with")
-    text, mask = encoder.encode(prompts)
-    return PromptBank(model, text.float(), mask)
+    With ``cfg`` (the model's config) the encoder must give the model's caption shape."""
+    from enat_lightning.models import Captions
+
+    if cfg is not None:
+        if cfg.condition != "text":
+            raise ValueError(f"prompts need a text-conditioned model (condition: text), got condition="
+                             f"{cfg.condition!r}; class-conditional models take --labels")
+        if (encoder.length, encoder.dim) != (cfg.text_len, cfg.text_dim):
+            raise ValueError(f"the text encoder gives {encoder.length} x {encoder.dim} (T x Dt) embeddings but the "
+                             f"model expects text_len={cfg.text_len}, text_dim={cfg.text_dim}: use the encoder "
+                             f"the training shards were made with")
+    text, mask = encoder.encode(list(prompts))
+    return Captions(text.float(), mask.bool())
