@@ -1,5 +1,5 @@
 """Text-to-image end to end on CPU: COCO-style shards (HashTextEncoder test double) -> ENATModule
-trains a tiny TextENAT -> CFG sampling with reuse -> decode; plus sampler properties for text."""
+trains a tiny text ENAT -> CFG sampling with reuse -> decode; plus sampler properties for text."""
 from pathlib import Path
 
 import pytest
@@ -7,12 +7,12 @@ import torch
 from t2i_helpers import make_coco, tokenizer
 
 from enat_lightning.data.coco import tokenize_coco
-from enat_lightning.models import TextENAT, TextENATConfig
-from enat_lightning.models.text import TextPrompt
+from enat_lightning.models import ENAT, Captions, ENATConfig
 from enat_lightning.sampling import generate
 from enat_lightning.text import HashTextEncoder
 
-TINY = dict(codebook_size=16, grid=4, width=32, heads=4, enc_depth=2, dec_depth=1, text_dim=12, text_len=6)
+TINY = dict(codebook_size=16, grid=4, width=32, heads=4, enc_depth=2, dec_depth=1, text_dim=12, text_len=6,
+            condition="text")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def fixed_batch_loss(module, batch):
     masking[:, 1:] = masking[:1, 1:]  # same count per row
     net = module.net.eval()
     with torch.no_grad():
-        logits = net(apply_mask(tokens, masking, 16), (batch["text"], batch["text_mask"]), logits_at="masked").logits
+        logits = net(apply_mask(tokens, masking, 16), Captions(batch["text"], batch["text_mask"]),
+                     logits_at="masked").logits
     net.train()
     return float(masked_ce(logits, tokens, masking, 0.0))
 
@@ -47,7 +48,7 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
 
     torch.manual_seed(0)
     dm = TokenShardDataModule(str(coco_shards), batch_size=4, num_workers=0, shuffle_buffer=4, batches_per_epoch=5)
-    module = ENATModule(net=TextENATConfig(**TINY), lr=3e-3, betas=(0.9, 0.9), warmup_steps=0, p_uncond=0.1,
+    module = ENATModule(net=ENATConfig(**TINY), lr=3e-3, betas=(0.9, 0.9), warmup_steps=0, p_uncond=0.1,
                         reuse_prob=0.5, ema_decay=0.5)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -62,20 +63,20 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
     # the null caption came from the shards' manifest, into both networks
     ref = HashTextEncoder(dim=12, length=6).encode([""])
     for net in (module.net, module.ema):
-        assert torch.equal(net.null_mask, ref[1][0])
-        torch.testing.assert_close(net.null_text, ref[0][0], atol=1e-2, rtol=0)
+        assert torch.equal(net.conditioner.null_mask, ref[1][0])
+        torch.testing.assert_close(net.conditioner.null_text, ref[0][0], atol=1e-2, rtol=0)
 
     # checkpoint round trip: the config and null caption travel in it
     ckpt = tmp_path / "t2i.ckpt"
     trainer.save_checkpoint(ckpt)
     loaded = ENATModule.load_from_checkpoint(ckpt)
-    assert isinstance(loaded.ema, TextENAT) and loaded.cfg == module.cfg
-    assert torch.equal(loaded.ema.null_text, module.ema.null_text)
+    assert isinstance(loaded.ema, ENAT) and loaded.cfg == module.cfg
+    assert torch.equal(loaded.ema.conditioner.null_text, module.ema.conditioner.null_text)
 
     enc = HashTextEncoder(dim=12, length=6)
     text, mask = enc.encode(["a red square", "a blue sky"])
     g = torch.Generator().manual_seed(0)
-    ids = generate(loaded.ema, TextPrompt(text, mask), steps=4, cfg_scale=2.0, generator=g)
+    ids = generate(loaded.ema, Captions(text, mask), steps=4, cfg_scale=2.0, generator=g)
     assert ids.shape == (2, 4, 4) and int(ids.min()) >= 0 and int(ids.max()) < 16
     images = tokenizer().decode(ids)
     assert images.shape == (2, 3, 16, 16)
@@ -83,7 +84,7 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
 
 def tiny_model(seed=0):
     torch.manual_seed(seed)
-    model = TextENAT(TextENATConfig(**TINY)).eval()
+    model = ENAT(ENATConfig(**TINY)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -93,24 +94,26 @@ def tiny_model(seed=0):
 def test_generate_with_text_is_deterministic_and_uses_reuse():
     model = tiny_model()
     text, mask = HashTextEncoder(dim=12, length=6).encode(["a cat", "two dogs", ""])
-    run = lambda **kw: generate(model, TextPrompt(text, mask), steps=4, cfg_scale=3.0,  # noqa: E731
+    run = lambda **kw: generate(model, Captions(text, mask), steps=4, cfg_scale=3.0,  # noqa: E731
                                 generator=torch.Generator().manual_seed(1), **kw)
     a, b = run(), run()
     assert torch.equal(a, b) and a.shape == (3, 4, 4)
     _, trace = run(return_trace=True)
     assert [s.had_prev for s in trace.steps] == [False, True, True, True]
-    assert generate(model, (text, mask), steps=4, generator=torch.Generator().manual_seed(1)).shape == (3, 4, 4)
+    assert generate(model, Captions(text, mask), steps=4, generator=torch.Generator().manual_seed(1)).shape == (3, 4, 4)
+    with pytest.raises(TypeError, match="text-conditioned"):
+        generate(model, torch.tensor([0, 1, 2]), steps=4)
 
 
 def test_cfg_uses_the_null_caption():
     model = tiny_model()
     enc = HashTextEncoder(dim=12, length=6)
     null_t, null_m = enc.encode([""])
-    model.set_null_condition(null_t[0], null_m[0])
+    model.conditioner.set_null(null_t[0], null_m[0])
     text, mask = enc.encode(["a cat", "two dogs"])
 
-    def run(t, m, scale, **kw):
-        return generate(model, TextPrompt(t, m, **kw), steps=4, cfg_scale=scale, samp_temp=1.0,
+    def run(t, m, scale):
+        return generate(model, Captions(t, m), steps=4, cfg_scale=scale, samp_temp=1.0,
                         generator=torch.Generator().manual_seed(2), return_trace=True, trace_logits=True)[1]
 
     # prompting with the null caption itself: guidance is a no-op (cond == uncond rows)
@@ -119,11 +122,12 @@ def test_cfg_uses_the_null_caption():
         torch.testing.assert_close(s.cond_logits, s.uncond_logits)
     # a real prompt: the unconditional rows are the stored null caption's logits
     tr = run(text, mask, 5.0)
-    ref = model(tr.steps[1].input_ids, null_t.expand(2, -1, -1), null_m.expand(2, -1), logits_at="all").logits
+    ref = model(tr.steps[1].input_ids, Captions(null_t.expand(2, -1, -1), null_m.expand(2, -1)), logits_at="all").logits
     torch.testing.assert_close(tr.steps[1].uncond_logits, ref, atol=1e-5, rtol=1e-5)
-    # an explicit null in the prompt overrides the stored one
+    # another stored null caption changes the unconditional rows
     other_t, other_m = enc.encode(["something else entirely"])
-    tr2 = run(text, mask, 5.0, null_text=other_t[0], null_mask=other_m[0])
+    model.conditioner.set_null(other_t[0], other_m[0])
+    tr2 = run(text, mask, 5.0)
     assert not torch.allclose(tr2.steps[1].uncond_logits, tr.steps[1].uncond_logits)
 
 
@@ -132,23 +136,22 @@ def save_text_checkpoint(path, model):
                 "state_dict": {f"ema.{k}": v for k, v in model.state_dict().items()}}, path)
 
 
-def test_prompt_bank_maps_labels_to_prompts():
-    from enat_lightning.models.text import PromptBank
-    from enat_lightning.text import prompt_bank
+def test_encode_prompts_gives_the_condition():
+    from enat_lightning.text import encode_prompts
 
     model = tiny_model()
     enc = HashTextEncoder(dim=12, length=6)
-    bank = prompt_bank(model, ["a cat", "two dogs", "a red bus"], enc)
-    assert isinstance(bank, PromptBank) and len(bank) == 3
+    caps = encode_prompts(["a cat", "two dogs", "a red bus"], enc, model.cfg)
+    assert isinstance(caps, Captions) and len(caps) == 3
     text, mask = enc.encode(["a red bus", "a cat"])
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    direct = generate(model, TextPrompt(text, mask), steps=4, cfg_scale=2.0, generator=g())
-    via_bank = generate(bank, torch.tensor([2, 0]), steps=4, cfg_scale=2.0, generator=g())
-    assert torch.equal(direct, via_bank)
-    with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        generate(bank, torch.tensor([3]), steps=2)
+    direct = generate(model, Captions(text, mask), steps=4, cfg_scale=2.0, generator=g())
+    via_rows = generate(model, caps[torch.tensor([2, 0])], steps=4, cfg_scale=2.0, generator=g())
+    assert torch.equal(direct, via_rows)
     with pytest.raises(ValueError, match="text_dim=12"):
-        prompt_bank(model, ["x"], HashTextEncoder(dim=8, length=6))
+        encode_prompts(["x"], HashTextEncoder(dim=8, length=6), model.cfg)
+    with pytest.raises(ValueError, match="--labels"):
+        encode_prompts(["x"], enc, ENATConfig(codebook_size=16, grid=4, width=32, heads=4))
 
 
 def test_enat_sample_prompts_cli(tmp_path, capsys):
@@ -170,7 +173,7 @@ def test_enat_sample_prompts_cli(tmp_path, capsys):
     from enat_lightning.sampling.runner import chunk_seed
 
     text, mask = HashTextEncoder(dim=12, length=6).encode(["a red square", "a red square", "a blue sky"])
-    ref = generate(model, TextPrompt(text, mask), steps=4, cfg_scale=2.0,
+    ref = generate(model, Captions(text, mask), steps=4, cfg_scale=2.0,
                    generator=torch.Generator().manual_seed(chunk_seed(0, 0)))
     with np.load(tmp_path / "s" / "samples.npz") as z:
         assert (z["tokens"][:3] == ref.numpy()).all()
@@ -192,7 +195,7 @@ def test_enat_b_coco_yaml_values():
 
     path = COCO_YAML
     cfg = config_from_yaml(path)
-    assert isinstance(cfg, TextENATConfig)
+    assert isinstance(cfg, ENATConfig) and cfg.condition == "text"
     assert (cfg.width, cfg.heads, cfg.enc_depth, cfg.dec_depth, cfg.text_len, cfg.text_dim) == (768, 8, 15, 1, 77, 768)
     model = yaml.safe_load(path.read_text())["model"]
     assert (model["lr"], model["betas"], model["weight_decay"], model["warmup_steps"], model["p_uncond"]) == \
@@ -210,8 +213,8 @@ def test_enat_b_coco_yaml_fast_dev_run(coco_shards, tmp_path):
     path = COCO_YAML
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump({
-        "model": {"net": {"class_path": "enat_lightning.models.TextENATConfig",
-                          "init_args": {**TINY, "adaln": "none"}}},
+        "model": {"net": {"class_path": "enat_lightning.models.ENATConfig",
+                          "init_args": {**TINY, "text_adaln": "none"}}},
         "data": {"init_args": {"train_shards": str(coco_shards), "val_shards": str(coco_shards), "batch_size": 2,
                                "num_workers": 0, "codebook_size": 16, "latent_side": 4}},
         "trainer": {"default_root_dir": str(tmp_path), "logger": False, "callbacks": []}}))
@@ -221,7 +224,7 @@ def test_enat_b_coco_yaml_fast_dev_run(coco_shards, tmp_path):
 
 
 def test_fid30k_prompts_from_val_shards(coco_shards):
-    """FID-30K protocol, in miniature: one caption per val image -> PromptBank -> evaluate."""
+    """FID-30K protocol, in miniature: one caption per val image -> Captions -> evaluate."""
     from enat_lightning.evaluation.frechet import stats_from_features
     from enat_lightning.evaluation.features import Features
 
@@ -232,23 +235,24 @@ def test_fid30k_prompts_from_val_shards(coco_shards):
         def __call__(self, images):
             return Features(torch.tanh(images.flatten(1).double() / 255.0 @ self.w), None)
 
-    from enat_lightning.data.coco import prompt_bank_from_shards
+    from enat_lightning.data.coco import eval_captions
     from enat_lightning.evaluation import SamplerSettings, evaluate
 
     model = tiny_model()
-    bank = prompt_bank_from_shards(model, str(coco_shards), 3, seed=0)
-    assert len(bank) == 3 and bank.text.dtype == torch.float16
-    assert int(model.null_mask.sum()) == 2  # the shards' null caption was adopted
+    caps = eval_captions(model, str(coco_shards), 3, seed=0)
+    assert len(caps) == 3 and caps.text.dtype == torch.float16
+    assert int(model.conditioner.null_mask.sum()) == 2  # the shards' null caption was adopted
     ref = stats_from_features(torch.randn(20, 6, generator=torch.Generator().manual_seed(0),
                                           dtype=torch.float64), "toy-projection")
-    res = evaluate(bank, tokenizer(), ProjectionFeatures(), num_samples=3, ref=ref, labels=torch.arange(3),
+    res = evaluate(model, tokenizer(), ProjectionFeatures(), num_samples=3, ref=ref, conditions=caps,
                    settings=SamplerSettings(steps=3, cfg_scale=1.0), seed=0, batch_size=2, is_splits=1,
                    return_samples=True)
     assert res["num_samples"] == 3 and res["images"].shape == (3, 3, 16, 16) and res["fid"] > 0
+    assert res["labels"].tolist() == [0, 1, 2]  # sample i <-> caption i
     with pytest.raises(ValueError, match="fewer than the 9"):
-        prompt_bank_from_shards(model, str(coco_shards), 9)
-    with pytest.raises(ValueError, match="2 labels given"):
-        evaluate(bank, tokenizer(), ProjectionFeatures(), num_samples=3, ref=None, labels=torch.arange(2))
+        eval_captions(model, str(coco_shards), 9)
+    with pytest.raises(ValueError, match="2 conditions given"):
+        evaluate(model, tokenizer(), ProjectionFeatures(), num_samples=3, ref=None, conditions=caps[:2])
 
 
 def test_enat_evaluate_prompts_from_cli(coco_shards, tmp_path, capsys, monkeypatch):
@@ -286,7 +290,28 @@ def test_enat_evaluate_prompts_from_cli(coco_shards, tmp_path, capsys, monkeypat
 def test_flops_count_for_text_models():
     from enat_lightning.evaluation.flops import count_generation
 
-    both = count_generation(TextENATConfig(**TINY), 4, vq=None)
-    dec = count_generation(TextENATConfig(**TINY, text_in="decoder"), 4, vq=None)
-    longer = count_generation(TextENATConfig(**{**TINY, "text_len": 12}), 4, vq=None)
+    both = count_generation(ENATConfig(**TINY), 4, vq=None)
+    dec = count_generation(ENATConfig(**TINY, text_in="decoder"), 4, vq=None)
+    longer = count_generation(ENATConfig(**{**TINY, "text_len": 12}), 4, vq=None)
     assert len(both.per_step) == 4 and 0 < dec.gmacs_total < both.gmacs_total < longer.gmacs_total
+    # the once-per-sample caption work is counted exactly: projection T x Dt x D and, per block
+    # reading captions, their keys/values T x D x 2D, for the caption and the empty caption
+    T, Dt, D = 6, 12, 32
+    assert both.gmacs_condition * 1e9 == pytest.approx(2 * (T * Dt * D + 3 * T * D * 2 * D), rel=1e-9)
+    assert dec.gmacs_condition * 1e9 == pytest.approx(2 * (T * Dt * D + 1 * T * D * 2 * D), rel=1e-9)
+    assert count_generation(ENATConfig(**TINY), 4, vq=None, guided=False).gmacs_condition * 1e9 == \
+        pytest.approx(T * Dt * D + 3 * T * D * 2 * D, rel=1e-9)
+
+
+def test_enat_flops_on_the_coco_experiment(capsys):
+    """`enat flops -c experiments/enat_b_coco.yaml` counts the text model like a class model."""
+    import json
+
+    from enat_lightning.cli import main
+
+    assert main(["flops", "-c", str(COCO_YAML), "--steps", "8", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["config"]["condition"] == "text" and rep["reuse"] and len(rep["per_step"]) == 8
+    # ENAT-B, 77 CLIP tokens: caption projection + 16 blocks' keys/values, caption and empty caption
+    assert rep["gmacs_condition"] * 1e9 == pytest.approx(2 * (77 * 768 * 768 + 16 * 77 * 768 * 1536), rel=1e-9)
+    assert 90 < rep["gmacs_total"] < 100

@@ -90,19 +90,20 @@ def test_source_errors(tmp_path):
 
 
 def test_configure_text_model_and_eval_prompts(tmp_path):
-    from enat_lightning.models import TextENAT, TextENATConfig
+    from enat_lightning.models import ENAT, ENATConfig
 
     images, caps, _ = make_coco(tmp_path)
     enc = HashTextEncoder(dim=12, length=6)
     tokenize_coco(images, caps, tokenizer(), tmp_path / "out", resolution=16, text_encoder=enc, progress=False)
     m, _ = read_all(tmp_path / "out")
-    model = TextENAT(TextENATConfig(codebook_size=16, grid=4, width=16, heads=2, enc_depth=1, dec_depth=1,
-                                    text_dim=12, text_len=6))
+    small = dict(codebook_size=16, grid=4, width=16, heads=2, enc_depth=1, dec_depth=1)
+    model = ENAT(ENATConfig(**small, condition="text", text_dim=12, text_len=6))
     configure_text_model(model, m.text)
-    assert model.null_mask.sum() == 2
-    torch.testing.assert_close(model.null_text, enc.encode([""])[0][0], atol=1e-2, rtol=0)
-    wrong = TextENAT(TextENATConfig(codebook_size=16, grid=4, width=16, heads=2, enc_depth=1, dec_depth=1,
-                                    text_dim=8, text_len=6))
+    assert model.conditioner.null_mask.sum() == 2
+    torch.testing.assert_close(model.conditioner.null_text, enc.encode([""])[0][0], atol=1e-2, rtol=0)
+    with pytest.raises(ValueError, match="condition: text"):
+        configure_text_model(ENAT(ENATConfig(**small)), m.text)
+    wrong = ENAT(ENATConfig(**small, condition="text", text_dim=8, text_len=6))
     with pytest.raises(ValueError, match="text_dim=8"):
         configure_text_model(wrong, m.text)
     with pytest.raises(ValueError, match="hold no text"):

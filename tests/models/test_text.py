@@ -1,19 +1,25 @@
-"""TextENAT: shapes, text-as-context semantics, reuse equivalences, CFG null condition, configs."""
+"""ENAT with condition="text": shapes, text-as-context semantics, reuse equivalences, CFG null condition,
+configs, the conditioning interface."""
 import pytest
 import torch
 
-from enat_lightning.models import TextContext, TextENAT, TextENATConfig, build_model, config_from_dict
+from enat_lightning.models import ENAT, Captions, Condition, ENATConfig, build_model, config_from_dict
+from enat_lightning.models.conditioning import drop_captions, masked_mean
 from enat_lightning.models.stats import count_parameters
-from enat_lightning.models.text import drop_text, masked_mean
 
 V, L, T, DT = 32, 16, 6, 12
 TINY = dict(codebook_size=V, grid=4, width=32, heads=4, enc_depth=2, dec_depth=1, text_dim=DT, text_len=T,
-            embed_dropout=0.0)
+            embed_dropout=0.0, condition="text")
 
 
-def tiny(**kw) -> TextENAT:
+def TextConfig(**kw) -> ENATConfig:
+    """The text model's config: ENAT-B with CLIP-sized captions unless overridden."""
+    return ENATConfig(**{"width": 768, "heads": 8, "enc_depth": 15, "dec_depth": 1, "condition": "text", **kw})
+
+
+def tiny(**kw) -> ENAT:
     torch.manual_seed(0)
-    model = TextENAT(TextENATConfig(**{**TINY, **kw})).eval()
+    model = ENAT(ENATConfig(**{**TINY, **kw})).eval()
     with torch.no_grad():  # adaLN/constant modulation start at zero: perturb so every path carries signal
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -43,22 +49,23 @@ def captions(B=3, seed=2):
     mask = torch.zeros(B, T, dtype=torch.bool)
     for b, n in enumerate([T, 3, 1, 4, 2][:B]):
         mask[b, :n] = True
-    return text, mask
+    return Captions(text, mask)
 
 
-MODES = [dict(adaln=a) for a in ("none", "pooled", "constant")] + [dict(text_in="encoder"), dict(text_in="decoder"),
-                                                                    dict(shared_context_kv=True)]
+MODES = [dict(text_adaln=a) for a in ("none", "pooled", "constant")] + [
+    dict(text_in="encoder"), dict(text_in="decoder"), dict(text_shared_kv=True),
+    dict(reuse_tokens="all"), dict(reuse_layers="layerwise")]
 
 
 @pytest.mark.parametrize("kw", MODES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 def test_shapes_and_reuse_chain(kw):
     model = tiny(**kw)
-    text, mask = captions()
+    caps = captions()
     ids = masked_ids()
-    out = model(ids, text, mask)
+    out = model(ids, caps)
     assert out.logits.shape == (3, L, V) and out.feat.shape == (3, L, 32) and out.masking.shape == (3, L)
-    assert model(ids, text, mask, logits_at="masked").logits.shape == (3, 9, V)
-    ctx = model.project_text(text, mask)
+    assert model(ids, caps, logits_at="masked").logits.shape == (3, 9, V)
+    ctx = model.prepare_condition(caps)
     ids2 = reveal(ids, 4)
     out2 = model(ids2, ctx, prev=out)  # reuse with R from the previous call
     out3 = model(reveal(ids2, 5), ctx, prev=out2)  # fully revealed: decoder skipped
@@ -66,22 +73,21 @@ def test_shapes_and_reuse_chain(kw):
     assert not torch.allclose(out2.logits, model(ids2, ctx).logits)  # reuse really changes the computation
 
 
-def test_projected_context_equals_raw_text():
+def test_prepared_condition_equals_raw_captions():
     model = tiny()
-    text, mask = captions()
+    caps = captions()
     ids = masked_ids()
-    a = model(ids, text, mask)
-    b = model(ids, model.project_text(text, mask))
+    a = model(ids, caps)
+    b = model(ids, model.prepare_condition(caps))
     assert torch.equal(a.logits, b.logits)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(adaln="pooled"), dict(text_in="encoder")])
+@pytest.mark.parametrize("kw", [dict(), dict(text_adaln="pooled"), dict(text_in="encoder")])
 def test_reuse_from_all_masked_equals_plain_forward(kw):
     # With nothing visible in prev there is nothing to reuse: the newly revealed tokens read only
     # the text, exactly as the plain encoder's visible tokens do. So both paths must agree.
     model = tiny(**kw)
-    text, mask = captions()
-    ctx = model.project_text(text, mask)
+    ctx = model.prepare_condition(captions())
     all_masked = torch.full((3, L), V)
     prev = model(all_masked, ctx)
     ids = reveal(all_masked, 7)
@@ -90,188 +96,214 @@ def test_reuse_from_all_masked_equals_plain_forward(kw):
 
 def test_padding_tokens_are_ignored_and_real_tokens_matter():
     model = tiny()
-    text, mask = captions()
+    text, mask = captions().text, captions().mask
     ids = masked_ids()
     noisy = text.clone()
     noisy[~mask] = torch.randn(int((~mask).sum()), DT) * 5  # change only padding positions
-    assert torch.equal(model(ids, text, mask).logits, model(ids, noisy, mask).logits)
+    assert torch.equal(model(ids, Captions(text, mask)).logits, model(ids, Captions(noisy, mask)).logits)
     changed = text.clone()
     changed[:, 0] += 1.0  # change a real token of every row
-    diff = (model(ids, text, mask).logits - model(ids, changed, mask).logits).abs().amax(dim=(1, 2))
+    diff = (model(ids, Captions(text, mask)).logits - model(ids, Captions(changed, mask)).logits).abs().amax(dim=(1, 2))
     assert bool((diff > 1e-4).all())
-    # use_text_mask=False attends to every position, padding included
-    unmasked = tiny(use_text_mask=False)
-    assert not torch.allclose(unmasked(ids, text, mask).logits, unmasked(ids, noisy, mask).logits)
+    # text_use_mask=False attends to every position, padding included
+    unmasked = tiny(text_use_mask=False)
+    assert not torch.allclose(unmasked(ids, Captions(text, mask)).logits, unmasked(ids, Captions(noisy, mask)).logits)
 
 
 def test_rows_are_independent():
-    model = tiny(adaln="pooled")
-    text, mask = captions()
+    model = tiny(text_adaln="pooled")
+    caps = captions()
     ids = masked_ids()
-    full = model(ids, text, mask).logits
+    full = model(ids, caps).logits
     for b in range(3):
-        row = model(ids[b:b + 1], text[b:b + 1], mask[b:b + 1]).logits
+        row = model(ids[b:b + 1], caps[b:b + 1]).logits
         torch.testing.assert_close(row, full[b:b + 1], atol=1e-5, rtol=1e-5)
 
 
 def test_text_in_decoder_leaves_encoder_unconditioned():
     model = tiny(text_in="decoder")
-    text, mask = captions()
+    caps = captions()
+    shifted = Captions(caps.text + 1.0, caps.mask)
     ids = masked_ids()
-    a, b = model(ids, text, mask), model(ids, text + 1.0, mask)
+    a, b = model(ids, caps), model(ids, shifted)
     vis = ~a.masking
     assert torch.equal(a.feat[vis], b.feat[vis]) and not torch.allclose(a.feat[~vis], b.feat[~vis])
     enc = tiny(text_in="encoder")
-    a, b = enc(ids, text, mask), enc(ids, text + 1.0, mask)
+    a, b = enc(ids, caps), enc(ids, shifted)
     assert not torch.allclose(a.feat[vis], b.feat[vis])
 
 
 def test_null_condition_defaults_to_no_text_and_can_be_set():
     model = tiny()
     ids = masked_ids()
-    null_text, null_mask = model.null_condition(3)
-    assert null_text.shape == (3, T, DT) and not null_mask.any()
-    out = model(ids, null_text, null_mask)
+    cond = model.prepare_condition(captions())
+    null = model.null_condition(cond)
+    assert len(null) == 3 and null.mask.shape == (3, T) and not null.mask.any()
+    out = model(ids, null)
     assert torch.isfinite(out.logits).all()
     # with no real token, text content is irrelevant: the null is "no text tokens"
-    assert torch.equal(out.logits, model(ids, torch.randn(3, T, DT), null_mask).logits)
+    no_tokens = torch.zeros(3, T, dtype=torch.bool)
+    assert torch.equal(out.logits, model(ids, Captions(torch.randn(3, T, DT), no_tokens)).logits)
     emb, m = torch.randn(T, DT), torch.tensor([True, True] + [False] * (T - 2))
-    model.set_null_condition(emb, m)
-    nt, nm = model.null_condition(2)
-    assert torch.equal(nt[1], emb) and torch.equal(nm[0], m)
-    assert "null_text" in model.state_dict() and "null_mask" in model.state_dict()
+    model.conditioner.set_null(emb, m)
+    null = model.null_condition(cond)
+    assert torch.equal(null.mask[1], m)
+    ref = model.prepare_condition(Captions(emb.expand(3, -1, -1), m.expand(3, -1)))
+    torch.testing.assert_close(null.vector, ref.vector)
+    torch.testing.assert_close(model(ids, null).logits, model(ids, ref).logits)
+    assert "text_embed.null_text" in model.state_dict() and "text_embed.null_mask" in model.state_dict()
     with pytest.raises(ValueError, match=r"\(6, 12\)"):
-        model.set_null_condition(torch.randn(T, DT + 1), m)
+        model.conditioner.set_null(torch.randn(T, DT + 1), m)
 
 
-def test_drop_text():
-    text, mask = captions(B=5)
+def test_drop_condition():
+    model = tiny()
+    caps = captions(B=5)
     null_t, null_m = torch.full((T, DT), 7.0), torch.zeros(T, dtype=torch.bool)
-    t0, m0 = drop_text(text, mask, null_t, null_m, 0.0)
-    assert torch.equal(t0, text) and torch.equal(m0, mask)
-    t1, m1 = drop_text(text, mask, null_t, null_m, 1.0)
-    assert bool((t1 == 7).all()) and not m1.any()
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    a, b = drop_text(text, mask, null_t, null_m, 0.5, g1), drop_text(text, mask, null_t, null_m, 0.5, g2)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    dropped = (a[0] == 7).all(dim=(1, 2))
-    assert torch.equal(a[1][dropped], torch.zeros_like(a[1][dropped]))
-    assert torch.equal(a[0][~dropped], text[~dropped])
+    model.conditioner.set_null(null_t, null_m)
+    data, net = model.drop_condition(caps, 0.0)
+    assert data is net and torch.equal(net.text, caps.text) and torch.equal(net.mask, caps.mask)
+    _, d1 = model.drop_condition(caps, 1.0)
+    assert bool((d1.text == 7).all()) and not d1.mask.any()
+    _, a = model.drop_condition(caps, 0.5, torch.Generator().manual_seed(3))
+    _, b = model.drop_condition(caps, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a.text, b.text) and torch.equal(a.mask, b.mask)
+    dropped = (a.text == 7).all(dim=(1, 2))
+    assert torch.equal(a.mask[dropped], torch.zeros_like(a.mask[dropped]))
+    assert torch.equal(a.text[~dropped], caps.text[~dropped])
+
     # sharded draws: rank r of w decides like rows r::w of the global batch
     def dropped_rows(n, shard):
-        ones, m = torch.ones(n, T, DT), torch.ones(n, T, dtype=torch.bool)
-        out = drop_text(ones, m, torch.zeros(T, DT), null_m, 0.5, torch.Generator().manual_seed(4), shard=shard)
-        return (out[0] == 0).all(dim=(1, 2))
+        ones = Captions(torch.ones(n, T, DT), torch.ones(n, T, dtype=torch.bool))
+        out = drop_captions(ones, torch.zeros(T, DT), null_m, 0.5, torch.Generator().manual_seed(4), shard=shard)
+        return (out.text == 0).all(dim=(1, 2))
     assert torch.equal(dropped_rows(5, (1, 2)), dropped_rows(10, (0, 1))[1::2])
     with pytest.raises(ValueError, match="p_uncond"):
-        drop_text(text, mask, null_t, null_m, 1.5)
+        model.drop_condition(caps, 1.5)
 
 
-def test_text_context_select_and_cat():
+def test_condition_select_and_cat():
     model = tiny()
-    ctx = model.project_text(*captions())
-    both = TextContext.cat([ctx, ctx.select(slice(0, 1))])
-    assert len(both) == 4 and torch.equal(both.tokens[3], ctx.tokens[0])
-    torch.testing.assert_close(ctx.pooled, masked_mean(ctx.tokens, ctx.mask))
+    caps = captions()
+    ctx = model.prepare_condition(caps)
+    both = Condition.cat([ctx, ctx.select(slice(0, 1))])
+    assert len(both) == 4 and torch.equal(both.vector[3], ctx.vector[0]) and torch.equal(both.kv[0][3], ctx.kv[0][0])
+    torch.testing.assert_close(ctx.vector, masked_mean(model.conditioner.proj(caps.text), caps.mask))
+    # a row without padding has no mask; cat fills it in so rows keep their own masks
+    full = model.prepare_condition(Captions(caps.text, torch.ones(3, T, dtype=torch.bool)))
+    assert full.mask is None
+    mixed = Condition.cat([full, ctx])
+    assert mixed.mask[:3].all() and torch.equal(mixed.mask[3:], caps.mask)
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda m, ids, t, k: m(ids, t[:, :, :-1], k), r"\(B, 6, 12\)"),
-    (lambda m, ids, t, k: m(ids, t, k.long()), "bool"),
-    (lambda m, ids, t, k: m(ids, t), "text_mask is required"),
-    (lambda m, ids, t, k: m(ids, m.project_text(t, k), k), "only with raw"),
-    (lambda m, ids, t, k: m(ids[:2], t, k), "3 rows"),
+    (lambda m, ids, c: m(ids, Captions(c.text[:, :, :-1], c.mask)), r"\(B, 6, 12\)"),
+    (lambda m, ids, c: m(ids, Captions(c.text, c.mask.long())), "bool"),
+    (lambda m, ids, c: m(ids, (c.text, c.mask)), "Captions"),
+    (lambda m, ids, c: m(ids, torch.zeros(3, dtype=torch.long)), "Captions"),
+    (lambda m, ids, c: m(ids[:2], c), "3 rows"),
 ])
 def test_bad_text_is_refused(call, match):
     model = tiny()
-    text, mask = captions()
-    with pytest.raises(ValueError, match=match):
-        call(model, masked_ids(), text, mask)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(model, masked_ids(), captions())
 
 
 def test_config_round_trip_and_checks():
-    cfg = TextENATConfig(**TINY, adaln="pooled")
-    assert config_from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["arch"] == "text_enat"
-    assert isinstance(build_model(cfg), TextENAT)
-    for bad, match in [(dict(adaln="film"), "adaln"), (dict(text_in="all"), "text_in"),
-                       (dict(text_len=0), "text_len"), (dict(width=30), "divisible")]:
+    cfg = ENATConfig(**TINY, text_adaln="pooled")
+    assert config_from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["condition"] == "text"
+    assert isinstance(build_model(cfg), ENAT)
+    for bad, match in [(dict(text_adaln="film"), "text_adaln"), (dict(text_in="all"), "text_in"),
+                       (dict(text_len=0), "text_len"), (dict(width=30), "divisible"),
+                       (dict(condition="caption"), "condition"), (dict(attention="self_cross"), "attention")]:
         with pytest.raises(ValueError, match=match):
-            TextENATConfig(**{**TINY, **bad})
+            ENATConfig(**{**TINY, **bad})
+    with pytest.raises(ValueError, match="text_dim.*condition: text"):
+        ENATConfig(text_dim=12)  # text fields on a class model
+
+
+def test_old_text_configs_and_checkpoints_still_load():
+    """The former TextENATConfig (arch text_enat; adaln / shared_context_kv / use_text_mask; ENAT-B
+    defaults) and its state-dict names (text_proj, null_text, null_mask) are read as before."""
+    old = {"arch": "text_enat", "codebook_size": V, "grid": 4, "enc_depth": 2, "dec_depth": 1, "text_dim": DT,
+           "text_len": T, "adaln": "pooled", "text_in": "both", "shared_context_kv": True, "use_text_mask": False}
+    cfg = config_from_dict(old)
+    assert (cfg.condition, cfg.width, cfg.heads, cfg.text_adaln, cfg.text_shared_kv, cfg.text_use_mask) == \
+        ("text", 768, 8, "pooled", True, False)
+    yaml_form = {"class_path": "enat_lightning.models.TextENATConfig", "init_args": {k: v for k, v in old.items() if k != "arch"}}
+    assert config_from_dict(yaml_form) == cfg
+    model = tiny()
+    renamed = {k.replace("text_embed.proj.", "text_proj.").replace("text_embed.", ""): v
+               for k, v in model.state_dict().items()}
+    assert "text_proj.weight" in renamed and "null_text" in renamed
+    fresh = ENAT(model.cfg)
+    fresh.load_state_dict(renamed)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
 
 
 def test_parameter_counts_of_variants():
-    """ENAT-B text variants (readme table). adaLN costs 16 * 8 * D^2 (+bias); a shared context
+    """ENAT-B text variants (docs/text_to_image.md). adaLN costs 16 * 8 * D^2 (+bias); a shared context
     K/V saves 16 * 2 * D^2; without adaLN, shared K/V and the reuse MLP the count is the paper's
     ~116M (Table 5), with them all the ImageNet ENAT-B size."""
-    base = TextENATConfig()
+    base = TextConfig()
     D = base.width
     none = count_parameters(base)
-    pooled = count_parameters(TextENATConfig(adaln="pooled"))
-    const = count_parameters(TextENATConfig(adaln="constant"))
-    shared = count_parameters(TextENATConfig(shared_context_kv=True))
+    pooled = count_parameters(TextConfig(text_adaln="pooled"))
+    const = count_parameters(TextConfig(text_adaln="constant"))
+    shared = count_parameters(TextConfig(text_shared_kv=True))
     assert pooled - none == 16 * (8 * D * D + 8 * D)
     assert const - none == 16 * 8 * D
     assert none - shared == 16 * (2 * D * D + 2 * D)
-    lean = count_parameters(TextENATConfig(shared_context_kv=True, reuse_projection=False))
+    lean = count_parameters(TextConfig(text_shared_kv=True, reuse_projection=False))
     assert abs(lean / 1e6 - 116) < 1.0, lean
     # no unused parameters in the default model: every one gets a gradient
     model = tiny()
     model.train()
-    text, mask = captions()
-    out = model(masked_ids(), text, mask)
-    out2 = model(reveal(masked_ids(), 3), text, mask, prev=out)
+    caps = captions()
+    out = model(masked_ids(), caps)
+    out2 = model(reveal(masked_ids(), 3), caps, prev=out)
     out2.logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert missing == []
 
 
-def test_pair_condition_and_prepare_condition():
-    from enat_lightning.models.text import TextPrompt
-
-    model = tiny()
-    text, mask = captions()
-    ids = masked_ids()
-    ref = model(ids, text, mask).logits
-    assert torch.equal(model(ids, (text, mask)).logits, ref)
-    cond, null = model.prepare_condition(TextPrompt(text, mask))
-    assert torch.equal(model(ids, cond).logits, ref)
-    assert not null.mask.any() and len(null) == 3  # default null: the stored (unset) null condition
-    emb, m = torch.randn(T, DT), torch.tensor([True] * 2 + [False] * (T - 2))
-    _, null2 = model.prepare_condition(TextPrompt(text, mask, emb, m))
-    torch.testing.assert_close(null2.tokens[2], model.text_proj(emb))
-    c3, _ = model.prepare_condition((text, mask))
-    assert torch.equal(c3.tokens, cond.tokens)
-    assert model.prepare_condition(cond)[0] is cond
-    with pytest.raises(TypeError, match="TextPrompt"):
-        model.prepare_condition(torch.zeros(3, dtype=torch.long))
-
-
-@pytest.mark.parametrize("adaln", ["none", "pooled", "constant"])
-def test_block_forward_with_cached_text_kv_equals_block(adaln):
+@pytest.mark.parametrize("text_adaln", ["none", "pooled", "constant"])
+def test_cached_caption_kv_equals_caption_tokens_as_context(text_adaln):
+    """Block(ctx_kv=kv.A(modulated captions)) == Block reading the caption tokens as context."""
     from enat_lightning.models.blocks import Block, modulate, plain_norm
-    from enat_lightning.models.text import block_forward, text_block
 
+    model = tiny(text_adaln=text_adaln)
+    blk = model.encoder[0]
     torch.manual_seed(1)
-    blk = text_block(TextENATConfig(**{**TINY, "adaln": adaln}))
-    with torch.no_grad():
-        for p in blk.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
     x, cond, text, ctx = torch.randn(2, 5, 32), torch.randn(2, 32), torch.randn(2, 3, 32), torch.randn(2, 4, 32)
     sh, sc = blk.adaLN_modulation(cond).chunk(Block.n_mod, dim=-1)[2:4]
     text_kv = blk.attn.kv.A(modulate(plain_norm(text), sh, sc))
     mask = torch.tensor([[True, False, True] + [True] * 9, [True] * 12])[:, None, None, :]
-    torch.testing.assert_close(block_forward(blk, x, cond, text_kv, ctx, mask),
+    torch.testing.assert_close(blk(x, cond, ctx=ctx, ctx_kv=text_kv, attn_mask=mask),
                                blk(x, cond, ctx=torch.cat([text, ctx], 1), attn_mask=mask), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(block_forward(blk, x, cond, text_kv, None), blk(x, cond, ctx=text), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(block_forward(blk, x, cond, None, None), blk(x, cond), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(blk(x, cond, ctx_kv=text_kv), blk(x, cond, ctx=text), atol=1e-5, rtol=1e-5)
 
 
-def test_text_context_caches_per_block_kv():
+def test_condition_caches_per_block_kv():
     model = tiny(text_in="decoder")
-    ctx = model.project_text(*captions())
+    ctx = model.prepare_condition(captions())
     assert len(ctx.kv) == 3 and ctx.kv[0] is None and ctx.kv[1] is None and ctx.kv[2].shape == (3, T, 64)
-    both = TextContext.cat([ctx, ctx.select(slice(1, 2))])
+    both = Condition.cat([ctx, ctx.select(slice(1, 2))])
     assert both.kv[0] is None and torch.equal(both.kv[2][3], ctx.kv[2][1])
-    other = tiny(enc_depth=3)
-    with pytest.raises(ValueError, match="keys/values for 3 blocks"):
-        other(masked_ids(), ctx)
+    assert model.supports_reuse
+
+
+def test_class_and_text_models_share_the_interface():
+    """prepare / null / cat / drop / example work the same way for a class model."""
+    cls = ENAT(ENATConfig(codebook_size=V, num_classes=5, grid=4, width=32, heads=4, enc_depth=1, dec_depth=1)).eval()
+    cond = cls.prepare_condition(torch.tensor([0, 3]))
+    null = cls.null_condition(cond)
+    torch.testing.assert_close(null.vector, cls.prepare_condition(torch.tensor([5, 5])).vector)
+    ids = masked_ids(B=2)
+    both = cls(torch.cat([ids, ids]), Condition.cat([cond, null])).logits
+    torch.testing.assert_close(both[2:], cls(ids, torch.tensor([5, 5])).logits)
+    data, net = cls.drop_condition(torch.tensor([0, 1, 2, 3]), 1.0, torch.Generator().manual_seed(0))
+    assert data.tolist() == [5, 5, 5, 5] == net.tolist()
+    assert cls.example_condition(2).tolist() == [0, 0]
+    with pytest.raises(TypeError, match="class-conditional"):
+        cls.prepare_condition(captions(B=2))
