@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from enat_lightning.models import ENAT, NAT, TextENAT, config_from_dict
+from enat_lightning.models import ENAT, NAT, config_from_dict
 from enat_lightning.models.stats import count_parameters_paper
 from enat_lightning.module import ENATModule
 from enat_lightning.training_cli import run_lightning_cli
@@ -58,7 +58,7 @@ def test_config_parses_and_builds_its_model(path):
     assert path in files, f"{path}: its own compose line does not use it: {files}"
     cfg = resolved(files)
     module = build(cfg["model"])
-    assert isinstance(module.net, (ENAT, NAT, TextENAT)) and sum(p.numel() for p in module.net.parameters()) > 0
+    assert isinstance(module.net, (ENAT, NAT)) and sum(p.numel() for p in module.net.parameters()) > 0
     assert all(p.is_meta for p in module.ema.parameters())
     if "/ablations/" in path or "/strategy/" in path:
         base = resolved([f for f in files if f != path])

@@ -34,27 +34,31 @@ import torch
 from torch import nn
 
 from enat_lightning.models.blocks import SCAttention, SelfCrossBlock
+from enat_lightning.models.conditioning import ConditionedNetwork
 from enat_lightning.models.config import ATTENTION_REMOVALS
 
 from .report import atomic_write_bytes, markdown_table, pyplot, save_figure, write_csv
-from .similarity import balanced_labels, layer_modules, seeded_batches
+from .similarity import analysis_conditions, layer_modules, seeded_batches
 
 INTERACTIONS = ("mask_to_visible", "mask_to_mask", "visible_to_visible", "visible_to_mask")
 
 
 # -- pure math --------------------------------------------------------------------------------------------
 def attention_probs(attn: SCAttention, own: torch.Tensor, ctx: torch.Tensor | None = None,
-                    attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The softmax weights an ``SCAttention`` forward uses: own (B, n, D), ctx (B, Lc, D) -> (B, H, n, Lk).
+                    attn_mask: torch.Tensor | None = None, ctx_kv: torch.Tensor | None = None) -> torch.Tensor:
+    """The softmax weights an ``SCAttention`` forward uses: own (B, n, D), ctx (B, Lc, D), caption
+    keys/values ctx_kv (B, T, 2D) -> (B, H, n, Lk).
 
-    Keys are ordered [context ; own] exactly as in ``SCAttention.forward``. ``attn_mask`` as there:
-    bool (True = may attend) or additive float, broadcastable to (B, H, n, Lk).
+    Keys are ordered [caption ; context ; own] exactly as in ``SCAttention.forward``. ``attn_mask``
+    as there: bool (True = may attend) or additive float, broadcastable to (B, H, n, Lk).
     """
     B, n, D = own.shape
     H = attn.heads
     k = attn.kv.B(own)[..., :D]  # (B, n, D): keys are the first half of the 2D channels
     if ctx is not None and ctx.shape[1] > 0:
         k = torch.cat([attn.kv.A(ctx)[..., :D], k], dim=1)  # (B, Lc+n, D)
+    if ctx_kv is not None:
+        k = torch.cat([ctx_kv[..., :D], k], dim=1)  # (B, T+Lc+n, D)
     q = attn.q(own).view(B, n, H, -1).transpose(1, 2)  # (B, H, n, D/H)
     k = k.view(B, k.shape[1], H, -1).transpose(1, 2)  # (B, H, Lk, D/H)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, n, Lk)
@@ -64,16 +68,19 @@ def attention_probs(attn: SCAttention, own: torch.Tensor, ctx: torch.Tensor | No
     return scores.softmax(dim=-1)
 
 
-def interaction_mass(probs: torch.Tensor, query_is_mask: torch.Tensor, key_is_mask: torch.Tensor) -> dict:
+def interaction_mass(probs: torch.Tensor, query_is_mask: torch.Tensor, key_is_mask: torch.Tensor,
+                     key_is_text: torch.Tensor | None = None) -> dict:
     """Per-sample mean attention mass for the four query/key kinds.
 
     probs (B, H, n, Lk), query_is_mask (B, n), key_is_mask (B, Lk) -> {interaction: (B,)}; NaN for a
     sample without queries of that kind. "X_to_Y" = X queries' total weight on Y keys, averaged over
-    heads and X queries (the two masses of one query kind sum to 1).
+    heads and X queries (the two masses of one query kind sum to 1, less the weight on caption keys
+    ``key_is_text`` (B, Lk) of a text model, which are neither visible nor [MASK]).
     """
     km = key_is_mask[:, None, None, :].to(probs.dtype)  # (B, 1, 1, Lk)
+    kv = (~key_is_mask if key_is_text is None else ~key_is_mask & ~key_is_text)[:, None, None, :].to(probs.dtype)
     to_mask = (probs * km).sum(-1).mean(1)  # (B, n)
-    to_visible = (probs * (1 - km)).sum(-1).mean(1)  # (B, n); summed, not 1 - to_mask: exact zeros stay 0
+    to_visible = (probs * kv).sum(-1).mean(1)  # (B, n); summed, not 1 - to_mask: exact zeros stay 0
     out = {}
     for q_kind, q_sel in (("mask", query_is_mask), ("visible", ~query_is_mask)):
         count = q_sel.sum(1)  # (B,)
@@ -84,9 +91,11 @@ def interaction_mass(probs: torch.Tensor, query_is_mask: torch.Tensor, key_is_ma
     return out
 
 
-def key_share(query_is_mask: torch.Tensor, key_is_mask: torch.Tensor) -> torch.Tensor:
+def key_share(query_is_mask: torch.Tensor, key_is_mask: torch.Tensor,
+              key_is_text: torch.Tensor | None = None) -> torch.Tensor:
     """(B,) share of visible keys: the mask_to_visible mass uniform attention would give."""
-    return (~key_is_mask).float().mean(1)
+    visible = ~key_is_mask if key_is_text is None else ~key_is_mask & ~key_is_text
+    return visible.float().mean(1)
 
 
 # -- capture during sampling ---------------------------------------------------------------------------
@@ -152,14 +161,21 @@ def record_attention(model):
             own = args[0] if args else kwargs["own"]
             ctx = args[1] if len(args) > 1 else kwargs.get("ctx")
             mask = args[2] if len(args) > 2 else kwargs.get("attn_mask")
+            ctx_kv = args[3] if len(args) > 3 else kwargs.get("ctx_kv")  # caption keys (text models)
             Lc = 0 if ctx is None else ctx.shape[1]
             q_mask, k_mask = _kinds(role, state["masking"], state["prev"], own.shape[1], Lc)
+            k_text = None
+            if ctx_kv is not None:  # T caption keys first: neither visible nor [MASK]
+                T = ctx_kv.shape[1]
+                k_mask = torch.cat([k_mask.new_zeros(k_mask.shape[0], T), k_mask], dim=1)
+                k_text = torch.zeros_like(k_mask)
+                k_text[:, :T] = True
             with torch.no_grad():
-                probs = attention_probs(module, own, ctx, mask)  # (rows, H, n, Lk)
-                masses = interaction_mass(probs, q_mask, k_mask)
+                probs = attention_probs(module, own, ctx, mask, ctx_kv)  # (rows, H, n, Lk)
+                masses = interaction_mass(probs, q_mask, k_mask, k_text)
             for k, v in masses.items():
                 state["masses"][k][i] = v.float().cpu()
-            state["masses"]["visible_key_share"][i] = key_share(q_mask, k_mask).cpu()
+            state["masses"]["visible_key_share"][i] = key_share(q_mask, k_mask, k_text).cpu()
         return hook
 
     def model_post(_module, _args, _kwargs, _out):
@@ -210,8 +226,9 @@ def run_attention_maps(model, labels, *, steps: int = 8, generator=None, **sampl
     conditional rows (the sampler's unconditional CFG rows are left out)."""
     from enat_lightning.sampling import generate
 
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    B = labels.shape[0]
+    if not hasattr(labels, "__len__") or isinstance(labels, (list, tuple)):
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    B = len(labels)  # class labels (B,) or Captions of B rows
     with record_attention(model) as rec:
         generate(model, labels, steps=steps, generator=generator, **sample_kwargs)
     if len(rec.calls) != steps:
@@ -275,7 +292,7 @@ def write_attention_map_outputs(result: AttentionMapResult, out_dir, logger=None
 
 
 # -- inference-time attention removal ------------------------------------------------------------------
-class AttentionCut(nn.Module):
+class AttentionCut(ConditionedNetwork):
     """A NAT that always runs with one interaction cut: a drop-in for the sampler and evaluators.
 
     Holds the network as a submodule (so ``.parameters()``, ``.eval()``, devices follow it).
@@ -290,6 +307,14 @@ class AttentionCut(nn.Module):
 
     def forward(self, ids, labels, prev=None, logits_at: str = "all"):
         return self.net(ids, labels, prev=prev, logits_at=logits_at, attention_removal=self.removal)
+
+    # the network's conditioning interface (models/conditioning.py), unchanged
+    @property
+    def conditioner(self):
+        return self.net.conditioner
+
+    def condition_blocks(self):
+        return self.net.condition_blocks()
 
 
 def check_removal(net, removal: str) -> None:
@@ -397,13 +422,13 @@ def load_tokens(spec: str, limit: int | None = None) -> tuple[torch.Tensor, torc
 
 
 def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 16, labels=None, seed: int = 0,
-                           device: str = "cpu", batch_size: int = 32, logger=None, **sample_kwargs):
+                           device: str = "cpu", batch_size: int = 32, logger=None, captions=None, **sample_kwargs):
     """`enat analyze attention-maps`: per-block, per-step attention masses of a checkpoint's EMA network
     (samples in batches of ``batch_size``, batch b seeded with seed + b)."""
     from enat_lightning.sampling.checkpoint import load_generator
 
     model, cfg = load_generator(ckpt, device=device)
-    y = balanced_labels(num_samples, cfg.num_classes, labels).to(device)
+    y = analysis_conditions(cfg, num_samples, labels, captions, device)
     parts = [run_attention_maps(model, yb, steps=steps, generator=g, **sample_kwargs)
              for yb, g in seeded_batches(y, batch_size, seed, device)]
     result = concat_maps(parts)

@@ -81,7 +81,7 @@ def default_reuse(args, cfg: ModelConfig) -> bool:
     column for presets, ``model.reuse_prob: 0`` in YAML)."""
     from enat_lightning.models.config import PRESET_USES_REUSE
 
-    if not isinstance(cfg, ENATConfig):
+    if not cfg.supports_reuse:
         return False
     if getattr(args, "preset", None):
         return PRESET_USES_REUSE.get(args.preset.lower().replace("_", "-"), True)

@@ -246,8 +246,9 @@ def run_similarity(model, labels, *, steps: int = 8, layers: str = "final", gene
         raise ValueError(f"layers must be 'final' or 'all', got {layers!r}")
     if steps < 2:
         raise ValueError(f"the similarity between adjacent steps needs steps >= 2, got {steps}")
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    B = labels.shape[0]
+    if not hasattr(labels, "__len__") or isinstance(labels, (list, tuple)):
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    B = len(labels)  # class labels (B,) or Captions of B rows
     cfg = model.cfg
     if layers == "final":
         _, trace = generate(model, labels, steps=steps, generator=generator, return_trace=True, **sample_kwargs)
@@ -385,6 +386,21 @@ def balanced_labels(num_samples: int, num_classes: int, labels: list[int] | None
     return torch.tensor([pool[i % len(pool)] for i in range(num_samples)])
 
 
+def analysis_conditions(cfg, num_samples: int, labels: list[int] | None = None, captions=None,
+                        device: str | torch.device = "cpu"):
+    """What an analysis samples: class ids (``balanced_labels``), or for a text model ``captions``
+    (``Captions``, e.g. ``text.encode_prompts``) cycled to ``num_samples`` rows."""
+    if cfg.condition != "text":
+        if captions is not None:
+            raise ValueError("prompts need a text model (condition: text); this checkpoint is class-conditional")
+        return balanced_labels(num_samples, cfg.num_classes, labels).to(device)
+    if captions is None:
+        raise ValueError("this checkpoint is a text model: give prompts (--prompts FILE --text-encoder SPEC)")
+    if num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+    return captions[torch.arange(num_samples) % len(captions)]
+
+
 def seeded_batches(labels: torch.Tensor, batch_size: int, seed: int, device: str | torch.device = "cpu"):
     """Yields (labels of batch b (<= batch_size,), a generator seeded seed + b): the batching every
     analysis samples with, so its samples depend only on (labels, batch_size, seed)."""
@@ -395,13 +411,13 @@ def seeded_batches(labels: torch.Tensor, batch_size: int, seed: int, device: str
 def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int = 8,
                        num_samples: int = 16, labels: list[int] | None = None, layers: str = "final",
                        show_samples: int = 2, seed: int = 0, device: str = "cpu", batch_size: int = 32, logger=None,
-                       **sample_kwargs) -> tuple[SimilarityResult, dict[str, Path]]:
+                       captions=None, **sample_kwargs) -> tuple[SimilarityResult, dict[str, Path]]:
     """`enat analyze similarity`: load a checkpoint's EMA network, sample in batches of ``batch_size``
     (batch b seeded with seed + b), write the Fig. 5 outputs."""
     from enat_lightning.sampling.checkpoint import load_generator
 
     model, cfg = load_generator(ckpt, device=device)
-    y = balanced_labels(num_samples, cfg.num_classes, labels).to(device)
+    y = analysis_conditions(cfg, num_samples, labels, captions, device)
     parts = []
     for yb, g in seeded_batches(y, batch_size, seed, device):
         r = run_similarity(model, yb, steps=steps, layers=layers, generator=g, **sample_kwargs)

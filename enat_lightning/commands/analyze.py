@@ -10,6 +10,9 @@ def _sampler_args(p) -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--num-samples", type=int, default=16, help="samples to generate (classes cycled)")
     p.add_argument("--labels", help="comma-separated class ids to cycle through (default: all classes)")
+    p.add_argument("--prompts", help="text models: a file with one caption per line, cycled (needs --text-encoder)")
+    p.add_argument("--text-encoder", help="with --prompts: the encoder of the training shards, 'clip:DIR' or "
+                                          "'hash[:dim=..,length=..]'")
     p.add_argument("--cfg", type=float, default=2.5, help="guidance scale (ramps linearly from 0)")
     p.add_argument("--mask-temp", type=float, default=1.5)
     p.add_argument("--samp-temp", type=float, default=6.0)
@@ -66,6 +69,17 @@ def _labels(text):
         raise ValueError(f"--labels must be comma-separated integers, got {text!r}") from e
 
 
+def _captions(args):
+    """--prompts through --text-encoder -> Captions (text models), else None."""
+    if not getattr(args, "prompts", None):
+        return None
+    from enat_lightning.text import build_text_encoder, encode_prompts, read_prompts
+
+    if not args.text_encoder:
+        raise ValueError("--prompts needs --text-encoder (the encoder the training shards were made with)")
+    return encode_prompts(read_prompts(args.prompts), build_text_encoder(args.text_encoder))
+
+
 def _sample_kwargs(args) -> dict:
     return {"cfg_scale": args.cfg, "mask_temp": args.mask_temp, "samp_temp": args.samp_temp,
             "schedule": args.schedule, "reuse": not args.no_reuse}
@@ -88,7 +102,8 @@ def run(args) -> int:
             res, paths = analyze_similarity(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
                                             labels=_labels(args.labels), layers=args.layer,
                                             show_samples=args.show_samples, seed=args.seed, device=args.device,
-                                            batch_size=args.batch_size, logger=writer, **_sample_kwargs(args))
+                                            batch_size=args.batch_size, logger=writer, captions=_captions(args),
+                                            **_sample_kwargs(args))
         finally:
             if writer is not None:
                 writer.close()
@@ -106,7 +121,8 @@ def run(args) -> int:
         try:
             res, paths = analyze_attention_maps(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
                                                 labels=_labels(args.labels), seed=args.seed, device=args.device,
-                                                batch_size=args.batch_size, logger=writer, **_sample_kwargs(args))
+                                                batch_size=args.batch_size, logger=writer, captions=_captions(args),
+                                                **_sample_kwargs(args))
         finally:
             if writer is not None:
                 writer.close()

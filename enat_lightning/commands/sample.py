@@ -59,16 +59,9 @@ def config_from_yaml(path: Path):
         model = data.get("model") or {}
         candidates += [data.get("net"), model.get("net") if isinstance(model, dict) else None,
                        (model.get("init_args") or {}).get("net") if isinstance(model, dict) else None]
-    arch_of = {"ENATConfig": "enat", "NATConfig": "nat", "TextENATConfig": "text_enat"}
     for c in candidates:
-        if isinstance(c, dict):
-            if "class_path" in c:  # the class names the arch (config_from_dict would assume 'enat')
-                arch = arch_of.get(str(c["class_path"]).rsplit(".", 1)[-1])
-                c = dict(c.get("init_args") or {})
-                if arch is not None:
-                    c.setdefault("arch", arch)
-            if "width" in c or "arch" in c:
-                return config_from_dict(c)
+        if isinstance(c, dict) and ("class_path" in c or "width" in c or "arch" in c):
+            return config_from_dict(c)  # reads the class_path form too
     raise ValueError(f"{path}: no model config found (looked at the top level, net, model.net, model.init_args.net)")
 
 

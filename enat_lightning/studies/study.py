@@ -257,7 +257,7 @@ def sampling_for(study: Study, row: StudyRow, composed: dict, cfg) -> dict:
     (a model trained with reuse_prob 0 is sampled without reuse, a NAT never reuses)."""
     s = {"steps": 8, "cfg_scale": 2.5, "mask_temp": 1.5, "samp_temp": 6.0, **study.sampling, **row.sampling}
     if "reuse" not in s:
-        s["reuse"] = bool((_get(composed, "model.reuse_prob", 0.5) or 0) > 0) and hasattr(cfg, "enc_depth")
+        s["reuse"] = bool((_get(composed, "model.reuse_prob", 0.5) or 0) > 0) and cfg.supports_reuse
     return s
 
 
@@ -395,7 +395,7 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
 
     def metric(model, sampling: dict | None = None) -> dict:
         s = {**defaults, **(sampling or {})}
-        reuse = bool(s.get("reuse", hasattr(model.cfg, "enc_depth")))
+        reuse = bool(s.get("reuse", model.supports_reuse))
         settings = SamplerSettings(steps=int(s["steps"]), cfg_scale=float(s["cfg_scale"]),
                                    mask_temp=float(s["mask_temp"]), samp_temp=float(s["samp_temp"]),
                                    schedule=str(s.get("schedule", "cosine")), reuse=reuse)
