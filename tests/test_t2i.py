@@ -315,3 +315,44 @@ def test_enat_flops_on_the_coco_experiment(capsys):
     # ENAT-B, 77 CLIP tokens: caption projection + 16 blocks' keys/values, caption and empty caption
     assert rep["gmacs_condition"] * 1e9 == pytest.approx(2 * (77 * 768 * 768 + 16 * 77 * 768 * 1536), rel=1e-9)
     assert 90 < rep["gmacs_total"] < 100
+
+
+def test_enat_analyze_on_a_text_checkpoint(tmp_path, capsys):
+    """`enat analyze similarity|attention-maps` sample a text checkpoint from --prompts; caption keys
+    are neither visible nor [MASK], so a text model's two masses of a query kind sum to < 1."""
+    import csv
+
+    from enat_lightning.analysis.attention import run_attention_maps
+    from enat_lightning.cli import main
+
+    model = tiny_model()
+    save_text_checkpoint(tmp_path / "t2i.ckpt", model)
+    (tmp_path / "prompts.txt").write_text("a red square\na blue sky\n")
+    common = ["--ckpt", str(tmp_path / "t2i.ckpt"), "--steps", "3", "--num-samples", "3", "--batch-size", "2",
+              "--prompts", str(tmp_path / "prompts.txt"), "--text-encoder", "hash:dim=12,length=6"]
+    assert main(["analyze", "similarity", *common, "--out", str(tmp_path / "sim")]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "sim" / "similarity.csv")))) > 0
+    assert main(["analyze", "attention-maps", *common, "--out", str(tmp_path / "am")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "am" / "attention_maps.csv")))
+    assert len(rows) == 3 * 3
+    capsys.readouterr()
+    assert main(["analyze", "similarity", *common[:8], "--out", str(tmp_path / "x")]) == 2
+    assert "text model" in capsys.readouterr().err
+    caps = HashTextEncoder(dim=12, length=6).encode(["a cat", "two dogs"])
+    res = run_attention_maps(model, Captions(*caps), steps=3, generator=torch.Generator().manual_seed(0))
+    m = res.masses
+    total = (m["mask_to_visible"] + m["mask_to_mask"])[-1]  # the decoder block: [MASK] queries, every step
+    assert bool((total < 1 - 1e-4).all()) and bool((total > 0).all())
+
+
+def test_text_checkpoint_commands_ask_for_prompts(coco_shards, tmp_path, capsys):
+    from enat_lightning.cli import main
+
+    save_text_checkpoint(tmp_path / "t2i.ckpt", tiny_model())
+    assert main(["sample", "--ckpt", str(tmp_path / "t2i.ckpt"), "--per-class", "1", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 2
+    assert "--prompts" in capsys.readouterr().err
+    tok = tokenizer().save(tmp_path / "tok.npz")
+    assert main(["evaluate", "--ckpt", str(tmp_path / "t2i.ckpt"), "--num-samples", "2", "--tokenizer",
+                 f"demo:{tok}", "--feature", "demo"]) == 2
+    assert "--prompts-from" in capsys.readouterr().err
