@@ -46,7 +46,9 @@ def save_png(grid: torch.Tensor, path: Path) -> Path:
 class SampleGrid(pl.Callback):
     """Logs ``num_samples`` EMA samples every ``every_n_steps`` optimizer steps and at the end of fit.
 
-    labels: classes to sample (default: evenly spread over the classes); tokenizer: a
+    labels: classes to sample (default: evenly spread over the classes); prompts + text_encoder:
+    what a text model (condition: text) samples instead (captions and the shards' encoder spec,
+    e.g. 'clip:DIR'); tokenizer: a
     ``load_tokenizer`` spec (VQGAN checkpoint path, or ``{kind: demo, path: ...}``) or None for
     heatmaps; steps / cfg_scale / mask_temp / samp_temp: sampler settings; reuse: None = reuse for
     ENAT networks. A missing tokenizer file fails when the callback is built, before training.
@@ -55,7 +57,8 @@ class SampleGrid(pl.Callback):
     def __init__(self, every_n_steps: int = 1000, num_samples: int = 16, labels: list[int] | None = None,
                  tokenizer: str | dict | None = None, steps: int = 8, cfg_scale: float = 0.0,
                  mask_temp: float = 1.5, samp_temp: float = 6.0, reuse: bool | None = None, seed: int = 0,
-                 nrow: int | None = None, use_ema: bool = True):
+                 nrow: int | None = None, use_ema: bool = True, prompts: list[str] | None = None,
+                 text_encoder: str | None = None):
         if every_n_steps < 1 or num_samples < 1:
             raise ValueError(f"SampleGrid: every_n_steps and num_samples must be >= 1, got {every_n_steps}, {num_samples}")
         path = tokenizer.get("path") if isinstance(tokenizer, dict) else tokenizer
@@ -65,9 +68,16 @@ class SampleGrid(pl.Callback):
         self.tokenizer_spec, self.tokenizer = tokenizer, None
         self.sampler = dict(steps=steps, cfg_scale=cfg_scale, mask_temp=mask_temp, samp_temp=samp_temp)
         self.reuse, self.seed, self.nrow, self.use_ema = reuse, seed, nrow, use_ema
+        if bool(prompts) != bool(text_encoder):
+            raise ValueError("SampleGrid: prompts and text_encoder go together (captions for a text model)")
+        self.prompts, self.text_encoder = prompts, text_encoder
         self.last_path: Path | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if (pl_module.cfg.condition == "text") != bool(self.prompts):
+            raise ValueError("SampleGrid: a text model (condition: text) samples prompts: set init_args.prompts "
+                             "and init_args.text_encoder" if self.prompts is None else
+                             "SampleGrid: prompts need a text model (condition: text); class models take labels")
         if self.tokenizer_spec is not None and self.tokenizer is None:
             from enat_lightning.tokenizers import load_tokenizer
 
@@ -107,8 +117,14 @@ class SampleGrid(pl.Callback):
 
         net = pl_module.ema if self.use_ema else pl_module.net
         cfg = net.cfg
-        labels = self.labels or [i * cfg.num_classes // self.num_samples for i in range(self.num_samples)]
-        labels = torch.tensor(labels[: self.num_samples], dtype=torch.long, device=pl_module.device)
+        if self.prompts:  # text model: the prompts, cycled
+            from enat_lightning.text import build_text_encoder, encode_prompts
+
+            captions = encode_prompts(self.prompts, build_text_encoder(self.text_encoder), cfg)
+            labels = captions[torch.arange(self.num_samples) % len(captions)]
+        else:
+            labels = self.labels or [i * cfg.num_classes // self.num_samples for i in range(self.num_samples)]
+            labels = torch.tensor(labels[: self.num_samples], dtype=torch.long, device=pl_module.device)
         reuse = net.supports_reuse if self.reuse is None else self.reuse
         g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         ids = generate(net, labels, reuse=reuse, generator=g, **self.sampler)  # (B, side, side)

@@ -59,3 +59,20 @@ def test_decodes_through_the_demo_tokenizer():
     with pytest.raises(ValueError, match="codebook_size"):
         bad.setup(None, ENATModule(ENATConfig(codebook_size=64, num_classes=10, grid=4, width=32, heads=2,
                                               enc_depth=1, dec_depth=1)), "fit")
+
+
+def test_text_models_sample_their_prompts():
+    text = ENATConfig(codebook_size=32, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1, condition="text",
+                      text_dim=12, text_len=6)
+    module = ENATModule(text)
+    cb = SampleGrid(num_samples=3, nrow=3, steps=2, prompts=["a cat", "a dog"], text_encoder="hash:dim=12,length=6")
+    cb.setup(None, module, "fit")
+    grid = cb.sample_grid(module)
+    assert grid.shape == (3, 32 + 4, 3 * (32 + 2) + 2)  # three 4x4 heatmaps (prompts cycled)
+    with pytest.raises(ValueError, match="text model.*prompts"):
+        SampleGrid(num_samples=2).setup(None, module, "fit")
+    with pytest.raises(ValueError, match="prompts need a text model"):
+        cb.setup(None, ENATModule(ENATConfig(codebook_size=32, num_classes=4, grid=4, width=32, heads=2,
+                                             enc_depth=1, dec_depth=1)), "fit")
+    with pytest.raises(ValueError, match="go together"):
+        SampleGrid(prompts=["a cat"])
