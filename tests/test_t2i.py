@@ -356,3 +356,16 @@ def test_text_checkpoint_commands_ask_for_prompts(coco_shards, tmp_path, capsys)
     assert main(["evaluate", "--ckpt", str(tmp_path / "t2i.ckpt"), "--num-samples", "2", "--tokenizer",
                  f"demo:{tok}", "--feature", "demo"]) == 2
     assert "--prompts-from" in capsys.readouterr().err
+
+
+def test_masked_token_loss_on_text_shards(coco_shards):
+    """The validation loss of studies / analyses reads text shards as tokens + Captions."""
+    from enat_lightning.analysis.attention import load_tokens, masked_token_loss
+
+    tokens, caps = load_tokens(str(coco_shards), limit=3)
+    assert tokens.shape == (3, 16) and isinstance(caps, Captions) and caps.text.shape == (3, 6, 12)
+    model = tiny_model()
+    m = masked_token_loss(model, tokens, caps, batch_size=2)
+    assert m["loss"] > 0 and 0 <= m["acc"] <= 1
+    blank = Captions(torch.zeros_like(caps.text), torch.zeros_like(caps.mask))
+    assert masked_token_loss(model, tokens, blank, batch_size=2)["loss"] != m["loss"]  # captions are read

@@ -337,10 +337,11 @@ def removal_list(spec: str) -> list[str]:
 
 
 @torch.no_grad()
-def masked_token_loss(net, tokens: torch.Tensor, labels: torch.Tensor, *, removal: str | None = None,
+def masked_token_loss(net, tokens: torch.Tensor, labels, *, removal: str | None = None,
                       batch_size: int = 64, seed: int = 0, mask_ratio_beta=(12.0, 3.0),
                       label_smoothing: float = 0.0) -> dict:
-    """Masked-token cross-entropy / accuracy on tokens (N, L) with labels (N,).
+    """Masked-token cross-entropy / accuracy on tokens (N, L) with their conditions: labels (N,), or
+    ``Captions`` of N rows for a text model.
 
     Masks follow the training recipe (one Beta(a, b) ratio per batch, random positions) from a
     generator seeded by (seed, batch index): every ``removal`` sees exactly the same masks, so
@@ -358,7 +359,8 @@ def masked_token_loss(net, tokens: torch.Tensor, labels: torch.Tensor, *, remova
     try:
         for b, start in enumerate(range(0, tokens.shape[0], batch_size)):
             t = tokens[start:start + batch_size].to(device)
-            y = labels[start:start + batch_size].to(device)
+            y = labels[start:start + batch_size]
+            y = y.to(device) if isinstance(y, torch.Tensor) else y  # Captions move inside the network
             g = torch.Generator().manual_seed(seed * 1_000_003 + b)
             masking = sample_mask(t, sample_mask_ratio(g, *mask_ratio_beta), g)  # (b, L)
             kwargs = {} if removal is None else {"attention_removal": removal}
@@ -398,27 +400,33 @@ def removal_study(net, tokens: torch.Tensor, labels: torch.Tensor, removals: lis
     return ordered
 
 
-def load_tokens(spec: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (or the first ``limit``) samples of a token shard set -> tokens (N, L) int64, labels (N,).
+def load_tokens(spec: str, limit: int | None = None):
+    """All (or the first ``limit``) samples of a token shard set -> tokens (N, L) int64 and their
+    conditions: labels (N,), or for text shards ``Captions`` (each image's first caption).
 
     ``spec``: a shard directory with manifest.json, a manifest path or a shard pattern. Flipped copies
     are ignored (the loss is measured on the stored orientation).
     """
     from enat_lightning.data.reader import iter_shard, resolve_manifest
+    from enat_lightning.models import Captions
 
     manifest, urls, where = resolve_manifest(spec)
-    if manifest.num_classes is None:
-        raise ValueError(f"{where}: text-only shards (no class labels) cannot be used for class-conditional loss")
-    tokens, labels = [], []
+    text = manifest.text is not None
+    tokens, conds = [], []
     for url, info in zip(urls, manifest.shards):
         for _, s in iter_shard(url, manifest, expected=info.samples):
             tokens.append(torch.from_numpy(np.array(s.tokens, dtype=np.int64).reshape(-1)))
-            labels.append(int(s.label))
+            conds.append((s.text[0], s.text_mask[0]) if text else int(s.label))
             if limit is not None and len(tokens) >= limit:
-                return torch.stack(tokens), torch.tensor(labels)
+                break
+        if limit is not None and len(tokens) >= limit:
+            break
     if not tokens:
         raise ValueError(f"{where}: no samples")
-    return torch.stack(tokens), torch.tensor(labels)
+    if text:
+        return torch.stack(tokens), Captions(torch.from_numpy(np.stack([t for t, _ in conds])).float(),
+                                             torch.from_numpy(np.stack([m for _, m in conds])).bool())
+    return torch.stack(tokens), torch.tensor(conds)
 
 
 def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 16, labels=None, seed: int = 0,
