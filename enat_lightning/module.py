@@ -75,7 +75,7 @@ class ENATModule(pl.LightningModule):
         _check_fraction("model.reuse_prob", reuse_prob)
         _check_fraction("model.p_uncond", p_uncond)
         _check_fraction("model.ema_decay", ema_decay)
-        if reuse_prob > 0 and isinstance(cfg, NATConfig):
+        if reuse_prob > 0 and not cfg.supports_reuse:
             raise ValueError(f"model.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = cfg.to_dict()  # self-describing checkpoint: no architecture flags at load time
@@ -230,7 +230,7 @@ class ENATModule(pl.LightningModule):
         on such steps AdamW sees a zero gradient instead of skipping them (moments decay, weight decay
         applies), where the official code ran DDP with ``find_unused_parameters=True``.
         """
-        if not hasattr(self.net, "reuse_proj"):  # NAT: every parameter is used on every step
+        if not self.net.supports_reuse:  # NAT: every parameter is used on every step
             return torch.zeros((), device=self.device)
         params = [*self.net.encoder.parameters(), *self.net.reuse_proj.parameters()]
         return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
