@@ -35,7 +35,7 @@ class ENAT(ConditionedNetwork):
             self.label_embed = ClassCondition(cfg.num_classes, D, cfg.class_dropout_prob)
         else:
             self.text_embed = TextCondition(cfg)
-            self._register_load_state_dict_pre_hook(_rename_legacy_text_keys)
+            self.register_load_state_dict_pre_hook(_rename_legacy_text_keys)
         self.encoder = nn.ModuleList(block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth))
         self.decoder = nn.ModuleList(block(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth))
         for blk in self.condition_blocks():
@@ -153,7 +153,7 @@ _LEGACY_TEXT_KEYS = {"text_proj.": "text_embed.proj.", "null_text": "text_embed.
                      "null_mask": "text_embed.null_mask"}
 
 
-def _rename_legacy_text_keys(state_dict, prefix, *args) -> None:
+def _rename_legacy_text_keys(module, state_dict, prefix, *args) -> None:
     """Checkpoints of the former separate text model keep loading: old key names -> new ones."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
         rest = key[len(prefix):]
