@@ -64,6 +64,8 @@ class NAT(ConditionedNetwork):
         cfg = self.cfg
         masking = check_ids(ids, cfg.seq_len, cfg.mask_id)  # (B, L)
         cond = self.prepare_condition(labels, batch=ids.shape[0]).vector  # (B, D)
+        if cond.shape[0] != ids.shape[0]:
+            raise ValueError(f"the condition has {cond.shape[0]} rows but ids has {ids.shape[0]}")
         allowed = attention_allowed(masking, attention_removal or cfg.attention_removal)
         x = self.embed(ids)  # (B, L, D)
         for blk in self.blocks:
