@@ -8,17 +8,21 @@ training_step reads like the recipe:
   -> optional reuse pass: the EMA network, eval mode, no_grad, on a superset mask (§3.1)
   -> online forward with that output as ``prev`` -> masked_ce -> logs.
 
-Checkpoint layout (read by ``sampling/checkpoint.py``): ``hyper_parameters["net"]`` is
-``cfg.to_dict()``, online weights under ``net.``, EMA weights under ``ema.``.
+Checkpoint layout (read by ``sampling/checkpoint.py``): ``hyper_parameters["net"]`` is the network
+config in the YAML form ``{"class_path": "enat_lightning.models.ENATConfig", "init_args": {...}}``,
+online weights under ``net.``, EMA weights under ``ema.module.`` (a ``torch.optim.swa_utils.AveragedModel``;
+its update counter is ``ema.n_averaged``). Checkpoints of the older layout (``net`` as ``cfg.to_dict()``,
+EMA under ``ema.``) still load: ``on_load_checkpoint`` renames their keys.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import time
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, sample_mask,
                                     sample_mask_ratio, sample_reuse_mask)
@@ -29,14 +33,29 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN/inf; raised before backward so no bad update is applied."""
 
 
+def net_config_dict(cfg: NetworkConfig) -> dict:
+    """The ONE serialised form of a network config, in YAML and in checkpoints alike:
+    ``{"class_path": "enat_lightning.models.ENATConfig", "init_args": {field: value, ...}}``."""
+    return {"class_path": f"enat_lightning.models.{type(cfg).__name__}", "init_args": dataclasses.asdict(cfg)}
+
+
+def make_ema(net: nn.Module, decay: float) -> AveragedModel:
+    """The EMA copy: ``AveragedModel`` with the EMA rule ema <- decay * ema + (1 - decay) * online.
+
+    It starts as a copy of ``net``'s initial weights counted as one average (``n_averaged = 1``), so
+    the first update already blends (the official recipe) instead of AveragedModel's default copy.
+    Buffers are copied from the online network after each update (``update_ema``), not averaged.
+    """
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    ema.n_averaged.fill_(1)
+    return ema.requires_grad_(False).eval()
+
+
 @torch.no_grad()
-def update_ema(ema: nn.Module, online: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * online, parameters and float buffers alike."""
-    e_params, o_params = list(ema.parameters()), list(online.parameters())
-    if len(e_params) != len(o_params):
-        raise ValueError(f"EMA has {len(e_params)} parameters, online network {len(o_params)}")
-    torch._foreach_lerp_(e_params, [p.detach() for p in o_params], 1.0 - decay)
-    for eb, ob in zip(ema.buffers(), online.buffers()):
+def update_ema(ema: AveragedModel, online: nn.Module) -> None:
+    """One EMA step of the parameters (AveragedModel) and a copy of the buffers."""
+    ema.update_parameters(online)
+    for eb, ob in zip(ema.module.buffers(), online.buffers()):
         eb.copy_(ob)
 
 
@@ -51,8 +70,9 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 class ENATModule(pl.LightningModule):
     """Trains ``net`` with the official ENAT recipe; keeps an EMA copy that samples and teaches.
 
-    net:              the network config (``class_path: enat_lightning.models.ENATConfig`` or
-                      ``NATConfig`` in YAML; a ``cfg.to_dict()`` dict when loaded from a checkpoint)
+    net:              the network config: a config object, or its dict form (``class_path:
+                      enat_lightning.models.ENATConfig`` / ``NATConfig`` + ``init_args``, as in YAML and
+                      checkpoints; the older ``cfg.to_dict()`` form is read too)
     lr, betas, weight_decay, warmup_steps: AdamW and linear warm-up, then constant
     ema_decay:        EMA rate, updated after every optimizer step
     label_smoothing:  of the masked-token cross-entropy
@@ -78,11 +98,17 @@ class ENATModule(pl.LightningModule):
         if reuse_prob > 0 and not cfg.supports_reuse:
             raise ValueError(f"model.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
         self.save_hyperparameters(ignore=["net"])
-        self.hparams["net"] = cfg.to_dict()  # self-describing checkpoint: no architecture flags at load time
+        # self-describing checkpoint (no architecture flags at load time), in the YAML form
+        self.hparams["net"] = net_config_dict(cfg)
         self.cfg = cfg
         self.net = build_model(cfg)
-        self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
+        self.ema = make_ema(self.net, ema_decay)
         self._last_batch_end: float | None = None
+
+    @property
+    def ema_net(self) -> nn.Module:
+        """The EMA network itself (what sampling and FID use), unwrapped from its AveragedModel."""
+        return self.ema.module
 
     # -- mode: the EMA copy always runs in eval mode (no dropout), also as the reuse teacher -----------
     def train(self, mode: bool = True):
@@ -128,7 +154,7 @@ class ENATModule(pl.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        update_ema(self.ema, self.net, self.hparams.ema_decay)
+        update_ema(self.ema, self.net)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # After AMP unscaling and before clipping (Trainer.gradient_clip_val): the raw update size.
@@ -178,11 +204,8 @@ class ENATModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_factor(step, hp.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # LightningCLI marks hparams for re-parsing by jsonargparse at load time, which cannot read the
-        # cfg.to_dict() form of ``net``; a plain checkpoint loads through __init__ (config_from_dict).
-        for key in ("_instantiator", "_class_path"):
-            checkpoint.get("hyper_parameters", {}).pop(key, None)
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        upgrade_checkpoint(checkpoint)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -192,7 +215,7 @@ class ENATModule(pl.LightningModule):
         if dm is not None and self.cfg.condition == "text" and hasattr(dm, "manifest"):
             from enat_lightning.data.coco import configure_text_model  # shard text info + null caption
 
-            for net in (self.net, self.ema):
+            for net in (self.net, self.ema.module):
                 configure_text_model(net, dm.manifest("train").text, "train shards")
 
     # -- helpers ----------------------------------------------------------------------------------------
@@ -245,6 +268,21 @@ class ENATModule(pl.LightningModule):
                 f"{batch_idx}); training stopped before applying this update. Checkpoints already written are "
                 "kept (the last one holds the last good weights). Try a lower model.lr, "
                 "trainer.gradient_clip_val, or bf16-mixed instead of 16-mixed precision.")
+
+
+def upgrade_checkpoint(checkpoint: dict) -> dict:
+    """Brings a checkpoint of the older layout to the current one, in place: EMA weights ``ema.<key>``
+    -> ``ema.module.<key>`` (+ ``ema.n_averaged``), ``net`` as ``cfg.to_dict()`` -> the class_path form."""
+    sd = checkpoint.get("state_dict", {})
+    old = [k for k in sd if k.startswith("ema.") and not k.startswith("ema.module.") and k != "ema.n_averaged"]
+    for k in old:
+        sd["ema.module." + k[len("ema."):]] = sd.pop(k)
+    if old and "ema.n_averaged" not in sd:
+        sd["ema.n_averaged"] = torch.tensor(1, dtype=torch.long)
+    hp = checkpoint.get("hyper_parameters", {})
+    if isinstance(hp.get("net"), dict) and "class_path" not in hp["net"]:
+        hp["net"] = net_config_dict(config_from_dict(hp["net"]))
+    return checkpoint
 
 
 def _mix(*parts: int) -> int:

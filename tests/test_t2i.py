@@ -62,7 +62,7 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
     assert after < before - 0.3, (before, after)
     # the null caption came from the shards' manifest, into both networks
     ref = HashTextEncoder(dim=12, length=6).encode([""])
-    for net in (module.net, module.ema):
+    for net in (module.net, module.ema_net):
         assert torch.equal(net.conditioner.null_mask, ref[1][0])
         torch.testing.assert_close(net.conditioner.null_text, ref[0][0], atol=1e-2, rtol=0)
 
@@ -70,13 +70,13 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
     ckpt = tmp_path / "t2i.ckpt"
     trainer.save_checkpoint(ckpt)
     loaded = ENATModule.load_from_checkpoint(ckpt)
-    assert isinstance(loaded.ema, ENAT) and loaded.cfg == module.cfg
-    assert torch.equal(loaded.ema.conditioner.null_text, module.ema.conditioner.null_text)
+    assert isinstance(loaded.ema_net, ENAT) and loaded.cfg == module.cfg
+    assert torch.equal(loaded.ema_net.conditioner.null_text, module.ema_net.conditioner.null_text)
 
     enc = HashTextEncoder(dim=12, length=6)
     text, mask = enc.encode(["a red square", "a blue sky"])
     g = torch.Generator().manual_seed(0)
-    ids = generate(loaded.ema, Captions(text, mask), steps=4, cfg_scale=2.0, generator=g)
+    ids = generate(loaded.ema_net, Captions(text, mask), steps=4, cfg_scale=2.0, generator=g)
     assert ids.shape == (2, 4, 4) and int(ids.min()) >= 0 and int(ids.max()) < 16
     images = tokenizer().decode(ids)
     assert images.shape == (2, 3, 16, 16)

@@ -1,5 +1,6 @@
 """`enat fit|validate` / `lightning fit` through LightningCLI on a tiny in-memory config."""
 import contextlib
+import dataclasses
 import io
 import textwrap
 
@@ -8,6 +9,7 @@ import torch
 import yaml
 
 from enat_lightning import cli
+from enat_lightning.models import ENATConfig
 from enat_lightning.training_cli import run_lightning_cli
 
 
@@ -66,8 +68,12 @@ def test_fit_resume_and_validate(tiny, tmp_path):
     assert saved["model"]["net"]["init_args"]["width"] == 32
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
-    assert ckpt["hyper_parameters"]["net"]["arch"] == "enat" and ckpt["hyper_parameters"]["net"]["width"] == 32
-    assert any(k.startswith("ema.") for k in ckpt["state_dict"])
+    # ONE config form: the network exactly as in the YAML (class_path / init_args), no private keys
+    net = ckpt["hyper_parameters"]["net"]
+    assert net["class_path"] == "enat_lightning.models.ENATConfig" and set(net) == {"class_path", "init_args"}
+    assert net["init_args"] == {**dataclasses.asdict(ENATConfig()), **saved["model"]["net"]["init_args"]}
+    assert any(k.startswith("ema.module.") for k in ckpt["state_dict"])  # AveragedModel
+    assert (run / "checkpoints" / "last.ckpt.sha256").is_file()  # AtomicCheckpointIO's sidecar
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(run)).Reload().Tags()["scalars"]
@@ -80,7 +86,7 @@ def test_fit_resume_and_validate(tiny, tmp_path):
     sampler_net, cfg = load_generator(run / "checkpoints" / "last.ckpt")  # the sampler reads the EMA weights
     restored = ENATModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")  # no architecture flags
     assert cfg == restored.cfg
-    for (k, v), w in zip(restored.ema.state_dict().items(), sampler_net.state_dict().values()):
+    for (k, v), w in zip(restored.ema_net.state_dict().items(), sampler_net.state_dict().values()):
         assert torch.equal(v, w), k
 
     assert cli.main(["fit", "-c", tiny, "--trainer.max_steps", "6", "--ckpt_path", "last"]) == 0

@@ -25,7 +25,7 @@ class FIDCallback(pl.Callback):
         num_samples:   K samples per evaluation (per-class balanced labels by default)
         steps, cfg_scale, mask_temp, samp_temp, schedule, reuse: sampler settings
         seed:          the same seed at every evaluation, so curves compare like with like
-        use_ema:       sample with ``pl_module.ema`` when the module has one
+        use_ema:       sample with ``pl_module.ema_net`` when the module has one
         prefix:        metric names are ``{prefix}/fid`` etc.
     """
 
@@ -77,7 +77,7 @@ class FIDCallback(pl.Callback):
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         if self._extractor is None:
             self.setup(trainer, pl_module, "fit")
-        net = pl_module.ema if self.use_ema and hasattr(pl_module, "ema") else pl_module.net
+        net = pl_module.ema_net if self.use_ema and hasattr(pl_module, "ema_net") else pl_module.net
         device = next(net.parameters()).device
         tok = self._tokenizer.to(device) if hasattr(self._tokenizer, "to") else self._tokenizer
         if hasattr(self._extractor, "net"):

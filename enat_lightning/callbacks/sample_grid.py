@@ -115,7 +115,7 @@ class SampleGrid(pl.Callback):
         """(3, H, W) grid in [0, 1] of samples from the EMA (or online) network."""
         from enat_lightning.sampling import generate
 
-        net = pl_module.ema if self.use_ema else pl_module.net
+        net = pl_module.ema_net if self.use_ema else pl_module.net
         cfg = net.cfg
         if self.prompts:  # text model: the prompts, cycled
             from enat_lightning.text import build_text_encoder, encode_prompts

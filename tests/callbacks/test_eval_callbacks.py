@@ -61,7 +61,7 @@ def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
     from enat_lightning.data.tokenize import resolve_tokenizer
     from enat_lightning.evaluation.frechet import load_stats
 
-    direct = evaluate(module.ema, resolve_tokenizer(f"demo:{tok}"), load_feature_extractor(f"demo:{cls}"),
+    direct = evaluate(module.ema_net, resolve_tokenizer(f"demo:{tok}"), load_feature_extractor(f"demo:{cls}"),
                       num_samples=20, ref=load_stats(stats), seed=5, batch_size=10, is_splits=2,
                       settings=SamplerSettings(steps=3, cfg_scale=1.0))
     assert last["eval/fid"] == pytest.approx(direct["fid"], rel=1e-9)
