@@ -207,6 +207,19 @@ class ENATModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         upgrade_checkpoint(checkpoint)
 
+    def on_train_start(self) -> None:
+        # Resuming restores the optimizer and scheduler states, and with them the checkpoint's lr, betas
+        # and weight decay: re-apply the configured values, so the config (and the command line) wins.
+        hp = self.hparams
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group.update(betas=tuple(hp.betas), weight_decay=hp.weight_decay, initial_lr=hp.lr)
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            sched.base_lrs = [hp.lr] * len(sched.base_lrs)
+            for group in sched.optimizer.param_groups:
+                group["lr"] = hp.lr * warmup_factor(sched.last_epoch, hp.warmup_steps)
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_compatible"):

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import importlib.util
 import math
@@ -12,7 +13,7 @@ import torch
 
 from enat_lightning.data.synthetic import SyntheticTokenDataModule
 from enat_lightning.models import ENATConfig, NATConfig
-from enat_lightning.module import ENATModule, NonFiniteLossError, update_ema, warmup_factor
+from enat_lightning.module import ENATModule, NonFiniteLossError, net_config_dict, update_ema, warmup_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,13 +56,43 @@ def batch_of(n=8, seed=0):
     return {"tokens": torch.randint(32, (n, 16), generator=g), "label": torch.randint(4, (n,), generator=g)}
 
 
-def test_update_ema_is_a_lerp():
-    ema, online = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    before = ema.weight.detach().clone()
-    update_ema(ema, online, 0.9)
-    assert torch.allclose(ema.weight, 0.9 * before + 0.1 * online.weight)
-    update_ema(ema, online, 0.0)
-    assert torch.equal(ema.weight, online.weight)
+def test_ema_is_averaged_model_and_equals_the_hand_written_update():
+    """AveragedModel + get_ema_multi_avg_fn == the former hand-written rule: the EMA starts at the
+    initial weights and every step does ema <- d * ema + (1 - d) * online; buffers are copied."""
+    m = tiny_module(ema_decay=0.9)
+    assert isinstance(m.ema, torch.optim.swa_utils.AveragedModel) and m.ema_net is m.ema.module
+    m.net.register_buffer("probe", torch.zeros(3))  # a buffer: copied from the online network, not averaged
+    m.ema.module.register_buffer("probe", torch.ones(3))
+    reference = [p.detach().clone() for p in m.net.parameters()]  # hand-written EMA, same start
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        with torch.no_grad():
+            for p in m.net.parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+            m.net.probe.fill_(step + 5)
+        update_ema(m.ema, m.net)
+        reference = [0.9 * r + 0.1 * p.detach() for r, p in zip(reference, m.net.parameters())]
+    for r, e in zip(reference, m.ema_net.parameters()):
+        torch.testing.assert_close(e, r, atol=1e-6, rtol=0)
+    assert torch.equal(m.ema_net.probe, torch.full((3,), 7.0))
+    assert int(m.ema.n_averaged) == 4  # initial weights + 3 updates
+
+
+def test_old_checkpoint_layout_still_loads(tmp_path):
+    """Checkpoints written before AveragedModel (EMA under ``ema.``, net as cfg.to_dict()) resume."""
+    m = tiny_module()
+    with torch.no_grad():
+        for p in m.ema_net.parameters():
+            p.add_(1.0)
+    sd = {k: v for k, v in m.state_dict().items() if k != "ema.n_averaged"}
+    sd = {("ema." + k[len("ema.module."):] if k.startswith("ema.module.") else k): v for k, v in sd.items()}
+    old = {"state_dict": sd, "hyper_parameters": {**dict(m.hparams), "net": m.cfg.to_dict()},
+           "global_step": 3, "epoch": 0, "pytorch-lightning_version": "2.4.0"}
+    torch.save(old, tmp_path / "old.ckpt")
+    loaded = ENATModule.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.cfg == m.cfg
+    for a, b in zip(loaded.ema_net.parameters(), m.ema_net.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_warmup_is_linear_then_constant():
@@ -71,11 +102,12 @@ def test_warmup_is_linear_then_constant():
 
 def test_hparams_make_the_checkpoint_self_describing():
     m = tiny_module()
-    assert m.hparams["net"] == ENATConfig(**TINY).to_dict()
+    assert m.hparams["net"] == {"class_path": "enat_lightning.models.ENATConfig",
+                                "init_args": dataclasses.asdict(ENATConfig(**TINY))} == net_config_dict(m.cfg)
     again = ENATModule(**dict(m.hparams))  # what load_from_checkpoint does
     assert again.cfg == m.cfg
     keys = m.state_dict().keys()
-    assert any(k.startswith("net.") for k in keys) and any(k.startswith("ema.") for k in keys)
+    assert any(k.startswith("net.") for k in keys) and any(k.startswith("ema.module.") for k in keys)
     assert all(not p.requires_grad for p in m.ema.parameters())
     m.train()
     assert m.net.training and not m.ema.training  # the teacher never uses dropout
