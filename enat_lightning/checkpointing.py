@@ -26,6 +26,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from enat_lightning.errors import UserError
@@ -116,12 +117,14 @@ def newest_valid_checkpoint(candidates, log=rank_zero_warn) -> Path | None:
 # -- end of training, Ctrl-C and pre-emption ------------------------------------------------------------------
 class RunCheckpoints(pl.Callback):
     """Saves ``last.ckpt`` whenever training stops: at the end, on SIGINT (Ctrl-C) and on the SLURM
-    pre-emption signal (SIGUSR1, sent ``--signal=SIGUSR1@90`` seconds before the time limit).
+    pre-emption signal (SIGUSR1, sent ``--signal=SIGUSR1@90`` seconds before the time limit, or the
+    ``requeue_signal`` of the SLURMEnvironment plugin).
 
     Signals only raise a flag; the checkpoint is written at the next step boundary, so it never holds
     a half-applied update. All ranks agree on the flag (an all-reduce every ``sync_every`` steps when
     there are several processes; a single process checks every step without any collective). On
-    SIGUSR1 rank 0 then runs ``scontrol requeue $SLURM_JOB_ID`` and training stops; the requeued job
+    SIGUSR1 rank 0 then runs ``scontrol requeue $SLURM_JOB_ID`` (when the trainer's cluster environment
+    is ``SLURMEnvironment(auto_requeue=True)``, e.g. experiments/cluster/slurm.yaml) and training stops; the requeued job
     runs the same command with ``--ckpt_path last`` and continues from that step. A second Ctrl-C
     aborts at once (Lightning's KeyboardInterrupt path; the last complete checkpoint stays).
 
@@ -135,13 +138,19 @@ class RunCheckpoints(pl.Callback):
         self.requested: str | None = None  # "interrupt" | "preempt"
         self.stopped_by: str | None = None
         self._previous: dict[int, object] = {}
+        self.auto_requeue = False
 
     # signals -> flags
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or threading.current_thread() is not threading.main_thread():
             return
         self.requested = self.stopped_by = None
-        for signum, handler in ((signal.SIGINT, self._on_sigint), (signal.SIGUSR1, self._on_sigusr1)):
+        # single-device strategies keep no cluster environment: ask the connector, as Lightning's own handler does
+        env = getattr(trainer.strategy, "cluster_environment", None) or \
+            getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
+        self.auto_requeue = isinstance(env, SLURMEnvironment) and env.auto_requeue
+        preempt = (env.requeue_signal if isinstance(env, SLURMEnvironment) else None) or signal.SIGUSR1
+        for signum, handler in ((signal.SIGINT, self._on_sigint), (preempt, self._on_sigusr1)):
             self._previous[signum] = signal.signal(signum, handler)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -174,7 +183,7 @@ class RunCheckpoints(pl.Callback):
             return
         self.stopped_by, self.requested = self.requested, None
         save_last(trainer)
-        if self.stopped_by == "preempt" and trainer.is_global_zero:
+        if self.stopped_by == "preempt" and self.auto_requeue and trainer.is_global_zero:
             requeue()
         trainer.should_stop = True
 
@@ -214,8 +223,9 @@ def requeue() -> int:
 
 # -- one writer per run directory -------------------------------------------------------------------------------
 class RunDirLock:
-    """``<run dir>/.lock`` created with O_EXCL and holding ``<hostname> <pid>``. A lock left by a
-    process that no longer runs on this host is stale and taken over; any other lock refuses the run."""
+    """``<run dir>/.lock`` created with O_EXCL and holding ``<hostname> <pid> [<SLURM job id>]``. A lock
+    left by a process that no longer runs on this host, or by an earlier run of the same SLURM job (a
+    requeued job may land on another node), is stale and taken over; any other lock refuses the run."""
 
     def __init__(self, run_dir):
         self.path = Path(run_dir) / ".lock"
@@ -223,15 +233,19 @@ class RunDirLock:
 
     def acquire(self) -> "RunDirLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{os.uname().nodename} {os.getpid()}"
+        job = os.environ.get("SLURM_JOB_ID", "")
+        me = f"{os.uname().nodename} {os.getpid()} {job}".strip()
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self.path.read_text().split() if self.path.is_file() else []
-                if len(owner) == 2 and owner[0] == os.uname().nodename and not _pid_alive(int(owner[1])):
+                dead = len(owner) >= 2 and owner[0] == os.uname().nodename and not _pid_alive(int(owner[1]))
+                requeued = len(owner) == 3 and job and owner[2] == job  # an earlier run of this very SLURM job
+                if dead or requeued:
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
+                owner = owner[:2]
                 raise UserError(
                     f"{self.path.parent} is in use by another training run ({' pid '.join(owner) or 'unknown'}, "
                     f"lock file {self.path}); wait for it to finish, or pick another run directory "

@@ -82,3 +82,18 @@ def enat_popen(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
 
 def step_of(path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+import lightning.pytorch as pl  # noqa: E402
+
+
+class SignalAt(pl.Callback):
+    """Sends `signum` (by name) to this process when training reaches `step` (a real signal, delivered
+    mid-step: between the batch start and the optimizer step)."""
+
+    def __init__(self, step: int, signum: str = "SIGUSR1"):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(__import__("signal"), self.signum))
