@@ -237,3 +237,46 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
     for k, v in single["state_dict"].items():
         assert torch.equal(r0["state_dict"][k], r1["state_dict"][k]), k
         assert torch.allclose(r0["state_dict"][k], v, atol=1e-5, rtol=0), k
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_equal_one_process_read_every_sample_once_and_share_the_reuse_coin(tmp_path):
+    """A simulated 2-node job (2 x 1 process, gloo, MASTER_ADDR=127.0.0.1, NODE_RANK, 2 data workers each)
+    equals one process on the same global batch; every sample is read exactly once per epoch across nodes,
+    ranks and workers; every rank flips the same reuse coin at every step (docs/training.md)."""
+    script = REPO / "tests" / "_ddp_train.py"
+    port = str(_free_port())
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "NODE_RANK": str(node), "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), "2", "16", "2", "12", "2"],
+                                      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    spec = importlib.util.spec_from_file_location("_ddp_train", script)
+    single_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(single_run)
+    single_run.main(str(tmp_path), 1, 16, 1, 12)
+    r0, r1, single = (torch.load(tmp_path / f, weights_only=True)
+                      for f in ("rank0_of2.pt", "rank1_of2.pt", "rank0_of1.pt"))
+    assert r0["step"] == single["step"] == 12  # 2 epochs of 6 steps
+    for k, v in single["state_dict"].items():
+        assert torch.equal(r0["state_dict"][k], r1["state_dict"][k]), k
+        assert torch.allclose(r0["state_dict"][k], v, atol=1e-5, rtol=0), k
+    for epoch in (0, 1):
+        read = [i for r in (r0, r1) for e, batch in r["read"] if e == epoch for i in batch]
+        assert sorted(read) == list(range(96)), epoch  # each sample once per epoch, across both nodes
+    # One reuse coin for all ranks (and the same as one process's): every rank runs the same graph.
+    assert r0["reuse"] == r1["reuse"] == single["reuse"] and 0.0 in r0["reuse"] and 1.0 in r0["reuse"]
