@@ -41,9 +41,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
-        with atomic_writer(path) as tmp:
-            torch.save(checkpoint, tmp)
-        write_checksum(path)
+        try:
+            with atomic_writer(path) as tmp:
+                torch.save(checkpoint, tmp)
+            write_checksum(path)
+        except OSError as e:  # disk full, read-only folder, quota: name the file, say what was kept
+            raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous {path.name} (if any) "
+                            f"is untouched. Free space in {path.parent} (or point the run elsewhere) and resume "
+                            "with --ckpt_path last") from e
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
         problem = checkpoint_problem(path, deep=False)  # checksum + readable; the full load follows

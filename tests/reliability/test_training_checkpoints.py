@@ -125,3 +125,42 @@ def test_truncated_or_empty_explicit_checkpoint_is_one_line(tmp_path):
         rc, err = fit_here("-c", cfg, "--ckpt_path", str(bad / f))
         assert rc == 2 and "Traceback" not in err and "EOFError" not in err, err
         assert f"enat: error: --ckpt_path {bad / f}: {needle}" in err, err
+
+
+def test_disk_full_during_a_save_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from enat_lightning.errors import UserError
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "global_step": 1}, target)
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        Path(f).write_bytes(Path(f).read_bytes()[:100])  # half written when the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match=rf"cannot write checkpoint {target}: No space left on device; the previous"):
+        io.save_checkpoint({"state_dict": {"w": torch.ones(2)}, "global_step": 2}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]  # no temp file left
+    assert step_of(target) == 1 and verify_checksum(target)
+
+
+def test_pickle_payload_checkpoint_is_refused_not_run(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=2, every_n=2)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "global_step": 0, "x": Payload()}, evil)
+    rc, err = fit_here("-c", cfg, "--ckpt_path", str(evil))
+    assert rc == 2 and f"enat: error: --ckpt_path {evil}: unreadable" in err, err
+    assert not marker.exists()
