@@ -51,7 +51,7 @@ def train(config: Path, run_dir: Path, extra_args: list[str]) -> Path:
             f"--trainer.logger.init_args.name={run_dir.name}", *extra_args]
     if last.is_file():
         print(f"[demo] resuming from {last}")
-        args += ["--ckpt_path", str(last)]
+    args += ["--ckpt_path", "last"]  # resumes the newest valid checkpoint; starts fresh when there is none
     rc = run_lightning_cli(args)
     if rc != 0:
         raise UserError(f"training failed (exit code {rc}); see the messages above")

@@ -64,6 +64,10 @@ class ENATLightningCLI(LightningCLI):
     resolved here (it needs the trainer's folders), which also keeps LightningCLI from overwriting the
     config with the checkpoint's hyper-parameters: the config is what the user asked for."""
 
+    def __init__(self, *args, parser_kwargs: dict | None = None, **kwargs) -> None:
+        # omegaconf+ for every user of this CLI class (enat fit, studies, YAML resolution), unless told otherwise
+        super().__init__(*args, parser_kwargs={**PARSER_KWARGS, **(parser_kwargs or {})}, **kwargs)
+
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
@@ -280,7 +284,6 @@ def run_lightning_cli(argv: list[str]) -> int:
                 ENATModule,
                 datamodule_class=None,  # any LightningDataModule, chosen by class_path in the YAML
                 auto_configure_optimizers=False,
-                parser_kwargs=PARSER_KWARGS,
                 # a resumed run writes its resolved config again into its own log dir
                 save_config_callback=SaveConfigWithTensorBoard,
                 save_config_kwargs={"overwrite": True},

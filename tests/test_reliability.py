@@ -87,7 +87,7 @@ def test_missing_inception_weights_names_the_file(tmp_path):
 
 def test_sigkill_during_training_then_resume(tmp_path):
     """Kill -9 the demo training right after its first checkpoint; `--ckpt_path last` resumes, and no
-    checkpoint file is ever half-written (Lightning writes checkpoints through a temp file + rename)."""
+    checkpoint file is ever half-written (AtomicCheckpointIO: temp file beside the target + fsync + rename)."""
     ensure_demo_data()
     common = ["fit", "-c", DEMO, "--trainer.max_steps=120", "--trainer.val_check_interval=null",
               f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=run",
@@ -117,5 +117,5 @@ def test_sigkill_during_training_then_resume(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     final = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
     assert final["global_step"] == 120
-    assert any(k.startswith("ema.") for k in final["state_dict"])
+    assert any(k.startswith("ema.module.") for k in final["state_dict"])
     assert not [f for f in os.listdir(ckpt_dir) if f.endswith((".tmp", ".part"))]
