@@ -198,8 +198,8 @@ def check_data_against_model(model, datamodule, data_config) -> None:
     init = "data.init_args" if isinstance(data_config, dict) or hasattr(data_config, "class_path") else "data"
     for data_key, net_key in DATA_KEYS:
         have, want = hp.get(data_key), getattr(model.cfg, net_key, None)
-        if have is None or want is None or have == want:
-            continue
+        if have is None or want is None or have == want or (data_key == "num_classes" and have < want):
+            continue  # (a model may have more classes than the data uses, never fewer)
         manifest_value = _manifest_value(datamodule, data_key)
         if manifest_value == want:
             raise UserError(f"{init}.{data_key}={have} disagrees with model.net.init_args.{net_key}={want} and the "

@@ -181,3 +181,27 @@ def test_dotted_command_line_override_keeps_the_network_class():
         os.chdir(cwd)
     assert cfg["model"]["net"]["class_path"].endswith("NATConfig")
     assert cfg["model"]["net"]["init_args"]["width"] == 32 and cfg["model"]["net"]["init_args"]["depth"] == 8
+
+
+def test_data_section_interpolates_the_composed_network(tmp_path):
+    """omegaconf+: ${model.net.init_args.*} in the data section follows later -c files and flags."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    grid8 = write(tmp_path / "grid8.yaml", "model:\n  net:\n    init_args: {grid: 8}\n")
+    cfg = printed(["fit", "-c", str(repo / "experiments" / "demo.yaml"), "-c", grid8,
+                   "--model.net.init_args.codebook_size", "256"])
+    data = cfg["data"]["init_args"]
+    assert (data["latent_side"], data["codebook_size"], data["num_classes"]) == (8, 256, 10)
+    assert "${" not in (repo / "experiments" / "enat_s.yaml").read_text().split("\nmodel:")[0]  # only data interpolates
+    assert "${model.net.init_args.grid}" in (repo / "experiments" / "enat_s.yaml").read_text()
+
+
+def test_no_argv_swap_and_no_lightningcli_args_warning(tiny, monkeypatch, recwarn):
+    import sys
+
+    argv = ["enat", "fit", "-c", tiny, "--print_config"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    printed(["fit", "-c", tiny])
+    assert sys.argv == argv
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]
