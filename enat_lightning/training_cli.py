@@ -116,7 +116,8 @@ class ENATLightningCLI(LightningCLI):
             say(f"interrupted at step {trainer.global_step}; last.ckpt saved. Continue with --ckpt_path last")
             raise SystemExit(130)
         if stopped == "preempt":
-            say(f"pre-empted at step {trainer.global_step}; last.ckpt saved, job requeued")
+            then = "job requeued" if self.run_checkpoints.auto_requeue else "continue with --ckpt_path last"
+            say(f"pre-empted at step {trainer.global_step}; last.ckpt saved, {then}")
 
     def validate(self, model, **kwargs) -> None:
         kwargs["ckpt_path"] = self._eval_ckpt(model)

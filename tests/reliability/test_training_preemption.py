@@ -72,3 +72,12 @@ def test_ckpt_path_last_takes_a_newer_hpc_checkpoint(tmp_path):
     rc, err = fit_here("-c", cfg, "--trainer.max_steps", "5", "--ckpt_path", "last")
     assert rc == 0 and f"resuming from {run / 'hpc_ckpt_1.ckpt'}" in err, err
     assert step_of(ckpts / "last.ckpt") == 5
+
+
+def test_sigusr1_outside_slurm_saves_and_stops_without_requeue(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    cfg = tiny_config(tmp_path, max_steps=50, every_n=1000)
+    rc, err = fit_here("-c", cfg, _signal_at(3))
+    assert rc == 0, err
+    assert step_of(tmp_path / "run" / "checkpoints" / "last.ckpt") == 4
+    assert "pre-empted at step 4; last.ckpt saved, continue with --ckpt_path last" in err
