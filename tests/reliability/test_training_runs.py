@@ -140,3 +140,23 @@ def test_non_positive_max_steps_is_one_line(tmp_path, steps):
     rc, err = fit_here("-c", tiny_config(tmp_path), "--trainer.max_steps", steps)
     assert rc == 2 and f"trainer.max_steps={steps}: give a positive number" in err, err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_of_the_older_layout_resumes(trained):
+    """EMA under `ema.` and `net` as cfg.to_dict() (before AveragedModel / the one config form): resumes."""
+    from enat_lightning.models import config_from_dict
+
+    cfg, run = trained
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    sd = ckpt["state_dict"]
+    ema = {k: sd[k] for k in sd if k.startswith("ema.module.")}
+    ckpt["state_dict"] = {**{k: v for k, v in sd.items() if not k.startswith("ema.")},
+                          **{"ema." + k[len("ema.module."):]: v for k, v in ema.items()}}
+    ckpt["hyper_parameters"]["net"] = config_from_dict(ckpt["hyper_parameters"]["net"]).to_dict()
+    old = run.parent / "old.ckpt"
+    torch.save(ckpt, old)
+    rc, err = fit_here("-c", cfg, "--trainer.max_steps", "3", "--ckpt_path", str(old))
+    assert rc == 0, err
+    new = torch.load(last, weights_only=True)
+    assert new["global_step"] == 3 and any(k.startswith("ema.module.") for k in new["state_dict"])
