@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, sample_mask,
                                     sample_mask_ratio, sample_reuse_mask)
 from enat_lightning.models import Captions, ENATConfig, NATConfig, NetworkConfig, build_model, config_from_dict
+from enat_lightning.seeding import mix_seed
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -138,7 +139,7 @@ class ENATModule(pl.LightningModule):
                 prev = self.ema(prev_ids, lab.data, logits_at="masked")
         # Dropout draws from the global RNG: seed it from (seed, step, rank) so a resumed run repeats them.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(_mix(hp.recipe_seed, 3, self.global_step, micro, self.global_rank))
+            torch.manual_seed(mix_seed(hp.recipe_seed, 3, self.global_step, micro, self.global_rank))
             out = self.net(apply_mask(tokens, masking, cfg.mask_id), lab.net, prev=prev, logits_at="masked")
         loss = masked_ce(out.logits, tokens, masking, hp.label_smoothing)  # logits (B, Lm, V)
         self._stop_if_not_finite(loss, batch_idx)
@@ -186,7 +187,7 @@ class ENATModule(pl.LightningModule):
 
     def _eval_step(self, batch: dict, batch_idx: int, prefix: str) -> None:
         tokens, labels = self._unpack(batch)
-        g = torch.Generator().manual_seed(_mix(self.hparams.recipe_seed, 1 if prefix == "val" else 2, batch_idx, 0))
+        g = torch.Generator().manual_seed(mix_seed(self.hparams.recipe_seed, 1 if prefix == "val" else 2, batch_idx, 0))
         shard = (self.global_rank, self.trainer.world_size)
         masking = sample_mask(tokens, sample_mask_ratio(g, *self.hparams.mask_ratio_beta), g, shard)
         ids = apply_mask(tokens, masking, self.cfg.mask_id)
@@ -254,7 +255,7 @@ class ENATModule(pl.LightningModule):
 
     def _generator(self, stream: int, index: int) -> torch.Generator:
         """The step's generator: a function of (seed, step), so resuming repeats the same draws."""
-        return torch.Generator().manual_seed(_mix(self.hparams.recipe_seed, stream, self.global_step, index))
+        return torch.Generator().manual_seed(mix_seed(self.hparams.recipe_seed, stream, self.global_step, index))
 
     def _touch_idle_params(self) -> torch.Tensor:
         """0 * (one element of every encoder / reuse-projection parameter), added to the loss.
@@ -296,15 +297,6 @@ def upgrade_checkpoint(checkpoint: dict) -> dict:
     if isinstance(hp.get("net"), dict) and "class_path" not in hp["net"]:
         hp["net"] = net_config_dict(config_from_dict(hp["net"]))
     return checkpoint
-
-
-def _mix(*parts: int) -> int:
-    """A 63-bit seed from integers (distinct tuples give unrelated streams)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
 
 
 def _check_fraction(key: str, value: float) -> None:

@@ -169,12 +169,12 @@ def test_enat_sample_prompts_cli(tmp_path, capsys):
     with np.load(tmp_path / "s" / "samples.npz") as z:
         assert z["tokens"].shape == (4, 4, 4) and z["labels"].tolist() == [0, 0, 1, 1]
     assert (tmp_path / "s" / "prompts.txt").read_text().splitlines() == ["a red square", "a blue sky"]
-    # the same samples as calling the library with the same seeds (chunk i uses chunk_seed(0, i))
-    from enat_lightning.sampling.runner import chunk_seed
+    # the same samples as calling the library with the same seeds (sample i uses sample_seed(0, i))
+    from enat_lightning.seeding import sample_generators
 
     text, mask = HashTextEncoder(dim=12, length=6).encode(["a red square", "a red square", "a blue sky"])
     ref = generate(model, Captions(text, mask), steps=4, cfg_scale=2.0,
-                   generator=torch.Generator().manual_seed(chunk_seed(0, 0)))
+                   generator=sample_generators(0, range(3)))
     with np.load(tmp_path / "s" / "samples.npz") as z:
         assert (z["tokens"][:3] == ref.numpy()).all()
     capsys.readouterr()

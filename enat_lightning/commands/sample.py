@@ -35,6 +35,7 @@ def add_arguments(p) -> None:
                                       "{\"kind\": ..., \"path\": ...}; without it only token ids are saved")
     o.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
     o.add_argument("--save-images", action="store_true", help="also write one PNG per sample")
+    o.add_argument("--overwrite", action="store_true", help="replace samples in --out made with other settings")
     o.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: all GPUs, else CPU)")
     o.add_argument("--no-progress", action="store_true")
 
@@ -114,7 +115,9 @@ def load_tokenizer_spec(spec: str | None):
 def run(args) -> int:
     import torch
 
-    from enat_lightning.sampling.runner import SampleSettings, class_labels, sample_to_dir
+    from enat_lightning.prediction import sample_to_dir
+    from enat_lightning.sampling.runner import SampleRun, class_labels
+    from enat_lightning.sampling.settings import SamplerSettings
 
     model, model_id = load_model(args)
     conditions = None
@@ -127,21 +130,21 @@ def run(args) -> int:
         labels = [i for i in range(len(prompts)) for _ in range(args.per_class or 1)]
         conditions = encode_prompts(prompts, build_text_encoder(args.text_encoder), model.cfg)[torch.tensor(labels)]
         model_id = {**model_id, "prompts_sha1": prompts_sha1(prompts), "text_encoder": args.text_encoder}
-        from enat_lightning.sampling.io import atomic_write_bytes
-
-        Path(args.out).mkdir(parents=True, exist_ok=True)  # labels in samples.npz index prompts.txt lines
-        atomic_write_bytes(Path(args.out) / "prompts.txt", ("\n".join(prompts) + "\n").encode())
+        extra = {"prompts.txt": ("\n".join(prompts) + "\n").encode()}  # labels in samples.npz index its lines
     elif model.cfg.condition == "text":
         raise ValueError("this is a text model: give --prompts FILE (one caption per line) and --text-encoder")
     else:
+        extra = None
         labels = class_labels(model.cfg.num_classes, parse_labels(args.labels) if args.labels else None, args.per_class)
     tokenizer = load_tokenizer_spec(args.tokenizer)
-    settings = SampleSettings(steps=args.steps, cfg_scale=args.cfg, mask_temp=args.mask_temp,
-                              samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse,
-                              seed=args.seed, batch_size=args.batch_size)
-    devices = [torch.device(args.device)] if args.device else None
-    r = sample_to_dir(model, labels, args.out, settings, tokenizer, save_images=args.save_images,
-                      devices=devices, model_id=model_id, progress=not args.no_progress, conditions=conditions)
+    settings = SamplerSettings(steps=args.steps, cfg_scale=args.cfg, mask_temp=args.mask_temp,
+                               samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse)
+    r = sample_to_dir(model, labels, args.out, settings, tokenizer, run=SampleRun(args.seed, args.batch_size),
+                      save_images=args.save_images, overwrite=args.overwrite, device=args.device,
+                      model_id=model_id, progress=not args.no_progress, extra_files=extra,
+                      conditions=conditions)
+    if "samples_npz" not in r:  # a rank > 0 of a multi-GPU run: rank 0 reports
+        return 0
     print(f"{r['num_samples']} samples on {', '.join(r['devices'])} ({r['resumed']} chunks resumed) -> {r['samples_npz']}")
     if r["decoded"]:
         print(f"grid: {r['grid']}" + (f"; images: {r['images_dir']}" if "images_dir" in r else ""))

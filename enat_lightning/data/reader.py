@@ -22,7 +22,6 @@ bool (B, T) for text data).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -38,6 +37,8 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset import tariterators
 from webdataset.shardlists import expand_urls
+
+from enat_lightning.seeding import mix_seed
 
 from .format import MANIFEST_NAME, BadDataError, Manifest, Sample, check_sample, decode_sample
 
@@ -219,13 +220,6 @@ def split_range(total: int, parts: int, index: int) -> tuple[int, int]:
     return total * index // parts, total * (index + 1) // parts
 
 
-def stream_seed(*parts: int) -> int:
-    """A 63-bit seed from a hash of ``parts`` (seed, start step, epoch, rank, worker, purpose), so
-    nearby tuples give unrelated streams (and no PYTHONHASHSEED dependence)."""
-    digest = hashlib.sha256(repr(tuple(int(p) for p in parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def _worker() -> tuple[int, int]:
     info = get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
@@ -323,10 +317,10 @@ class TrainStream(IterableDataset):
         counts = {u: s.samples for u, s in zip(self.urls, self.manifest.shards)}
         pipeline = wds.DataPipeline(
             # deterministic: the seed is ours alone (no pid, time or environment mixed in)
-            wds.ResampledShards(mine, seed=stream_seed(*base, 0), worker_seed=lambda: 0, deterministic=True),
+            wds.ResampledShards(mine, seed=mix_seed(*base, 0), worker_seed=lambda: 0, deterministic=True),
             read_shards(self.manifest, counts, self.skip, give_up_after=4 * len(mine) + 8),
-            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(stream_seed(*base, 1))),
-            wds.batched(self.cfg.batch_size, collation_fn=_AugmentingCollate(self.use_flip, stream_seed(*base, 2)),
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(mix_seed(*base, 1))),
+            wds.batched(self.cfg.batch_size, collation_fn=_AugmentingCollate(self.use_flip, mix_seed(*base, 2)),
                         partial=False),
         )
         return pipeline.with_epoch(nbatches=quota)

@@ -3,8 +3,8 @@
 Shape letters: N samples in total, n on this rank, F features, C feature-network classes.
 
 Data parallel without changing the result: the N samples are cut into global chunks of
-``batch_size``; chunk c has labels fixed by its index and its own generator seed
-(``sampling.runner.chunk_seed(seed, c)``), and rank r runs chunks c = r, r + W, ... . Features
+``batch_size``; chunk c has labels fixed by its index, sample i draws from its own generator
+(``seeding.sample_seed(seed, i)``), and rank r runs chunks c = r, r + W, ... . Features
 are gathered in global index order, so 1 process and W processes compute the same numbers.
 Ranks talk through ``torch.distributed`` when a process group is initialised (Lightning's DDP,
 or ``torchrun``); nothing here imports Lightning.
@@ -84,12 +84,12 @@ def generate_images(model, tokenizer, labels: torch.Tensor, settings: SamplerSet
     ``conditions``: what sample i is conditioned on, row-sliceable (default: ``labels``), e.g.
     ``Captions`` for a text model."""
     from enat_lightning.sampling import generate
-    from enat_lightning.sampling.runner import chunk_seed
+    from enat_lightning.seeding import sample_generators
 
     device = next(model.parameters()).device
     idx, imgs = [], []
     for c, start, stop in my_chunks(len(labels), batch_size, rank, world_size):
-        gen = torch.Generator(device=device).manual_seed(chunk_seed(seed, c))
+        gen = sample_generators(seed, range(start, stop), device)  # sample i: seed (seed, i)
         cond = labels[start:stop].to(device) if conditions is None else conditions[start:stop]
         ids = generate(model, cond, steps=settings.steps, cfg_scale=settings.cfg_scale,
                        mask_temp=settings.mask_temp, samp_temp=settings.samp_temp, schedule=settings.schedule,

@@ -20,6 +20,8 @@ from numpy.lib import format as npformat
 
 from enat_lightning.fileio import atomic_write_bytes, atomic_writer  # noqa: F401 (atomic_write_bytes: re-exported)
 
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the zip epoch: no wall-clock time in sample files
+
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     buf = io.BytesIO()
@@ -31,14 +33,17 @@ def save_npz_streamed(path: str | os.PathLike, arrays: dict[str, tuple[tuple[int
     """Writes an .npz without holding the arrays in memory (a 50k x 256 x 256 x 3 set is ~10 GB).
 
     ``arrays``: name -> (shape, dtype, iterable of array parts whose concatenation along axis 0
-    has that shape). The result is what ``np.savez`` writes and ``np.load`` reads. Atomic.
+    has that shape). The result is what ``np.savez`` writes and ``np.load`` reads. Atomic and
+    reproducible: the zip entries carry a fixed date, so equal arrays give byte-identical files.
     """
     path = Path(path)
     with atomic_writer(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, (shape, dtype, parts) in arrays.items():
                 dtype = np.dtype(dtype)
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
+                entry.compress_type = zipfile.ZIP_STORED
+                with zf.open(entry, "w", force_zip64=True) as f:
                     npformat.write_array_header_1_0(f, {"descr": npformat.dtype_to_descr(dtype),
                                                         "fortran_order": False, "shape": tuple(shape)})
                     written = 0

@@ -20,6 +20,7 @@ that order per step).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,8 @@ from enat_lightning.models.conditioning import Condition
 from enat_lightning.models.tokens import ENATOutput, split_positions
 
 from .schedules import Schedule, masked_counts
+
+Generators = Optional[Union[torch.Generator, Sequence[torch.Generator]]]  # one for the batch, or one per sample
 
 SAMP_TEMP_FLOOR = 1e-3  # REPRO: official floor on the annealed sampling temperature
 
@@ -70,8 +73,16 @@ class GenerationTrace:
         return torch.stack(values)
 
 
-def gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard Gumbel(0, 1) noise drawn on the generator's device, returned on ``device``."""
+def gumbel(shape: tuple[int, ...], generator: Generators, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel(0, 1) noise drawn on the generator's device, returned on ``device``.
+
+    ``generator`` may be a sequence of generators, one per row (``shape[0]``): row i then draws only
+    from generator i, so a sample's noise does not depend on its batch (``seeding.sample_generators``).
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
+        return torch.cat([gumbel((1, *shape[1:]), g, device) for g in generator])
     gen_device = generator.device if generator is not None else device
     u = torch.rand(shape, generator=generator, device=gen_device)
     u.clamp_(min=torch.finfo(u.dtype).tiny)  # rand may return exactly 0 -> -log(-log 0) = -inf
@@ -97,7 +108,7 @@ def _state_is_empty_when_all_masked(model) -> bool:
 @torch.no_grad()
 def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp: float = 1.5,
              samp_temp: float = 6.0, schedule: Schedule = "cosine", reuse: bool = True,
-             generator: torch.Generator | None = None, return_trace: bool = False,
+             generator: Generators = None, return_trace: bool = False,
              trace_logits: bool = False):
     """Sample token grids for the condition ``labels`` -> ids (B, grid, grid) int64.
 
@@ -107,7 +118,8 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
     for all steps and ``model.null_condition`` gives the unconditional one (null label / empty
     caption) for the CFG rows. ``reuse=False``
     never passes the previous output (the paper's "w/o reuse" rows). With ``return_trace`` the
-    result is ``(ids, GenerationTrace)``; ``trace_logits`` also records full (B, L, V) logits (the
+    result is ``(ids, GenerationTrace)``; ``generator`` is one generator for the batch or a list of B
+    (one per sample, see ``gumbel``); ``trace_logits`` also records full (B, L, V) logits (the
     normal path computes the output head at masked positions only).
     """
     cfg = model.cfg

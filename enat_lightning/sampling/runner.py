@@ -1,55 +1,58 @@
-"""Sample many images to a folder, resumably and data-parallel (the library behind `enat sample`).
+"""The pure pieces of a sample folder (``enat sample``): layout, manifest, overwrite rules, chunks.
+
+The Lightning side (``enat_lightning.prediction``: ``Trainer.predict`` + a prediction writer) runs
+the chunks; everything here is torch / numpy / files and imports no Lightning.
 
 Layout of ``out_dir``:
-    chunks/manifest.json    the settings of the run; a resume with other settings is refused
+    chunks/manifest.json    what made the folder: sampler settings, run options, model, labels;
+                            a rerun with other settings is refused (``--overwrite`` replaces the run)
     chunks/chunk_000000.npz tokens (n, h, w), labels (n,), images uint8 (n, H, W, 3) if decoded
     samples.npz             arr_0 uint8 (N, H, W, 3) [with a tokenizer], labels (N,), tokens (N, h, w)
     grid.png                up to ``grid_size`` evenly spaced samples [with a tokenizer]
     images/000000_c7.png    one PNG per sample [with save_images]
 
-Chunk i holds samples [i*batch_size, (i+1)*batch_size) and draws from its own generator seeded
-with ``chunk_seed(seed, i)``, so the result does not depend on how many devices ran, or on where
-an interrupted run stopped (same seed and device type -> same samples).
-
-Devices: ``devices=None`` uses every CUDA device when there are several (one worker thread and one
-model copy per device, chunks handed out from a shared queue), else cuda:0, else the CPU.
+Chunk c holds samples [c*batch_size, (c+1)*batch_size). Sample i draws from its own generator
+seeded with ``seeding.sample_seed(seed, i)``, so a sample does not depend on how many processes
+ran, which of them made its chunk, or where an interrupted run stopped.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import queue
-import threading
+import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+
+from enat_lightning.errors import UserError
+from enat_lightning.seeding import sample_generators
 
 from . import io as sio
 from .iterative import generate
 from .settings import SamplerSettings
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+OUTPUT_FILES = ("samples.npz", "grid.png", "prompts.txt")  # files of out_dir a run writes (besides chunks/, images/)
+IMAGE_NAME = re.compile(r"^\d{6}_c\d+\.png$")
 
 
 @dataclass(frozen=True)
-class SampleSettings(SamplerSettings):
-    """The sampler settings plus what fixes a sample directory's chunks (all recorded in its manifest)."""
+class SampleRun:
+    """How a sampling run is cut and seeded (not sampler settings: those are ``SamplerSettings``).
+
+    seed:       sample i draws from ``seeding.sample_seed(seed, i)``
+    batch_size: samples per chunk (one ``predict_step``); chunk files are the unit of resuming
+    """
 
     seed: int = 0
     batch_size: int = 32
 
-
-def chunk_seed(seed: int, index: int) -> int:
-    return (seed * 1_000_003 + index) % (2 ** 63)
-
-
-def default_devices() -> list[torch.device]:
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [torch.device(f"cuda:{i}") for i in range(n)] if n else [torch.device("cpu")]
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
 
 
 def class_labels(num_classes: int, labels: list[int] | None = None, per_class: int | None = None) -> list[int]:
@@ -65,184 +68,150 @@ def class_labels(num_classes: int, labels: list[int] | None = None, per_class: i
     return [c for c in base for _ in range(per_class or 1)]
 
 
-def _manifest(labels: list[int], settings: SampleSettings, model_id: dict, tokenizer_id: dict | None) -> dict:
+# -- the manifest and the overwrite rule ------------------------------------------------------------
+def manifest(labels: list[int], settings: SamplerSettings, run: SampleRun, model_id: dict,
+             tokenizer_id: dict | None) -> dict:
+    """What makes a folder's samples: a rerun with an equal manifest resumes, any other is refused."""
     return {"version": MANIFEST_VERSION, "num_samples": len(labels),
             "labels_sha1": hashlib.sha1(json.dumps(labels).encode()).hexdigest(),
-            "settings": asdict(settings), "model": model_id, "tokenizer": tokenizer_id}
+            "settings": asdict(settings), "run": asdict(run), "model": model_id, "tokenizer": tokenizer_id}
 
 
-def _check_or_write_manifest(chunk_dir: Path, manifest: dict) -> None:
-    path = chunk_dir / "manifest.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-        if diff:
-            raise ValueError(f"{path} belongs to a run with other settings (differs in {diff}); "
-                             f"use another --out or delete {chunk_dir}")
-        return
-    sio.atomic_write_bytes(path, json.dumps(manifest, indent=2).encode())
+def manifest_path(out_dir: Path) -> Path:
+    return Path(out_dir) / "chunks" / "manifest.json"
 
 
-def _chunk_path(chunk_dir: Path, i: int) -> Path:
-    return chunk_dir / f"chunk_{i:06d}.npz"
+def chunk_path(out_dir: Path, c: int) -> Path:
+    return Path(out_dir) / "chunks" / f"chunk_{c:06d}.npz"
 
 
-def _run_chunk(model, tokenizer, labels: list[int], index: int, settings: SampleSettings,
-               device: torch.device, condition=None) -> dict:
-    gen = torch.Generator(device=device).manual_seed(chunk_seed(settings.seed, index))
-    condition = torch.tensor(labels, device=device) if condition is None else condition
-    ids = generate(model, condition, steps=settings.steps,
-                   cfg_scale=settings.cfg_scale, mask_temp=settings.mask_temp, samp_temp=settings.samp_temp,
-                   schedule=settings.schedule, reuse=settings.reuse, generator=gen)  # (n, h, w)
-    out = {"tokens": ids.cpu().numpy().astype(np.int64), "labels": np.asarray(labels, dtype=np.int64)}
+def existing_outputs(out_dir: Path) -> list[Path]:
+    """The files of ``out_dir`` a sampling run writes (and an overwrite removes); other files are left alone."""
+    out_dir = Path(out_dir)
+    found = [out_dir / name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    chunks = out_dir / "chunks"
+    if chunks.is_dir():
+        found += sorted(p for p in chunks.iterdir() if p.name == "manifest.json" or re.match(r"^chunk_\d+\.npz$", p.name))
+    images = out_dir / "images"
+    if images.is_dir():
+        found += sorted(p for p in images.iterdir() if IMAGE_NAME.match(p.name))
+    return found
+
+
+def check_out_dir(out_dir: Path, new: dict, overwrite: bool) -> str:
+    """'fresh' (nothing of ours there), 'resume' (same manifest) or 'overwrite'; read-only.
+
+    Refuses (UserError) outputs that exist and were not made with the same settings, unless
+    ``overwrite``. Every process of a run calls it before any of them writes.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder")
+    found = existing_outputs(out_dir)
+    if not found:
+        return "fresh"
+    mpath = manifest_path(out_dir)
+    try:
+        old = json.loads(mpath.read_text()) if mpath.is_file() else None
+    except (OSError, ValueError):
+        old = None
+    if old == new:
+        return "resume"
+    if overwrite:
+        return "overwrite"
+    if old is None:
+        why = f"{found[0]} exists and no {mpath} says what made it"
+    else:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        why = f"{mpath} belongs to a run with other settings (differs in {diff})"
+    raise UserError(f"{why}; use another --out, or --overwrite to replace the earlier samples")
+
+
+def prepare_out_dir(out_dir: Path, new: dict, mode: str) -> None:
+    """Readies ``out_dir`` for this run (one process only): 'overwrite' first removes every output of
+    the earlier run (chunks, samples.npz, grid, PNGs, prompts), so no stale file stays beside the new
+    ones; 'resume' keeps them (same settings: the same samples). Writes the manifest."""
+    out_dir = Path(out_dir)
+    if mode == "overwrite":
+        for p in existing_outputs(out_dir):
+            p.unlink()
+        _remove_if_empty(out_dir / "images")
+    (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
+    sio.atomic_write_bytes(manifest_path(out_dir), json.dumps(new, indent=2).encode())
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+# -- chunks ------------------------------------------------------------------------------------------
+def chunk_ranges(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, stop) of every chunk."""
+    return [(s, min(num_samples, s + batch_size)) for s in range(0, num_samples, batch_size)]
+
+
+def todo_chunks(out_dir: Path, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """The unfinished chunks rank ``rank`` owns (c = rank, rank + W, ...): no two ranks ever write
+    the same chunk, and each finds its own finished chunks without asking the others."""
+    n = len(chunk_ranges(num_samples, batch_size))
+    return [c for c in range(rank, n, world_size) if not chunk_path(out_dir, c).is_file()]
+
+
+@torch.no_grad()
+def sample_chunk(model, tokenizer, labels: torch.Tensor, start: int, settings: SamplerSettings, seed: int,
+                 condition=None) -> dict:
+    """Samples ``labels`` (n,) as samples start .. start+n-1 of a run -> tokens (n, h, w) [, images uint8 (n, H, W, 3)].
+
+    ``condition``: what these samples are conditioned on (default: the class ``labels``), e.g. the
+    ``Captions`` rows of a text model, ``labels`` then being prompt indices."""
+    device = next(model.parameters()).device
+    gens = sample_generators(seed, range(start, start + len(labels)), device)
+    ids = generate(model, labels.to(device) if condition is None else condition, steps=settings.steps, cfg_scale=settings.cfg_scale,
+                   mask_temp=settings.mask_temp, samp_temp=settings.samp_temp, schedule=settings.schedule,
+                   reuse=settings.reuse, generator=gens)  # (n, h, w)
+    out = {"tokens": ids}
     if tokenizer is not None:
-        with torch.no_grad():
-            out["images"] = sio.to_uint8(tokenizer.decode(ids))  # (n, H, W, 3)
+        out["images"] = torch.from_numpy(sio.to_uint8(tokenizer.decode(ids)))  # (n, H, W, 3)
     return out
 
 
-def _replicate(obj, device: torch.device):
-    if obj is None or not isinstance(obj, torch.nn.Module):
-        return obj
-    return copy.deepcopy(obj).to(device).eval()
+# -- memory ------------------------------------------------------------------------------------------
+def sampling_bytes_lower_bound(cfg, batch_size: int, settings: SamplerSettings) -> int:
+    """Bytes one chunk surely needs at its peak: the fp32 logits of the first step (2B rows with
+    guidance, every token masked) and their log-softmax, plus the (rows, L, width) activations of a
+    block (input, attention output, 4x MLP hidden). A lower bound, so it never refuses a batch that fits."""
+    rows = batch_size * (2 if settings.cfg_scale else 1)
+    L, V, D = cfg.seq_len, cfg.codebook_size, cfg.width
+    return 4 * rows * L * (2 * V + 6 * D)
 
 
-def sample_to_dir(model, labels: list[int], out_dir: str | Path, settings: SampleSettings = SampleSettings(),
-                  tokenizer=None, *, save_images: bool = False, devices: list[torch.device] | None = None,
-                  model_id: dict | None = None, progress: bool = True, grid_size: int = 64,
-                  on_chunk: Callable[[int], None] | None = None, conditions=None) -> dict:
-    """Generates ``labels`` into ``out_dir`` (layout above); returns a summary dict.
-
-    ``conditions``: what sample i is conditioned on, row-sliceable (default: the class ``labels``);
-    e.g. ``Captions`` for a text model, ``labels`` then being the prompt indices saved with the samples.
-
-    Finished chunks found in ``out_dir`` are kept (resume). ``on_chunk(i)`` is called after chunk i
-    is written (tests use it to interrupt a run).
-    """
-    if not labels:
-        raise ValueError("no labels to sample")
-    if settings.batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {settings.batch_size}")
-    out_dir = Path(out_dir)
-    chunk_dir = out_dir / "chunks"
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    tok_id = tokenizer.identity() if tokenizer is not None and hasattr(tokenizer, "identity") else None
-    if tokenizer is not None and tok_id is None:
-        tok_id = {"kind": type(tokenizer).__name__}
-    _check_or_write_manifest(chunk_dir, _manifest(labels, settings, model_id or {"cfg": model.cfg.to_dict()}, tok_id))
-
-    bs = settings.batch_size
-    n_chunks = (len(labels) + bs - 1) // bs
-    todo = [i for i in range(n_chunks) if not _chunk_path(chunk_dir, i).is_file()]
-    devices = list(devices) if devices else default_devices()[:max(1, len(todo))]
-    _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices, chunk_dir, progress, on_chunk,
-                     conditions)
-    return assemble(out_dir, n_chunks, save_images=save_images, grid_size=grid_size,
-                    resumed=n_chunks - len(todo), devices=[str(d) for d in devices])
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device`` (CUDA: the driver's free memory; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
-def _generate_chunks(model, tokenizer, labels, todo, n_chunks, settings, devices, chunk_dir, progress, on_chunk,
-                     conditions=None):
-    bs = settings.batch_size
-    rows = lambda i: None if conditions is None else conditions[i * bs:(i + 1) * bs]  # noqa: E731
-    jobs: queue.Queue[int] = queue.Queue()
-    for i in todo:
-        jobs.put(i)
-    errors: list[BaseException] = []
-    done = queue.Queue()
-
-    def worker(device: torch.device, own_model, own_tok):
-        try:
-            while not errors:
-                try:
-                    i = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                result = _run_chunk(own_model, own_tok, labels[i * bs:(i + 1) * bs], i, settings, device, rows(i))
-                sio.save_npz(_chunk_path(chunk_dir, i), **result)
-                done.put(i)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller thread
-            errors.append(e)
-            done.put(None)
-
-    bar = _progress_bar(progress, n_chunks, n_chunks - len(todo), len(labels), bs)
-    if len(devices) == 1:  # in the caller's thread: Ctrl-C stops right after the current chunk
-        dev = devices[0]
-        own_model = model.to(dev)
-        own_tok = tokenizer.to(dev) if isinstance(tokenizer, torch.nn.Module) else tokenizer
-        with bar:
-            for i in todo:
-                result = _run_chunk(own_model, own_tok, labels[i * bs:(i + 1) * bs], i, settings, dev, rows(i))
-                sio.save_npz(_chunk_path(chunk_dir, i), **result)
-                bar.advance()
-                if on_chunk is not None:
-                    on_chunk(i)
-        return
-    replicas = [(d, _replicate(model, d), _replicate(tokenizer, d)) for d in devices]
-    threads = [threading.Thread(target=worker, args=r, daemon=True) for r in replicas]
-    with bar:
-        for t in threads:
-            t.start()
-        remaining = len(todo)
-        while remaining and not (errors and all(not t.is_alive() for t in threads)):
-            try:
-                i = done.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if i is None:
-                break
-            remaining -= 1
-            bar.advance()
-            if on_chunk is not None:
-                try:
-                    on_chunk(i)
-                except BaseException:
-                    errors.append(RuntimeError("interrupted"))  # stop the workers after their chunk
-                    for t in threads:
-                        t.join()
-                    raise
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
+def check_memory(cfg, batch_size: int, settings: SamplerSettings, device: torch.device) -> None:
+    """Refuses a batch that cannot fit before anything is allocated (one line naming --batch-size)."""
+    need, free = sampling_bytes_lower_bound(cfg, batch_size, settings), free_bytes(device)
+    if free is not None and need > free:
+        per = max(1, sampling_bytes_lower_bound(cfg, 1, settings))
+        raise UserError(f"--batch-size {batch_size} needs at least {need / 2**30:.1f} GiB on {device} but "
+                        f"{free / 2**30:.1f} GiB are free; use --batch-size {max(1, free // per // 2)} or less")
 
 
-class _Bar:
-    def __init__(self, progress, task):
-        self.progress, self.task = progress, task
-
-    def __enter__(self):
-        if self.progress is not None:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def advance(self):
-        if self.progress is not None:
-            self.progress.advance(self.task)
-
-
-def _progress_bar(enabled: bool, total: int, completed: int, n: int, bs: int) -> _Bar:
-    if not enabled:
-        return _Bar(None, None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    prog = Progress(TextColumn(f"sampling {n} images, {bs}/chunk"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn())
-    task = prog.add_task("chunks", total=total, completed=completed)
-    return _Bar(prog, task)
-
-
+# -- assembling ----------------------------------------------------------------------------------------
 def assemble(out_dir: str | Path, n_chunks: int, *, save_images: bool = False, grid_size: int = 64,
              **summary) -> dict:
     """Joins the chunk files into samples.npz, grid.png and (optionally) per-image PNGs, one chunk
     in memory at a time."""
     out_dir = Path(out_dir)
-    paths = [_chunk_path(out_dir / "chunks", i) for i in range(n_chunks)]
+    paths = [chunk_path(out_dir, i) for i in range(n_chunks)]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"chunk file {missing[0]} is missing; rerun the same command to finish it")
@@ -266,11 +235,11 @@ def assemble(out_dir: str | Path, n_chunks: int, *, save_images: bool = False, g
     sio.save_npz_streamed(out_dir / "samples.npz", arrays)
     result = {"out_dir": str(out_dir), "num_samples": int(n), "samples_npz": str(out_dir / "samples.npz"),
               "decoded": has_images, **summary}
+    img_dir = out_dir / "images"
     if not has_images:
         return result
     pick = set(np.linspace(0, n - 1, min(grid_size, n)).round().astype(int).tolist())
     grid_images, start = [], 0
-    img_dir = out_dir / "images"
     for p in paths:
         with np.load(p) as z:
             images, labels = z["images"], z["labels"]
@@ -278,7 +247,7 @@ def assemble(out_dir: str | Path, n_chunks: int, *, save_images: bool = False, g
         if save_images:
             for k, (img, lab) in enumerate(zip(images, labels), start):
                 path = img_dir / f"{k:06d}_c{int(lab)}.png"
-                if not path.is_file():
+                if not path.is_file():  # written by an earlier call of this same run (atomic writes)
                     sio.save_png(path, img)
         start += len(images)
     sio.save_png(out_dir / "grid.png", sio.make_grid(np.stack(grid_images)))

@@ -60,7 +60,7 @@ def test_evaluate_single_process_matches_manual_pipeline():
 
 
 def test_batch_size_changes_nothing_but_seeds_per_chunk():
-    # Chunk c always gets seed chunk_seed(seed, c) and the same labels, whatever the rank layout.
+    # Sample i always draws from sample_seed(seed, i) with the same label, whatever the rank layout.
     idx_a, img_a = generate_images(tiny_model(), PaletteTokenizer(), sample_labels(10, 5), SETTINGS, seed=3,
                                    batch_size=3, rank=0, world_size=2)
     idx_b, img_b = generate_images(tiny_model(), PaletteTokenizer(), sample_labels(10, 5), SETTINGS, seed=3,

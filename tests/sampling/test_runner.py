@@ -1,4 +1,5 @@
-"""sample_to_dir: chunked, resumable, decoded sample folders (tiny official ENAT + tiny VQGAN)."""
+"""sample_to_dir (Trainer.predict + ChunkWriter): chunked, resumable, decoded sample folders, with
+per-sample seeds and the overwrite rules (tiny official ENAT + tiny VQGAN)."""
 import json
 
 import numpy as np
@@ -7,11 +8,15 @@ import torch
 from PIL import Image
 
 from enat_lightning.models import from_official
-from enat_lightning.sampling import generate
-from enat_lightning.sampling.runner import SampleSettings, chunk_seed, class_labels, sample_to_dir
+from enat_lightning.errors import UserError
+from enat_lightning.prediction import sample_to_dir
+from enat_lightning.sampling import SamplerSettings, generate
+from enat_lightning.sampling.runner import SampleRun, class_labels
+from enat_lightning.seeding import sample_generators
 from enat_lightning.tokenizers import VQGAN
 
-SETTINGS = SampleSettings(steps=4, cfg_scale=2.0, mask_temp=1.5, samp_temp=2.0, seed=7, batch_size=4)
+SETTINGS = SamplerSettings(steps=4, cfg_scale=2.0, mask_temp=1.5, samp_temp=2.0)
+RUN = SampleRun(seed=7, batch_size=4)
 LABELS = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10]  # 10 = unconditional
 
 
@@ -29,15 +34,15 @@ def vqgan(official_vqgan):
 
 def test_writes_grid_npz_pngs_matching_generate(tmp_path, model, vqgan):
     labels = [0, 3, 7, 9, 10, 2]  # 10 = unconditional; chunks [0:4], [4:6]
-    r = sample_to_dir(model, labels, tmp_path, SETTINGS, vqgan, save_images=True, progress=False)
+    r = sample_to_dir(model, labels, tmp_path, SETTINGS, vqgan, run=RUN, save_images=True, progress=False)
     assert r["num_samples"] == 6 and r["decoded"] and r["resumed"] == 0
     with np.load(tmp_path / "samples.npz") as z:
         arr, got_labels, tokens = z["arr_0"], z["labels"], z["tokens"]
     assert arr.dtype == np.uint8 and arr.shape == (6, 64, 64, 3)
     assert got_labels.tolist() == labels and tokens.shape == (6, 4, 4)
-    # chunk 1 = samples 4..5, drawn with its own seeded generator
+    # chunk 1 = samples 4..5, each drawn from its own generator seeded by (seed, sample index)
     ids = generate(model, torch.tensor(labels[4:6]), steps=4, cfg_scale=2.0, mask_temp=1.5, samp_temp=2.0,
-                   generator=torch.Generator().manual_seed(chunk_seed(7, 1)))
+                   generator=sample_generators(7, [4, 5]))
     assert np.array_equal(tokens[4:6], ids.numpy())
     with torch.no_grad():
         dec = vqgan.decode(ids).clamp(0, 1).mul(255).add(0.5).floor().to(torch.uint8).permute(0, 2, 3, 1)
@@ -52,18 +57,18 @@ def test_writes_grid_npz_pngs_matching_generate(tmp_path, model, vqgan):
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path, model):
     # tokens only (decoding is covered above and by tests/commands/test_sample.py) to stay fast
-    labels, settings = LABELS[:6], SampleSettings(**{**SETTINGS.__dict__, "batch_size": 2})  # 3 chunks
-    full = sample_to_dir(model, labels, tmp_path / "full", settings, progress=False)
+    labels, run = LABELS[:6], SampleRun(seed=7, batch_size=2)  # 3 chunks
+    full = sample_to_dir(model, labels, tmp_path / "full", SETTINGS, run=run, progress=False)
 
     def stop_after_first(i):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        sample_to_dir(model, labels, tmp_path / "run", settings, progress=False, on_chunk=stop_after_first)
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown on Ctrl-C exits with status 1
+        sample_to_dir(model, labels, tmp_path / "run", SETTINGS, run=run, progress=False, on_chunk=stop_after_first)
     chunks = sorted(p.name for p in (tmp_path / "run" / "chunks").glob("chunk_*.npz"))
     assert chunks == ["chunk_000000.npz"] and not (tmp_path / "run" / "samples.npz").exists()
     mtime = (tmp_path / "run" / "chunks" / "chunk_000000.npz").stat().st_mtime_ns
-    r = sample_to_dir(model, labels, tmp_path / "run", settings, progress=False)
+    r = sample_to_dir(model, labels, tmp_path / "run", SETTINGS, run=run, progress=False)
     assert r["resumed"] == 1 and full["resumed"] == 0
     assert (tmp_path / "run" / "chunks" / "chunk_000000.npz").stat().st_mtime_ns == mtime  # not redone
     with np.load(tmp_path / "full" / "samples.npz") as a, np.load(tmp_path / "run" / "samples.npz") as b:
@@ -71,28 +76,32 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, model):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, model):
-    sample_to_dir(model, LABELS[:2], tmp_path, SETTINGS, progress=False)
-    other = SampleSettings(**{**SETTINGS.__dict__, "cfg_scale": 3.0})
-    with pytest.raises(ValueError, match=r"other settings \(differs in \['settings'\]\)"):
-        sample_to_dir(model, LABELS[:2], tmp_path, other, progress=False)
+    sample_to_dir(model, LABELS[:2], tmp_path, SETTINGS, run=RUN, progress=False)
+    other = SamplerSettings(**{**SETTINGS.__dict__, "cfg_scale": 3.0})
+    with pytest.raises(UserError, match=r"other settings \(differs in \['settings'\]\).*--overwrite"):
+        sample_to_dir(model, LABELS[:2], tmp_path, other, run=RUN, progress=False)
     manifest = json.loads((tmp_path / "chunks" / "manifest.json").read_text())
     assert manifest["settings"]["cfg_scale"] == 2.0
 
 
 def test_without_tokenizer_saves_tokens_only(tmp_path, model):
-    r = sample_to_dir(model, LABELS[:3], tmp_path, SETTINGS, progress=False)
+    r = sample_to_dir(model, LABELS[:3], tmp_path, SETTINGS, run=RUN, progress=False)
     assert not r["decoded"] and not (tmp_path / "grid.png").exists()
     with np.load(tmp_path / "samples.npz") as z:
         assert sorted(z.files) == ["labels", "tokens"]
 
 
-def test_several_devices_split_chunks_with_identical_result(tmp_path, model):
-    one = sample_to_dir(model, LABELS, tmp_path / "one", SETTINGS, progress=False)
-    two = sample_to_dir(model, LABELS, tmp_path / "two", SETTINGS, progress=False,
-                        devices=[torch.device("cpu"), torch.device("cpu")])
-    assert two["devices"] == ["cpu", "cpu"] and one["devices"] == ["cpu"]
-    with np.load(tmp_path / "one" / "samples.npz") as a, np.load(tmp_path / "two" / "samples.npz") as b:
-        assert np.array_equal(a["tokens"], b["tokens"])
+def test_a_sample_does_not_depend_on_its_batch(tmp_path, model):
+    # per-sample seeds: batch size 4 and batch size 3 cut the samples differently, same tokens
+    a = sample_to_dir(model, LABELS, tmp_path / "a", SETTINGS, run=RUN, progress=False)
+    b = sample_to_dir(model, LABELS, tmp_path / "b", SETTINGS, run=SampleRun(seed=7, batch_size=3), progress=False)
+    assert a["devices"] == ["cpu"] and a["world_size"] == 1
+    with np.load(tmp_path / "a" / "samples.npz") as x, np.load(tmp_path / "b" / "samples.npz") as y:
+        assert np.array_equal(x["tokens"], y["tokens"]) and x["labels"].tolist() == LABELS
+    c = sample_to_dir(model, LABELS, tmp_path / "c", SETTINGS, run=SampleRun(seed=8, batch_size=4), progress=False)
+    with np.load(tmp_path / "a" / "samples.npz") as x, np.load(tmp_path / "c" / "samples.npz") as z:
+        assert not np.array_equal(x["tokens"], z["tokens"])  # another seed, other samples
+    assert c["num_samples"] == len(LABELS)
 
 
 def test_class_labels():
