@@ -12,6 +12,8 @@ Layout and overwrite rules: ``sampling/runner.py``.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -149,6 +151,17 @@ def device_options(device: str | None) -> dict:
     raise UserError(f"--device must be cpu, cuda or cuda:K, got {d!r}")
 
 
+@contextlib.contextmanager
+def _quiet_lightning():
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _root_device(options: dict) -> torch.device:
     if options["accelerator"] == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
@@ -191,11 +204,13 @@ def sample_to_dir(model, labels: list[int], out_dir: str | Path, settings: Sampl
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
-    trainer = pl.Trainer(**{"logger": False, "enable_checkpointing": False, "enable_model_summary": False,
-                            "enable_progress_bar": progress, "use_distributed_sampler": False,
-                            "callbacks": callbacks, **options})
+    with _quiet_lightning():  # "GPU available: ..." and tips are training chatter, not sampling output
+        trainer = pl.Trainer(**{"logger": False, "enable_checkpointing": False, "enable_model_summary": False,
+                                "enable_progress_bar": progress, "use_distributed_sampler": False,
+                                "callbacks": callbacks, **options})
     data = ChunkData(labels, out_dir, run, run_manifest, mode, extra_files)
-    with warnings.catch_warnings():  # one item = one whole chunk, so Lightning cannot track batch indices
+    with warnings.catch_warnings(), _quiet_lightning():
+        # one item = one whole chunk, so Lightning cannot track batch indices (and needs not)
         warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
         trainer.predict(SamplingModule(model, settings, run.seed, tokenizer, conditions), datamodule=data, return_predictions=False)
     root, world = trainer.strategy.root_device, trainer.world_size

@@ -69,3 +69,16 @@ def test_bad_labels_name_the_value(files, tmp_path, capsys):
     d, _ = files
     assert main(["sample", "--ckpt", str(d / "tiny.ckpt"), "--labels", "1,x", "--out", str(tmp_path / "o")]) == 2
     assert "'1,x'" in capsys.readouterr().err
+
+
+def test_existing_outputs_need_overwrite(files, tmp_path, capsys):
+    d, _ = files
+    base = ["sample", "--ckpt", str(d / "tiny.ckpt"), "--labels", "1,2", "--steps", "2", "--no-progress",
+            "--out", str(tmp_path / "o")]
+    assert main(base) == 0
+    assert "GPU available" not in capsys.readouterr().err  # no training chatter from the predict Trainer
+    assert main(base + ["--seed", "9"]) == 2  # other settings into the same folder
+    err = capsys.readouterr().err
+    assert err.startswith("enat: error:") and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main(base + ["--seed", "9", "--overwrite"]) == 0
+    assert "(0 chunks resumed)" in capsys.readouterr().out

@@ -112,3 +112,44 @@ def test_class_labels():
         class_labels(10, [11])
     with pytest.raises(ValueError, match="--labels and/or --per-class"):
         class_labels(10)
+
+
+def test_outputs_of_another_run_are_refused_unless_overwrite(tmp_path, model, vqgan):
+    out = tmp_path / "s"
+    sample_to_dir(model, [0, 1, 2], out, SETTINGS, vqgan, run=RUN, save_images=True, progress=False)
+    (out / "notes.txt").write_text("mine")  # not an output of ours: never blocks, never removed
+    before = (out / "samples.npz").read_bytes()
+    # the case: chunks/ deleted as advised, rerun with other settings -> stale PNGs must not stay
+    for p in (out / "chunks").iterdir():
+        p.unlink()
+    other = SampleRun(seed=8, batch_size=4)
+    with pytest.raises(UserError, match=r"samples\.npz exists and no .*manifest\.json says what made it.*--overwrite"):
+        sample_to_dir(model, [4, 5], out, SETTINGS, vqgan, run=other, progress=False)
+    assert (out / "samples.npz").read_bytes() == before and len(list((out / "images").iterdir())) == 3
+    r = sample_to_dir(model, [4, 5], out, SETTINGS, vqgan, run=other, overwrite=True, progress=False)
+    assert r["num_samples"] == 2 and r["resumed"] == 0
+    assert not (out / "images").exists()  # the 3 PNGs of the earlier run are gone
+    with np.load(out / "samples.npz") as z:
+        assert z["labels"].tolist() == [4, 5]
+    assert (out / "notes.txt").read_text() == "mine"
+    # same command, same settings: resumes (no --overwrite needed); other settings: refused, naming the key
+    assert sample_to_dir(model, [4, 5], out, SETTINGS, vqgan, run=other, progress=False)["resumed"] == 1
+    with pytest.raises(UserError, match=r"differs in \['run'\]"):
+        sample_to_dir(model, [4, 5], out, SETTINGS, vqgan, run=RUN, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        sample_to_dir(model, [4, 5], tmp_path / "file", SETTINGS, run=RUN, progress=False)
+
+
+def test_a_huge_batch_is_refused_before_anything_is_allocated(tmp_path, model, monkeypatch):
+    from enat_lightning.sampling import runner
+
+    with pytest.raises(UserError, match=r"--batch-size 1000000000 needs at least .* GiB on cpu .* use --batch-size \d+"):
+        runner.check_memory(model.cfg, 10**9, SETTINGS, torch.device("cpu"))
+    runner.check_memory(model.cfg, 4, SETTINGS, torch.device("cpu"))  # a small one passes
+    monkeypatch.setattr(runner, "free_bytes", lambda device: 2**20)  # 1 MiB free
+    with pytest.raises(UserError, match="--batch-size 8 needs at least"):
+        sample_to_dir(model, list(range(8)), tmp_path / "o", SETTINGS, run=SampleRun(batch_size=8), progress=False)
+    assert not (tmp_path / "o").exists()  # refused before writing anything
+    with pytest.raises(UserError, match="batch size must be >= 1"):
+        SampleRun(batch_size=0)
