@@ -17,10 +17,10 @@ EMA under ``ema.``) still load: ``on_load_checkpoint`` renames their keys.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import grad_norm
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -31,7 +31,8 @@ from enat_lightning.seeding import mix_seed
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN/inf; raised before backward so no bad update is applied."""
+    """The training loss became NaN/inf. Caught without a per-step host sync (``finite_check_every_n_steps``)
+    and always before a checkpoint is written, so no checkpoint holds an update made after it."""
 
 
 def net_config_dict(cfg: NetworkConfig) -> dict:
@@ -82,13 +83,18 @@ class ENATModule(pl.LightningModule):
                       stacks on top, see ``masking.prepare_labels``)
     reuse_prob:       probability of a reuse-aware step (0 for the "w/o reuse" ablations)
     recipe_seed:      seeds every draw of the recipe (masks, label drops, reuse coin) with the step
+    compile:          ``torch.compile`` the online network (opt-in; same numbers, faster on GPU)
+    finite_check_every_n_steps: how often the loss's finiteness is read on the host (a device sync);
+                      a non-finite loss is also caught before every checkpoint save, so none holds
+                      a bad update (see ``_stop_if_not_finite``)
     """
 
     def __init__(self, net: NetworkConfig = ENATConfig(), lr: float = 4e-4,
                  betas: tuple[float, float] = (0.99, 0.99), weight_decay: float = 0.03, warmup_steps: int = 5000,
                  ema_decay: float = 0.9999, label_smoothing: float = 0.1,
                  mask_ratio_beta: tuple[float, float] = (12.0, 3.0), p_uncond: float = 0.15,
-                 reuse_prob: float = 0.5, recipe_seed: int = 1234):
+                 reuse_prob: float = 0.5, recipe_seed: int = 1234, compile: bool = False,
+                 finite_check_every_n_steps: int = 100):
         super().__init__()
         cfg = config_from_dict(net) if isinstance(net, dict) else net
         if not isinstance(cfg, (ENATConfig, NATConfig)):
@@ -104,7 +110,13 @@ class ENATModule(pl.LightningModule):
         self.cfg = cfg
         self.net = build_model(cfg)
         self.ema = make_ema(self.net, ema_decay)
-        self._last_batch_end: float | None = None
+        if finite_check_every_n_steps < 1:
+            raise ValueError(f"model.finite_check_every_n_steps must be >= 1, got {finite_check_every_n_steps}")
+        if compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay those of the eager network
+        self._bad_loss: torch.Tensor | None = None  # (step, loss) of the first non-finite loss, on the device
+        self.flops_per_sample: float | None = None  # model FLOPs of one training sample (TrainingThroughput)
+        self.flops_per_batch: float | None = None
 
     @property
     def ema_net(self) -> nn.Module:
@@ -124,6 +136,8 @@ class ENATModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         tokens, labels = self._unpack(batch)
         hp, cfg = self.hparams, self.cfg
+        if self.flops_per_sample is not None:
+            self.flops_per_batch = self.flops_per_sample * tokens.shape[0]
         micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # micro-batch within the step
         g = self._generator(stream=0, index=micro)
         shard = (self.global_rank, self.trainer.world_size)
@@ -142,7 +156,9 @@ class ENATModule(pl.LightningModule):
             torch.manual_seed(mix_seed(hp.recipe_seed, 3, self.global_step, micro, self.global_rank))
             out = self.net(apply_mask(tokens, masking, cfg.mask_id), lab.net, prev=prev, logits_at="masked")
         loss = masked_ce(out.logits, tokens, masking, hp.label_smoothing)  # logits (B, Lm, V)
-        self._stop_if_not_finite(loss, batch_idx)
+        self._note_if_not_finite(loss)
+        if self.global_step % hp.finite_check_every_n_steps == 0:
+            self._stop_if_not_finite("before backward")
         loss = loss + self._touch_idle_params()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", masked_accuracy(out.logits.detach(), tokens, masking))
@@ -159,24 +175,27 @@ class ENATModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # After AMP unscaling and before clipping (Trainer.gradient_clip_val): the raw update size.
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            self.log("grad_norm", norm)
-        self.log("lr", optimizer.param_groups[0]["lr"])
+        # Lightning's grad_norm reads every parameter's norm on the host: only on logging steps.
+        if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
+            norms = grad_norm(self.net, norm_type=2)
+            if norms:
+                self.log("grad_norm", norms["grad_2.0_norm_total"])
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self._last_batch_end is not None:
-            tokens, _ = self._unpack(batch)
-            samples = tokens.shape[0] * self.trainer.world_size
-            dt = max(now - self._last_batch_end, 1e-9)
-            self.log("samples/s", samples / dt, rank_zero_only=True)
-            self.log("tokens/s", samples * tokens.shape[1] / dt, rank_zero_only=True)
-        self._last_batch_end = now
+    def configure_callbacks(self):
+        """Throughput / MFU (``TrainingThroughput``) and the learning rate (``LearningRateMonitor``,
+        tag ``lr``), unless the trainer's callbacks already have them."""
+        from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 
-    def on_train_epoch_start(self) -> None:
-        self._last_batch_end = None  # don't count evaluation or checkpointing time as a training step
+        from enat_lightning.callbacks.throughput import TrainingThroughput
+
+        have = self.trainer.callbacks if self._trainer is not None else []
+        extra = []
+        if not any(isinstance(c, ThroughputMonitor) for c in have):
+            extra.append(TrainingThroughput())
+        if self._trainer is not None and self.trainer.loggers and not any(isinstance(c, LearningRateMonitor)
+                                                                           for c in have):
+            extra.append(LearningRateMonitor(logging_interval="step"))
+        return extra
 
     # -- evaluation: online and EMA networks on masks fixed by the batch index ---------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -201,9 +220,11 @@ class ENATModule(pl.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay,
+                                **adamw_implementation(self.device))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_factor(step, hp.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        # "name": the tag LearningRateMonitor logs the learning rate under
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         upgrade_checkpoint(checkpoint)
@@ -221,7 +242,17 @@ class ENATModule(pl.LightningModule):
             for group in sched.optimizer.param_groups:
                 group["lr"] = hp.lr * warmup_factor(sched.last_epoch, hp.warmup_steps)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._stop_if_not_finite("before saving a checkpoint")  # raising here writes nothing
+
+    def on_train_end(self) -> None:
+        self._stop_if_not_finite("at the end of training")
+
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.flops_per_sample is None and not isinstance(self.cfg, TextENATConfig):
+            from enat_lightning.callbacks.throughput import training_flops_per_sample
+
+            self.flops_per_sample = training_flops_per_sample(self.cfg, self.hparams.reuse_prob)  # meta device
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_compatible"):
             dm.check_compatible(codebook_size=self.cfg.codebook_size, grid=self.cfg.grid,
@@ -272,16 +303,38 @@ class ENATModule(pl.LightningModule):
         params = [*self.net.encoder.parameters(), *self.net.reuse_proj.parameters()]
         return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
 
-    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
-        finite = bool(torch.isfinite(loss.detach()))
+    # -- finiteness without a host sync per step ---------------------------------------------------------
+    def _note_if_not_finite(self, loss: torch.Tensor) -> None:
+        """Remembers (step, loss) of the first non-finite loss on the device: no host sync."""
+        loss = loss.detach().float()
+        if self._bad_loss is None or self._bad_loss.device != loss.device:
+            self._bad_loss = torch.full((2,), -1.0, device=loss.device)
+        now = torch.stack([torch.full((), float(self.global_step), device=loss.device), loss])
+        first = ~torch.isfinite(loss) & (self._bad_loss[0] < 0)
+        self._bad_loss = torch.where(first, now, self._bad_loss)
+
+    def _stop_if_not_finite(self, where: str) -> None:
+        """Reads the flag on the host (one sync) and stops every rank together if any saw a
+        non-finite loss. Runs every ``finite_check_every_n_steps`` steps before backward, and before
+        every checkpoint save: updates made after a bad loss may be in memory, never in a checkpoint."""
+        bad = self._bad_loss
+        finite = bad is None or bool(bad[0] < 0)
         if self._trainer is not None:  # every rank must stop together, or the others hang in all-reduce
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            raise NonFiniteLossError(
-                f"train/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch "
-                f"{batch_idx}); training stopped before applying this update. Checkpoints already written are "
-                "kept (the last one holds the last good weights). Try a lower model.lr, "
-                "trainer.gradient_clip_val, or bf16-mixed instead of 16-mixed precision.")
+        if finite:
+            return
+        what = (f"train/loss is {float(bad[1])} at step {int(bad[0])}" if bad is not None and float(bad[0]) >= 0
+                else "train/loss became non-finite on another process")
+        raise NonFiniteLossError(
+            f"{what} (stopped {where} at step {self.global_step}); no checkpoint holds an update made after it: "
+            "the last one written holds the last good weights. Try a lower model.lr, trainer.gradient_clip_val, "
+            "or bf16-mixed instead of 16-mixed precision.")
+
+
+def adamw_implementation(device: torch.device) -> dict:
+    """The fastest AdamW kernel for ``device``: fused (one kernel for all parameters) on CUDA,
+    multi-tensor ``foreach`` elsewhere (the CPU)."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
 
 
 def upgrade_checkpoint(checkpoint: dict) -> dict:

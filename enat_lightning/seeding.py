@@ -2,13 +2,12 @@
 
 A run's randomness is split into streams named by integer tuples, e.g. (recipe_seed, purpose,
 step, micro-batch) in training, (seed, start step, epoch, rank, worker, purpose) in the data
-reader, (seed, sample index) in sampling. ``mix_seed`` maps a tuple to a 63-bit seed through a
-cryptographic hash, so nearby tuples give unrelated streams and nothing depends on PYTHONHASHSEED.
+reader, (seed, sample index) in sampling. ``mix_seed`` maps a tuple to a 63-bit seed by integer
+mixing, so nearby tuples give unrelated streams and nothing depends on PYTHONHASHSEED.
 Bottom of the import graph: imports nothing of the package.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Iterable
 
 import torch
@@ -17,9 +16,13 @@ SAMPLE_STREAM = 0x5A4D  # purpose tag of the sampler streams (keeps them apart f
 
 
 def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers: distinct tuples give unrelated streams."""
-    digest = hashlib.sha256(repr(tuple(int(p) for p in parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """A 63-bit seed from integers: distinct tuples give unrelated streams (a SplitMix64-style
+    multiply-xorshift over the parts, each folded in before the next)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
 
 
 def sample_seed(seed: int, index: int) -> int:
