@@ -181,6 +181,24 @@ class ENATModule(pl.LightningModule):
             if norms:
                 self.log("grad_norm", norms["grad_2.0_norm_total"])
 
+    def on_after_backward(self) -> None:
+        # Sharded (FSDP2): the parameters idle on this step get an exact-zero gradient, as
+        # _touch_idle_params gives them under DDP, so AdamW keeps a state for every parameter (the
+        # sharded optimizer checkpoint then always has every key) and both strategies compute the same.
+        if self._device_mesh is not None:
+            for p in self.net.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def configure_model(self) -> None:
+        # Lightning's ModelParallelStrategy (experiments/strategy/fsdp.yaml) gives a device mesh:
+        # shard the online network and the EMA with FSDP2 (enat_lightning/sharding.py).
+        if self._device_mesh is not None:
+            from enat_lightning.sharding import shard_module
+
+            mesh = self._device_mesh
+            shard_module(self, mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh)
+
     def configure_callbacks(self):
         """Throughput / MFU (``TrainingThroughput``) and the learning rate (``LearningRateMonitor``,
         tag ``lr``), unless the trainer's callbacks already have them."""
@@ -299,6 +317,8 @@ class ENATModule(pl.LightningModule):
         applies), where the official code ran DDP with ``find_unused_parameters=True``.
         """
         if not self.net.supports_reuse:  # NAT: every parameter is used on every step
+            return torch.zeros((), device=self.device)
+        if self._device_mesh is not None:  # FSDP2 (sharded DTensors): zero gradients in on_after_backward
             return torch.zeros((), device=self.device)
         params = [*self.net.encoder.parameters(), *self.net.reuse_proj.parameters()]
         return sum(p.reshape(-1)[:1].sum() for p in params) * 0.0
