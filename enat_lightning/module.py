@@ -267,7 +267,7 @@ class ENATModule(pl.LightningModule):
         self._stop_if_not_finite("at the end of training")
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.flops_per_sample is None and not isinstance(self.cfg, TextENATConfig):
+        if stage == "fit" and self.flops_per_sample is None and self.cfg.condition != "text":
             from enat_lightning.callbacks.throughput import training_flops_per_sample
 
             self.flops_per_sample = training_flops_per_sample(self.cfg, self.hparams.reuse_prob)  # meta device
