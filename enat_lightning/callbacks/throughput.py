@@ -39,16 +39,19 @@ def training_flops_per_sample(cfg, reuse_prob: float, mask_ratio: float = MEAN_M
     labels = torch.zeros(1, dtype=torch.long)
     masking = sample_mask(tokens, mask_ratio, g)  # (1, L) real CPU: the network sees real counts
     ids = apply_mask(tokens, masking, cfg.mask_id)
+    # Fig. 2 variants mask dense attention with a real CPU tensor that cannot meet meta activations;
+    # the masked attention costs the same MACs as the full one (as in evaluation/flops.py)
+    kw = {"attention_removal": "none"} if getattr(cfg, "attention_removal", "none") != "none" else {}
     # the counter counts matrix products only: the loss itself adds nothing, its backward everything
     loss = lambda out: out.logits.sum()  # noqa: E731
-    plain = measure_flops(net, lambda: net(ids, labels, logits_at="masked"), loss)
+    plain = measure_flops(net, lambda: net(ids, labels, logits_at="masked", **kw), loss)
     if reuse_prob <= 0 or not hasattr(net, "reuse_proj"):
         return float(plain)
     prev_ids = apply_mask(tokens, sample_reuse_mask(masking, g), cfg.mask_id)
     with torch.no_grad():
-        teacher = measure_flops(net, lambda: net(prev_ids, labels, logits_at="masked"))
-        prev = net(prev_ids, labels, logits_at="masked")
-    reuse = measure_flops(net, lambda: net(ids, labels, prev=prev, logits_at="masked"), loss)
+        teacher = measure_flops(net, lambda: net(prev_ids, labels, logits_at="masked", **kw))
+        prev = net(prev_ids, labels, logits_at="masked", **kw)
+    reuse = measure_flops(net, lambda: net(ids, labels, prev=prev, logits_at="masked", **kw), loss)
     return float((1 - reuse_prob) * plain + reuse_prob * (reuse + teacher))
 
 
