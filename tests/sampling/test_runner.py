@@ -153,3 +153,15 @@ def test_a_huge_batch_is_refused_before_anything_is_allocated(tmp_path, model, m
     assert not (tmp_path / "o").exists()  # refused before writing anything
     with pytest.raises(UserError, match="batch size must be >= 1"):
         SampleRun(batch_size=0)
+
+
+def test_device_flag_maps_to_the_trainer_and_a_missing_gpu_is_one_line():
+    from enat_lightning.prediction import device_options
+
+    assert device_options(None) == {"accelerator": "auto", "devices": "auto"}  # every GPU (DDP), else the CPU
+    assert device_options("cpu") == {"accelerator": "cpu", "devices": 1}
+    with pytest.raises(UserError, match="cpu, cuda or cuda:K"):
+        device_options("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda:1: no CUDA GPU .* use --device cpu"):
+            device_options("cuda:1")
