@@ -60,7 +60,7 @@ def make_step(module: ENATModule, batch: dict, official: bool, device: torch.dev
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        update_ema(module.ema, module.net.inner if official else module.net, module.hparams.ema_decay)
+        update_ema(module.ema, module.net.inner if official else module.net)
     return step
 
 

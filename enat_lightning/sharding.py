@@ -27,10 +27,12 @@ def transformer_blocks(net: nn.Module) -> list[nn.Module]:
 
 
 def shard_module(module: nn.Module, mesh, *, reshard_after_forward: bool = True) -> None:
-    """Applies ``fully_shard`` to ``module.net`` and ``module.ema``: each block, then each network."""
+    """Applies ``fully_shard`` to the online network and the EMA network (``module.ema_net``, inside
+    its ``AveragedModel``): each block, then each network."""
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
-    for net in (module.net, module.ema):
+    ema = getattr(module, "ema_net", module.ema)
+    for net in (module.net, ema):
         if isinstance(net, FSDPModule):  # configure_model may run again (e.g. validate after fit)
             continue
         for block in transformer_blocks(net):
@@ -39,7 +41,9 @@ def shard_module(module: nn.Module, mesh, *, reshard_after_forward: bool = True)
     # The EMA runs forward only (the no-grad reuse teacher, evaluation): FSDP2 keeps a root unit's
     # parameters gathered after forward (for the backward that never comes); free them, so the
     # EMA update sees the same shards as the online network's.
-    module.ema.register_forward_hook(lambda mod, inputs, output: mod.reshard())
+    if not getattr(ema, "_enat_reshard_hook", False):
+        ema.register_forward_hook(lambda mod, inputs, output: mod.reshard())
+        ema._enat_reshard_hook = True
 
 
 def is_sharded(module: nn.Module) -> bool:

@@ -34,15 +34,15 @@ def test_every_block_of_net_and_ema_is_a_unit_and_a_step_trains(mesh):
     m.log = lambda *a, **k: None
     m._device_mesh = mesh  # what ModelParallelStrategy sets before configure_model
     m.configure_model()
-    assert is_sharded(m) and isinstance(m.ema, FSDPModule)
-    assert all(isinstance(b, FSDPModule) for net in (m.net, m.ema) for b in transformer_blocks(net))
+    assert is_sharded(m) and isinstance(m.ema_net, FSDPModule)
+    assert all(isinstance(b, FSDPModule) for net in (m.net, m.ema_net) for b in transformer_blocks(net))
     assert all(isinstance(p, DTensor) for p in m.net.parameters())
     loss = m.training_step({"tokens": torch.randint(32, (4, 16)), "label": torch.randint(4, (4,))}, 0)
     loss.backward()
     m.on_after_backward()
     assert all(p.grad is not None for p in m.net.parameters())  # idle ones: exact zeros, as under DDP
-    assert all(isinstance(p, DTensor) for p in m.ema.parameters())  # the teacher forward resharded it
-    update_ema(m.ema, m.net, 0.5)
+    assert all(isinstance(p, DTensor) for p in m.ema_net.parameters())  # the teacher forward resharded it
+    update_ema(m.ema, m.net)  # AveragedModel's EMA step on the shards
     m.configure_model()  # a second call (validate after fit) leaves the wrapping alone
     with pytest.raises(TypeError, match="no encoder/decoder/blocks"):
         transformer_blocks(torch.nn.Linear(2, 2))
