@@ -25,6 +25,10 @@ def _captions(prompts: Optional[Path], text_encoder: Optional[str]):
 
     if not text_encoder:
         raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
+    if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
+        from enat_lightning.commands.common import require_extra
+
+        require_extra("transformers>=4.40")
     return encode_prompts(read_prompts(prompts), build_text_encoder(text_encoder))
 
 
