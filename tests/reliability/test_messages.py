@@ -8,15 +8,23 @@ from commands_helpers import one_line_error, tiny_checkpoint
 from enat_lightning.cli import main
 
 
-def test_missing_token_shards_name_enat_tokenize_demo(tmp_path, capsys):
-    """`enat fit -c experiments/demo.yaml` on a fresh clone (no data/demo/shards yet)."""
+def test_missing_token_shards_name_enat_tokenize_demo(tmp_path):
+    """`enat fit -c experiments/demo.yaml` on a fresh clone (no data/demo/shards yet), as a user runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
     missing = tmp_path / "data" / "demo" / "shards"
-    rc = main(["fit", "-c", "experiments/demo.yaml", f"--data.init_args.train_shards={missing}/train",
-               f"--data.init_args.val_shards={missing}/val", "--trainer.max_steps=1",
-               f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "Traceback" not in err
-    assert "no manifest.json at" in err and "`enat tokenize demo` (or `make demo`)" in err
+    res = subprocess.run([sys.executable, "-m", "enat_lightning.cli", "fit", "-c", "experiments/demo.yaml",
+                          f"--data.init_args.train_shards={missing}/train", f"--data.init_args.val_shards={missing}/val",
+                          "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
+                          f"--trainer.logger.init_args.save_dir={tmp_path}"],
+                         cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("enat: error:")]
+    assert len(errors) == 1 and "no manifest.json at" in errors[0]
+    assert "`enat tokenize demo` (or `make demo`)" in errors[0]
 
 
 def test_missing_demo_tokenizer_names_enat_tokenize_demo(tmp_path, capsys):
