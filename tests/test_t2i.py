@@ -179,7 +179,7 @@ def test_enat_sample_prompts_cli(tmp_path, capsys):
         assert (z["tokens"][:3] == ref.numpy()).all()
     capsys.readouterr()
     assert main(base + ["--out", str(tmp_path / "t")]) == 2
-    assert "--prompts needs --text-encoder" in capsys.readouterr().err
+    assert "--prompts needs --text_encoder" in capsys.readouterr().err
     assert main(base + ["--text-encoder", "hash:dim=8,length=6", "--out", str(tmp_path / "u")]) == 2
     assert "text_dim=12" in capsys.readouterr().err
 
@@ -191,10 +191,10 @@ def test_enat_b_coco_yaml_values():
     """The experiment file builds ENAT-B text with the U-ViT COCO optimiser."""
     import yaml
 
-    from enat_lightning.commands.sample import config_from_yaml
+    from enat_lightning.training_config import model_config, resolve_training_config
 
     path = COCO_YAML
-    cfg = config_from_yaml(path)
+    cfg = model_config(resolve_training_config([path]))
     assert isinstance(cfg, ENATConfig) and cfg.condition == "text"
     assert (cfg.width, cfg.heads, cfg.enc_depth, cfg.dec_depth, cfg.text_len, cfg.text_dim) == (768, 8, 15, 1, 77, 768)
     model = yaml.safe_load(path.read_text())["model"]
@@ -355,7 +355,7 @@ def test_text_checkpoint_commands_ask_for_prompts(coco_shards, tmp_path, capsys)
     tok = tokenizer().save(tmp_path / "tok.npz")
     assert main(["evaluate", "--ckpt", str(tmp_path / "t2i.ckpt"), "--num-samples", "2", "--tokenizer",
                  f"demo:{tok}", "--feature", "demo"]) == 2
-    assert "--prompts-from" in capsys.readouterr().err
+    assert "--prompts_from" in capsys.readouterr().err
 
 
 def test_masked_token_loss_on_text_shards(coco_shards):

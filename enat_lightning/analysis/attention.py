@@ -430,12 +430,13 @@ def load_tokens(spec: str, limit: int | None = None):
 
 
 def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 16, labels=None, seed: int = 0,
-                           device: str = "cpu", batch_size: int = 32, logger=None, captions=None, **sample_kwargs):
+                           device: str = "cpu", batch_size: int = 32, logger=None, captions=None,
+                           trust: bool = False, **sample_kwargs):
     """`enat analyze attention-maps`: per-block, per-step attention masses of a checkpoint's EMA network
     (samples in batches of ``batch_size``, batch b seeded with seed + b)."""
     from enat_lightning.sampling.checkpoint import load_generator
 
-    model, cfg = load_generator(ckpt, device=device)
+    model, cfg = load_generator(ckpt, device=device, trust=trust)
     y = analysis_conditions(cfg, num_samples, labels, captions, device)
     parts = [run_attention_maps(model, yb, steps=steps, generator=g, **sample_kwargs)
              for yb, g in seeded_batches(y, batch_size, seed, device)]
@@ -456,14 +457,15 @@ def default_val_data(cfg) -> str:
 
 def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str | None = None,
                               limit: int | None = None, batch_size: int = 64, seed: int = 0,
-                              mask_ratio_beta=(12.0, 3.0), sample_metric=None, device: str = "cpu") -> list[dict]:
+                              mask_ratio_beta=(12.0, 3.0), sample_metric=None, device: str = "cpu",
+                              trust: bool = False) -> list[dict]:
     """`enat analyze attention`: a trained NAT with each interaction cut at inference time ->
     attention_removal.csv / .md (masked-token loss and its change, plus ``sample_metric`` columns)."""
     from pathlib import Path
 
     from enat_lightning.sampling.checkpoint import load_generator
 
-    net, cfg = load_generator(ckpt, device=device)
+    net, cfg = load_generator(ckpt, device=device, trust=trust)
     check_removal(net, "none")
     spec = data or default_val_data(cfg)
     tokens, labels = load_tokens(spec, limit)

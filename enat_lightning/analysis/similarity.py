@@ -411,12 +411,12 @@ def seeded_batches(labels: torch.Tensor, batch_size: int, seed: int, device: str
 def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int = 8,
                        num_samples: int = 16, labels: list[int] | None = None, layers: str = "final",
                        show_samples: int = 2, seed: int = 0, device: str = "cpu", batch_size: int = 32, logger=None,
-                       captions=None, **sample_kwargs) -> tuple[SimilarityResult, dict[str, Path]]:
+                       captions=None, trust: bool = False, **sample_kwargs) -> tuple[SimilarityResult, dict[str, Path]]:
     """`enat analyze similarity`: load a checkpoint's EMA network, sample in batches of ``batch_size``
     (batch b seeded with seed + b), write the Fig. 5 outputs."""
     from enat_lightning.sampling.checkpoint import load_generator
 
-    model, cfg = load_generator(ckpt, device=device)
+    model, cfg = load_generator(ckpt, device=device, trust=trust)
     y = analysis_conditions(cfg, num_samples, labels, captions, device)
     parts = []
     for yb, g in seeded_batches(y, batch_size, seed, device):

@@ -63,7 +63,8 @@ class SampleGrid(pl.Callback):
             raise ValueError(f"SampleGrid: every_n_steps and num_samples must be >= 1, got {every_n_steps}, {num_samples}")
         path = tokenizer.get("path") if isinstance(tokenizer, dict) else tokenizer
         if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{KEY}: tokenizer file {path} not found")
+            raise FileNotFoundError(f"{KEY}: tokenizer file {path} not found (the demo tokenizer: build it with "
+                                    f"`enat tokenize demo` or `make demo`; a VQGAN: download its checkpoint)")
         self.every_n_steps, self.num_samples, self.labels = every_n_steps, num_samples, labels
         self.tokenizer_spec, self.tokenizer = tokenizer, None
         self.sampler = dict(steps=steps, cfg_scale=cfg_scale, mask_temp=mask_temp, samp_temp=samp_temp)

@@ -1,1 +1,2 @@
-"""One module per ``enat`` command: HELP, add_arguments(parser), run(args) -> int."""
+"""The ``enat`` commands other than fit/validate/test: one typed function each (its signature is its
+command line, parsed by jsonargparse in ``enat_lightning.cli``). Tests call the functions directly."""

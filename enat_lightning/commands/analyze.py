@@ -1,153 +1,173 @@
-"""`enat analyze similarity|attention-maps|attention`: the paper's temporal (Fig. 5) and spatial
-(Fig. 2) interaction analyses on a checkpoint."""
+"""Interaction analyses: feature similarity across steps (Fig. 5), attention maps and cuts (Fig. 2)."""
 from __future__ import annotations
 
-HELP = "interaction analyses: feature similarity across steps (Fig. 5), attention maps and cuts (Fig. 2)"
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+from enat_lightning.sampling.settings import SamplerSettings
 
 
-def _sampler_args(p) -> None:
-    p.add_argument("--ckpt", required=True, help="checkpoint from training or `enat import-official` (EMA weights)")
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--num-samples", type=int, default=16, help="samples to generate (classes cycled)")
-    p.add_argument("--labels", help="comma-separated class ids to cycle through (default: all classes)")
-    p.add_argument("--prompts", help="text models: a file with one caption per line, cycled (needs --text-encoder)")
-    p.add_argument("--text-encoder", help="with --prompts: the encoder of the training shards, 'clip:DIR' or "
-                                          "'hash[:dim=..,length=..]'")
-    p.add_argument("--cfg", type=float, default=2.5, help="guidance scale (ramps linearly from 0)")
-    p.add_argument("--mask-temp", type=float, default=1.5)
-    p.add_argument("--samp-temp", type=float, default=6.0)
-    p.add_argument("--schedule", default="cosine")
-    p.add_argument("--no-reuse", action="store_true", help="ENAT: sample without computation reuse")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32, help="samples per sampler call (bounds memory)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tensorboard", help="also log figures and scalars to this TensorBoard log dir")
-
-
-def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
-    s = sub.add_parser("similarity", help="token-wise cosine similarity of adjacent steps' features (Fig. 5)")
-    _sampler_args(s)
-    s.add_argument("--layer", choices=("final", "all"), default="final",
-                   help="final features only, or every block's output too")
-    s.add_argument("--show-samples", type=int, default=2, help="samples drawn in the similarity-map figure")
-    m = sub.add_parser("attention-maps", help="attention mass of [MASK] queries on visible vs [MASK] keys per "
-                                              "block and step")
-    _sampler_args(m)
-    a = sub.add_parser("attention", help="a trained NAT with one attention interaction cut at inference time "
-                                         "(Fig. 2): masked-token loss change and sample quality")
-    a.add_argument("--ckpt", required=True, help="NAT checkpoint (arch 'nat')")
-    a.add_argument("--remove", default="all",
-                   help="all | comma-separated of mask_to_visible, visible_to_mask, visible_to_visible, mask_to_mask")
-    a.add_argument("--data", help="validation token shards (default: the demo val split when the model fits it)")
-    a.add_argument("--limit", type=int, help="use only the first N validation samples")
-    a.add_argument("--batch-size", type=int, default=64)
-    a.add_argument("--mask-ratio-beta", type=float, nargs=2, default=(12.0, 3.0), metavar=("A", "B"),
-                   help="Beta(a, b) of the validation mask ratio (training recipe default 12 3)")
-    a.add_argument("--metric", default="none", choices=("none", "demo-fid", "fid"),
-                   help="also sample each cut variant and score it (demo-fid: demo classifier; fid: Inception, "
-                        "needs --fid-stats and --tokenizer)")
-    a.add_argument("--num-samples", type=int, default=500, help="samples per variant for --metric")
-    a.add_argument("--fid-stats", help="reference statistics .npz (`enat fid-stats`), for --metric fid")
-    a.add_argument("--tokenizer", help="tokenizer spec for --metric fid (VQGAN checkpoint or JSON spec)")
-    a.add_argument("--inception", help="Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth), "
-                                       "for --metric fid")
-    a.add_argument("--steps", type=int, default=8)
-    a.add_argument("--cfg", type=float, default=2.5)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--device", default="cpu")
-    a.add_argument("--out", required=True, help="output folder (attention_removal.csv / .md)")
-
-
-def _labels(text):
-    if not text:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise ValueError(f"--labels must be comma-separated integers, got {text!r}") from e
-
-
-def _captions(args):
-    """--prompts through --text-encoder -> Captions (text models), else None."""
-    if not getattr(args, "prompts", None):
-        return None
-    from enat_lightning.text import build_text_encoder, encode_prompts, read_prompts
-
-    if not args.text_encoder:
-        raise ValueError("--prompts needs --text-encoder (the encoder the training shards were made with)")
-    return encode_prompts(read_prompts(args.prompts), build_text_encoder(args.text_encoder))
-
-
-def _sample_kwargs(args) -> dict:
-    return {"cfg_scale": args.cfg, "mask_temp": args.mask_temp, "samp_temp": args.samp_temp,
-            "schedule": args.schedule, "reuse": not args.no_reuse}
-
-
-def _writer(args):
-    if not getattr(args, "tensorboard", None):
+def _writer(tensorboard: Optional[Path]):
+    if tensorboard is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(args.tensorboard)
+    return SummaryWriter(str(tensorboard))
 
 
-def run(args) -> int:
-    if args.analysis == "similarity":
-        from enat_lightning.analysis.similarity import GROUPS, analyze_similarity
+def _captions(prompts: Optional[Path], text_encoder: Optional[str]):
+    """--prompts through --text_encoder -> Captions (text models), else None."""
+    if prompts is None:
+        return None
+    from enat_lightning.errors import UserError
+    from enat_lightning.text import build_text_encoder, encode_prompts, read_prompts
 
-        writer = _writer(args)
-        try:
-            res, paths = analyze_similarity(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
-                                            labels=_labels(args.labels), layers=args.layer,
-                                            show_samples=args.show_samples, seed=args.seed, device=args.device,
-                                            batch_size=args.batch_size, logger=writer, captions=_captions(args),
-                                            **_sample_kwargs(args))
-        finally:
-            if writer is not None:
-                writer.close()
-        final = res.layers.index("final")
-        print("mean similarity of adjacent steps (final features):")
-        print("pair    " + "  ".join(f"{g:>18}" for g in GROUPS))
-        for p in range(res.num_pairs):
-            print(f"{p + 1}->{p + 2:<4}" + "  ".join(f"{float(res.means[final, p, g]):18.4f}" for g in range(3)))
-        print("wrote " + ", ".join(str(v) for v in paths.values()))
-        return 0
-    if args.analysis == "attention-maps":
-        from enat_lightning.analysis.attention import analyze_attention_maps
+    if not text_encoder:
+        raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
+    if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
+        from enat_lightning.commands.common import require_extra
 
-        writer = _writer(args)
-        try:
-            res, paths = analyze_attention_maps(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
-                                                labels=_labels(args.labels), seed=args.seed, device=args.device,
-                                                batch_size=args.batch_size, logger=writer, captions=_captions(args),
-                                                **_sample_kwargs(args))
-        finally:
-            if writer is not None:
-                writer.close()
-        mv = res.masses["mask_to_visible"]
-        print("[MASK] -> visible attention mass (blocks x steps):")
-        for li, layer in enumerate(res.layers):
-            print(f"{layer:>8} " + " ".join("   -  " if v != v else f"{v:6.3f}" for v in mv[li].tolist()))
-        print("wrote " + ", ".join(str(v) for v in paths.values()))
-        return 0
-    if args.analysis == "attention":
-        from enat_lightning.analysis.attention import analyze_attention_removal, markdown_table, removal_list
+        require_extra("transformers>=4.40")
+    return encode_prompts(read_prompts(prompts), build_text_encoder(text_encoder))
 
-        removals = removal_list(args.remove)
-        metric = None
-        if args.metric != "none":
-            from enat_lightning.studies.study import sample_quality_metric
 
-            metric = sample_quality_metric(args.metric, num_samples=args.num_samples, steps=args.steps,
-                                           cfg_scale=args.cfg, seed=args.seed, fid_stats=args.fid_stats,
-                                           tokenizer=args.tokenizer, feature=args.inception, device=args.device)
-        rows = analyze_attention_removal(args.ckpt, args.out, removals=removals, data=args.data, limit=args.limit,
-                                         batch_size=args.batch_size, seed=args.seed,
-                                         mask_ratio_beta=tuple(args.mask_ratio_beta), sample_metric=metric,
-                                         device=args.device)
-        print(markdown_table(rows), end="")
-        print(f"wrote {args.out}/attention_removal.csv and attention_removal.md")
-        return 0
-    raise ValueError(f"unknown analysis {args.analysis!r}")
+def _sampling(sampler: SamplerSettings) -> dict:
+    return {k: v for k, v in dataclasses.asdict(sampler).items() if k != "steps"}
+
+
+def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[list[int]] = None,
+               prompts: Optional[Path] = None, text_encoder: Optional[str] = None, layer: Literal["final", "all"] = "final", show_samples: int = 2, seed: int = 0, batch_size: int = 32,
+               device: str = "cpu", tensorboard: Optional[Path] = None, trust_checkpoint: bool = False,
+               sampler: SamplerSettings = SamplerSettings()) -> dict:
+    """Token-wise cosine similarity of adjacent steps' features (paper Fig. 5).
+
+    Args:
+        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        out: output folder
+        num_samples: samples to generate (classes cycled)
+        labels: class ids to cycle through, e.g. 1,2,3 (default: all classes)
+        prompts: text models: a file with one caption per line, cycled (needs --text_encoder)
+        text_encoder: with --prompts: the encoder of the training shards, 'clip:DIR' or 'hash[:dim=..,length=..]'
+        layer: final features only, or every block's output too
+        show_samples: samples drawn in the similarity-map figure
+        seed: sampling seed
+        batch_size: samples per sampler call (bounds memory)
+        device: cpu, cuda, cuda:1 ...
+        tensorboard: also log figures and scalars to this TensorBoard log dir
+        trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
+        sampler: sampler settings
+    """
+    from enat_lightning.analysis.similarity import GROUPS, analyze_similarity
+    from enat_lightning.commands.common import check_device, check_output_dir
+
+    check_device(device)
+    check_output_dir(out)
+    writer = _writer(tensorboard)
+    try:
+        res, paths = analyze_similarity(ckpt, out, steps=sampler.steps, num_samples=num_samples, labels=labels,
+                                        layers=layer, show_samples=show_samples, seed=seed, device=device,
+                                        batch_size=batch_size, logger=writer, trust=trust_checkpoint,
+                                        captions=_captions(prompts, text_encoder), **_sampling(sampler))
+    finally:
+        if writer is not None:
+            writer.close()
+    final = res.layers.index("final")
+    print("mean similarity of adjacent steps (final features):")
+    print("pair    " + "  ".join(f"{g:>18}" for g in GROUPS))
+    for p in range(res.num_pairs):
+        print(f"{p + 1}->{p + 2:<4}" + "  ".join(f"{float(res.means[final, p, g]):18.4f}" for g in range(3)))
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[list[int]] = None,
+                   prompts: Optional[Path] = None, text_encoder: Optional[str] = None, seed: int = 0,
+                   batch_size: int = 32, device: str = "cpu", tensorboard: Optional[Path] = None,
+                   trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
+    """Attention mass of [MASK] queries on visible vs [MASK] keys per block and step.
+
+    Args:
+        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        out: output folder
+        num_samples: samples to generate (classes cycled)
+        labels: class ids to cycle through, e.g. 1,2,3 (default: all classes)
+        prompts: text models: a file with one caption per line, cycled (needs --text_encoder)
+        text_encoder: with --prompts: the encoder of the training shards, 'clip:DIR' or 'hash[:dim=..,length=..]'
+        seed: sampling seed
+        batch_size: samples per sampler call (bounds memory)
+        device: cpu, cuda, cuda:1 ...
+        tensorboard: also log figures and scalars to this TensorBoard log dir
+        trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
+        sampler: sampler settings
+    """
+    from enat_lightning.analysis.attention import analyze_attention_maps
+    from enat_lightning.commands.common import check_device, check_output_dir
+
+    check_device(device)
+    check_output_dir(out)
+    writer = _writer(tensorboard)
+    try:
+        res, paths = analyze_attention_maps(ckpt, out, steps=sampler.steps, num_samples=num_samples, labels=labels,
+                                            seed=seed, device=device, batch_size=batch_size, logger=writer,
+                                            trust=trust_checkpoint, captions=_captions(prompts, text_encoder),
+                                            **_sampling(sampler))
+    finally:
+        if writer is not None:
+            writer.close()
+    mv = res.masses["mask_to_visible"]
+    print("[MASK] -> visible attention mass (blocks x steps):")
+    for li, layer in enumerate(res.layers):
+        print(f"{layer:>8} " + " ".join("   -  " if v != v else f"{v:6.3f}" for v in mv[li].tolist()))
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def attention(ckpt: Path, out: Path, remove: str = "all", data: Optional[str] = None, limit: Optional[int] = None,
+              batch_size: int = 64, mask_ratio_beta: tuple[float, float] = (12.0, 3.0),
+              metric: Literal["none", "demo-fid", "fid"] = "none", num_samples: int = 500,
+              fid_stats: Optional[Path] = None, tokenizer: Optional[str] = None, inception: Optional[Path] = None,
+              seed: int = 0, device: str = "cpu", trust_checkpoint: bool = False,
+              sampler: SamplerSettings = SamplerSettings()) -> list[dict]:
+    """A trained NAT with one attention interaction cut at inference time (Fig. 2): masked-token loss change
+    and sample quality.
+
+    Args:
+        ckpt: NAT checkpoint (arch 'nat')
+        out: output folder (attention_removal.csv / .md)
+        remove: all | comma-separated of mask_to_visible, visible_to_mask, visible_to_visible, mask_to_mask
+        data: validation token shards (default: the demo val split when the model fits it)
+        limit: use only the first N validation samples
+        batch_size: validation samples per forward pass
+        mask_ratio_beta: Beta(a, b) of the validation mask ratio (training recipe default 12 3)
+        metric: also sample each cut variant and score it (demo-fid: demo classifier; fid: Inception, needs --fid_stats, --tokenizer and --inception)
+        num_samples: samples per variant for --metric
+        fid_stats: reference statistics .npz (`enat fid-stats`), for --metric fid
+        tokenizer: tokenizer spec for --metric fid (VQGAN checkpoint or JSON spec)
+        inception: Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth), for --metric fid
+        seed: sampling / mask seed
+        device: cpu, cuda, cuda:1 ...
+        trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
+        sampler: sampler settings for --metric
+    """
+    from enat_lightning.analysis.attention import analyze_attention_removal, markdown_table, removal_list
+    from enat_lightning.commands.common import check_device, check_output_dir
+
+    check_device(device)
+    check_output_dir(out)
+    removals = removal_list(remove)
+    sample_metric = None
+    if metric != "none":
+        from enat_lightning.studies.study import sample_quality_metric
+
+        sample_metric = sample_quality_metric(metric, num_samples=num_samples, steps=sampler.steps,
+                                              cfg_scale=sampler.cfg_scale, mask_temp=sampler.mask_temp,
+                                              samp_temp=sampler.samp_temp, seed=seed,
+                                              fid_stats=str(fid_stats) if fid_stats else None, tokenizer=tokenizer,
+                                              feature=str(inception) if inception else None, device=device)
+    rows = analyze_attention_removal(ckpt, out, removals=removals, data=data, limit=limit, batch_size=batch_size,
+                                     seed=seed, mask_ratio_beta=tuple(mask_ratio_beta), sample_metric=sample_metric,
+                                     device=device, trust=trust_checkpoint)
+    print(markdown_table(rows), end="")
+    print(f"wrote {out}/attention_removal.csv and attention_removal.md")
+    return rows

@@ -1,4 +1,25 @@
 """`enat demo`: the end-to-end demo (same as `make demo`)."""
-from enat_lightning.demo import add_arguments, run  # noqa: F401
+from __future__ import annotations
 
-HELP = "train, sample and evaluate a tiny ENAT on the embedded demo data (CPU, minutes)"
+from pathlib import Path
+from typing import Optional
+
+
+def demo(experiment: Optional[Path] = None, run_dir: Path = Path("runs/demo"), eval_samples: Optional[int] = None,
+         lightning_args: Optional[list[str]] = None) -> dict:
+    """Train, sample and evaluate a tiny ENAT on the embedded demo data (CPU, minutes).
+
+    Args:
+        experiment: training config (also `-c CONFIG.yaml`; default: experiments/demo.yaml of the checkout)
+        run_dir: run folder (an interrupted demo resumes from its last.ckpt)
+        eval_samples: samples for demo-FID (default: the demo's own setting)
+        lightning_args: extra LightningCLI arguments, also given after `--`, e.g. -- --trainer.max_steps=200
+    """
+    import dataclasses
+
+    from enat_lightning import demo as pipeline
+
+    settings = pipeline.DemoSettings()  # the demo's sampler settings are tuned on the demo model (demo module)
+    if eval_samples is not None:
+        settings = dataclasses.replace(settings, eval_samples=eval_samples)
+    return pipeline.run_demo(experiment or pipeline.REPO_CONFIG, run_dir, settings, list(lightning_args or []))

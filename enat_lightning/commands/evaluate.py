@@ -1,91 +1,145 @@
 """`enat evaluate`: FID / IS (/ demo accuracy) of a checkpoint's samples or of a samples.npz."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Optional
 
-HELP = "FID / IS of a checkpoint (generating N samples) or of an existing samples.npz against reference stats"
-
-
-def add_arguments(p) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", type=Path, help="a training / generator checkpoint (EMA weights are used)")
-    src.add_argument("--samples", type=Path, help="score an existing samples.npz (arr_0 uint8 (N,H,W,3), labels)")
-    p.add_argument("--ref", type=Path, default=None, help="reference statistics .npz (mu, sigma); omit for IS only")
-    p.add_argument("--inception", type=Path, default=None, metavar="PATH",
-                   help="Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth)")
-    p.add_argument("--feature", default=None, help="'demo', 'demo:PATH' or 'inception:PATH' (instead of --inception)")
-    p.add_argument("--tokenizer", default=None,
-                   help="with --ckpt: 'demo', 'demo:PATH' or a VQGAN checkpoint (to decode tokens to pixels)")
-    p.add_argument("--num-samples", type=int, default=50000)
-    p.add_argument("--prompts-from", default=None, metavar="SHARDS",
-                   help="text models (FID-30K): `enat tokenize coco` shards of val2014; one caption (drawn with "
-                        "--seed) per image of the first --num-samples images")
-    p.add_argument("--per-class-balanced", action="store_true",
-                   help="label of sample i = i mod num_classes (ADM / U-ViT protocol; else uniform random labels)")
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--cfg", type=float, default=2.5, help="CFG scale (linearly ramped over steps)")
-    p.add_argument("--mask-temp", type=float, default=1.5)
-    p.add_argument("--samp-temp", type=float, default=6.0)
-    p.add_argument("--schedule", default="cosine")
-    p.add_argument("--no-reuse", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--is-splits", type=int, default=10)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--save-samples", type=Path, default=None, help="also write the generated samples.npz")
-    p.add_argument("--out", type=Path, default=None, help="write the results JSON here (atomically)")
+from enat_lightning.sampling.settings import SamplerSettings
 
 
-def run(args) -> int:
+def read_samples(path: Path):
+    """``evaluation.load_samples`` with one-line errors naming the file (not an npz, labels that do not match)."""
+    import zipfile
+
+    from enat_lightning.errors import UserError
+    from enat_lightning.evaluation import load_samples
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"samples file {path} does not exist: make one with `enat sample --ckpt CKPT "
+                                f"--tokenizer TOK --out DIR` (DIR/samples.npz)")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise UserError(f"samples file {path} is not an .npz archive (a text file, or truncated?); make one with "
+                        f"`enat sample --out DIR --tokenizer ...` (DIR/samples.npz)")
+    try:
+        images, labels = load_samples(path)
+    except (UserError, FileNotFoundError):
+        raise
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - a damaged zip fails inside numpy
+        raise UserError(f"samples file {path} cannot be read ({type(e).__name__}: {e}); write it again") from e
+    if labels is not None and len(labels) != len(images):
+        raise UserError(f"samples file {path} holds {len(images)} images but {len(labels)} labels; 'labels' must "
+                        f"have one entry per image of 'arr_0'")
+    return images, labels
+
+
+def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: Optional[Path] = None,
+             inception: Optional[Path] = None, feature: Optional[str] = None, tokenizer: Optional[str] = None,
+             num_samples: int = 50000, prompts_from: Optional[str] = None, per_class_balanced: bool = False,
+             seed: int = 0, batch_size: int = 64, is_splits: int = 10, device: str = "cpu",
+             save_samples: Optional[Path] = None, out: Optional[Path] = None, overwrite: bool = False,
+             trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
+    """FID / IS of a checkpoint (generating N samples) or of an existing samples.npz against reference stats.
+
+    Args:
+        ckpt: a training / generator checkpoint (EMA weights are used)
+        samples: instead of --ckpt: score an existing samples.npz (arr_0 uint8 (N,H,W,3), labels)
+        ref: reference statistics .npz (`enat fid-stats`); omit for IS only
+        inception: Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth)
+        feature: 'demo', 'demo:PATH' or 'inception:PATH' (instead of --inception)
+        tokenizer: with --ckpt: 'demo', 'demo:PATH', a VQGAN checkpoint or a JSON spec (to decode tokens to pixels)
+        num_samples: number of samples to generate with --ckpt
+        prompts_from: text models (FID-30K): `enat tokenize coco` shards of val2014; one caption (drawn with --seed) per image
+        per_class_balanced: label of sample i = i mod num_classes (ADM / U-ViT protocol; else uniform random labels)
+        seed: sampling seed
+        batch_size: samples per sampler call
+        is_splits: Inception Score splits
+        device: cpu, cuda, cuda:1 ...
+        save_samples: also write the generated samples.npz here
+        out: write the results JSON here (atomically; checked for writability before any work)
+        overwrite: replace an existing --out / --save_samples file that an earlier, different evaluation made
+        trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)
+        sampler: sampler settings (defaults: the official ImageNet-256 setting)
+    """
+    import dataclasses
+    import json
+
+    from enat_lightning.commands.common import (check_device, check_output_file, feature_spec, load_features,
+                                                writing)
+    from enat_lightning.errors import UserError
     from enat_lightning.evaluation.frechet import load_stats
-    from enat_lightning.commands.fid_stats import feature_spec
-    from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor, load_samples, score_images
     from enat_lightning.fileio import atomic_write_text, sha256_file
 
-    extractor = load_feature_extractor(feature_spec(args, None), device=args.device)
-    ref = load_stats(args.ref) if args.ref is not None else None
-    if args.samples is not None:
-        images, labels = load_samples(args.samples)
-        res = score_images(images, labels, extractor, ref, is_splits=args.is_splits)
-        res["samples"] = {"path": str(args.samples), "sha256": sha256_file(args.samples)}
+    if (ckpt is None) == (samples is None):
+        raise UserError("give exactly one of --ckpt (generate and score) and --samples (score a samples.npz)")
+    if ckpt is not None and tokenizer is None:
+        raise UserError("--ckpt needs --tokenizer to decode tokens into images ('demo' or a VQGAN checkpoint)")
+    check_device(device)
+    # What this evaluation is: a rerun with the same settings may replace its own --out, nothing else may.
+    command = {"command": "enat evaluate", "ckpt": str(ckpt) if ckpt else None,
+               "samples": str(samples) if samples else None, "ref": str(ref) if ref else None,
+               "feature": feature_spec(inception, feature, None), "tokenizer": tokenizer, "num_samples": num_samples,
+               "prompts_from": prompts_from, "per_class_balanced": per_class_balanced, "seed": seed,
+               "is_splits": is_splits, "sampler": dataclasses.asdict(sampler)}
+
+    def same_run(path: Path) -> bool:
+        try:
+            return json.loads(path.read_text()).get("made_by") == command
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    check_output_file(out, overwrite=overwrite, same_run=same_run)
+    check_output_file(save_samples, overwrite=overwrite, flag="--save_samples",
+                      same_run=lambda p: out is not None and Path(out).is_file() and same_run(Path(out)))
+    # cheap checks of every input first (model, samples, stats), then the feature network, then the work
+    if samples is not None:
+        images, labels = read_samples(samples)
     else:
-        if args.tokenizer is None:
-            raise ValueError("--ckpt needs --tokenizer to decode tokens into images ('demo' or a VQGAN checkpoint)")
-        from enat_lightning.data.tokenize import resolve_tokenizer
         from enat_lightning.sampling.checkpoint import load_generator
 
-        model, _ = load_generator(args.ckpt, device=args.device)
+        model, _ = load_generator(ckpt, device=device, trust=trust_checkpoint)
+    stats = load_stats(ref) if ref is not None else None
+    extractor = load_features(command["feature"], device)
+    if samples is not None:
+        from enat_lightning.evaluation import score_images
+
+        res = score_images(images, labels, extractor, stats, is_splits=is_splits)
+        res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
+    else:
+        from enat_lightning.data.tokenize import resolve_tokenizer
+        from enat_lightning.evaluation import evaluate as run_evaluation
         conditions = None
-        if args.prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
+        if prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
             from enat_lightning.data.coco import eval_captions
 
-            conditions = eval_captions(model, args.prompts_from, args.num_samples, seed=args.seed)
+            conditions = eval_captions(model, prompts_from, num_samples, seed=seed)
         elif model.cfg.condition == "text":
-            raise ValueError(f"{args.ckpt} is a text model: give --prompts-from SHARDS (captions to sample)")
-        tokenizer = resolve_tokenizer(args.tokenizer)
-        if hasattr(tokenizer, "to"):
-            tokenizer = tokenizer.to(args.device)
-        settings = SamplerSettings(steps=args.steps, cfg_scale=args.cfg, mask_temp=args.mask_temp,
-                                   samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse)
-        res = evaluate(model, tokenizer, extractor, num_samples=args.num_samples, ref=ref, settings=settings,
-                       per_class_balanced=args.per_class_balanced, seed=args.seed, batch_size=args.batch_size,
-                       is_splits=args.is_splits, return_samples=args.save_samples is not None,
-                       conditions=conditions)
-        if args.prompts_from is not None:
-            res["prompts_from"] = str(args.prompts_from)
+            raise UserError(f"{ckpt} is a text model: give --prompts_from SHARDS (captions to sample)")
+        tok = resolve_tokenizer(tokenizer)
+        if hasattr(tok, "to"):
+            tok = tok.to(device)
+        res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,
+                             per_class_balanced=per_class_balanced, seed=seed, batch_size=batch_size,
+                             is_splits=is_splits, return_samples=save_samples is not None, conditions=conditions)
+        if prompts_from is not None:
+            res["prompts_from"] = str(prompts_from)
         images, labels = res.pop("images", None), res.pop("labels", None)
-        res["ckpt"] = {"path": str(args.ckpt), "sha256": sha256_file(args.ckpt)}
-        res["tokenizer"] = args.tokenizer
-        if args.save_samples is not None:
+        res["ckpt"] = {"path": str(ckpt), "sha256": sha256_file(ckpt)}
+        res["tokenizer"] = tokenizer
+        if save_samples is not None:
             from enat_lightning.sampling.io import save_npz
 
-            save_npz(args.save_samples, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
-            res["samples"] = {"path": str(args.save_samples)}
-    if ref is not None:
-        res["ref"] = {"path": str(args.ref), "sha256": sha256_file(args.ref), "num_samples": ref.num_samples}
+            with writing(save_samples):
+                save_npz(save_samples, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
+            res["samples"] = {"path": str(save_samples)}
+    if stats is not None:
+        res["ref"] = {"path": str(ref), "sha256": sha256_file(ref), "num_samples": stats.num_samples}
+    res["made_by"] = command
     text = json.dumps(res, indent=2)
     print(text)
-    if args.out is not None:
-        atomic_write_text(args.out, text + "\n")
-    return 0
+    if out is not None:
+        with writing(out):
+            atomic_write_text(out, text + "\n")
+    return res

@@ -1,65 +1,58 @@
 """`enat fid-stats`: reference statistics (mu, sigma) of real data for FID."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-HELP = "compute FID reference statistics (mu, sigma .npz) from images, token shards or the demo digits"
-
-
-def add_arguments(p) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", type=Path, metavar="DIR", help="a folder of images (searched recursively)")
-    src.add_argument("--shards", metavar="DIR", help="token shards (directory with manifest.json), decoded with --tokenizer")
-    src.add_argument("--demo", action="store_true", help="the demo digits (feature network: the demo classifier)")
-    p.add_argument("--out", type=Path, required=True, help="output .npz (keys mu, sigma, num_samples, feature)")
-    p.add_argument("--feature", default=None,
-                   help="feature network: 'demo', 'demo:PATH' or 'inception:PATH' (default: demo with --demo)")
-    p.add_argument("--inception", type=Path, default=None, metavar="PATH",
-                   help="shorthand for --feature inception:PATH (pt_inception-2015-12-05-6726825d.pth)")
-    p.add_argument("--tokenizer", default=None, help="with --shards: 'demo', 'demo:PATH' or a VQGAN checkpoint")
-    p.add_argument("--resolution", type=int, default=256, help="with --images: ADM centre-crop size (default 256)")
-    p.add_argument("--split", default="train", choices=("train", "val", "all"), help="with --demo (default train)")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many images")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--device", default="cpu")
+from typing import Literal, Optional
 
 
-def feature_spec(args, default: str | None) -> str:
-    if args.inception is not None and args.feature is not None:
-        raise ValueError("give either --inception PATH or --feature, not both")
-    if args.inception is not None:
-        return f"inception:{args.inception}"
-    if args.feature is not None:
-        return args.feature
-    if default is None:
-        raise ValueError("choose the feature network: --inception PATH (ImageNet FID) or --feature demo")
-    return default
+def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = None, demo: bool = False,
+              feature: Optional[str] = None, inception: Optional[Path] = None, tokenizer: Optional[str] = None,
+              resolution: int = 256, split: Literal["train", "val", "all"] = "train", limit: Optional[int] = None,
+              batch_size: int = 100, device: str = "cpu") -> dict:
+    """Compute FID reference statistics (mu, sigma .npz) from images, token shards or the demo digits.
 
+    Args:
+        out: output .npz (keys mu, sigma, num_samples, feature)
+        images: a folder of images (searched recursively)
+        shards: token shards (directory with manifest.json), decoded with --tokenizer
+        demo: the demo digits (feature network: the demo classifier)
+        feature: feature network: 'demo', 'demo:PATH' or 'inception:PATH' (default: demo with --demo)
+        inception: shorthand for --feature inception:PATH (pt_inception-2015-12-05-6726825d.pth)
+        tokenizer: with --shards: 'demo', 'demo:PATH' or a VQGAN checkpoint
+        resolution: with --images: ADM centre-crop size
+        split: with --demo: which digits
+        limit: use at most this many images
+        batch_size: images per feature-network call
+        device: cpu, cuda, cuda:1 ...
+    """
+    import json
 
-def run(args) -> int:
+    from enat_lightning.commands.common import check_device, check_output_file, feature_spec, load_features
+    from enat_lightning.errors import UserError
     from enat_lightning.evaluation.frechet import save_stats
-    from enat_lightning.evaluation import load_feature_extractor
     from enat_lightning.evaluation.reference import demo_reference_stats, stats_from_folder, stats_from_shards
     from enat_lightning.fileio import sha256_file
 
-    extractor = load_feature_extractor(feature_spec(args, "demo" if args.demo else None), device=args.device)
-    if args.demo:
-        stats = demo_reference_stats(extractor, args.split)
-        source = f"demo digits ({args.split})"
-    elif args.images is not None:
-        stats = stats_from_folder(args.images, extractor, args.resolution, batch_size=args.batch_size,
-                                  limit=args.limit)
-        source = str(args.images)
+    if sum(x is not None and x is not False for x in (images, shards, demo or None)) != 1:
+        raise UserError("give exactly one source: --images DIR, --shards DIR or --demo")
+    check_device(device)
+    spec = feature_spec(inception, feature, "demo" if demo else None)
+    source = f"demo digits ({split})" if demo else str(images if images is not None else shards)
+
+    check_output_file(out, overwrite=True)  # writable? (before minutes of feature extraction)
+    extractor = load_features(spec, device)
+    if demo:
+        stats = demo_reference_stats(extractor, split)
+    elif images is not None:
+        stats = stats_from_folder(images, extractor, resolution, batch_size=batch_size, limit=limit)
     else:
-        if args.tokenizer is None:
-            raise ValueError("--shards needs --tokenizer ('demo', 'demo:PATH' or a VQGAN checkpoint)")
+        if tokenizer is None:
+            raise UserError("--shards needs --tokenizer ('demo', 'demo:PATH' or a VQGAN checkpoint)")
         from enat_lightning.data.tokenize import resolve_tokenizer
 
-        stats = stats_from_shards(args.shards, resolve_tokenizer(args.tokenizer), extractor,
-                                  batch_size=args.batch_size, limit=args.limit)
-        source = str(args.shards)
-    path = save_stats(args.out, stats)
-    print(json.dumps({"out": str(path), "sha256": sha256_file(path), "num_samples": stats.num_samples,
-                      "feature": stats.feature, "source": source}, indent=2))
-    return 0
+        stats = stats_from_shards(shards, resolve_tokenizer(tokenizer), extractor, batch_size=batch_size, limit=limit)
+    path = save_stats(out, stats)
+    info = {"out": str(path), "sha256": sha256_file(path), "num_samples": stats.num_samples,
+            "feature": stats.feature, "source": source}
+    print(json.dumps(info, indent=2))
+    return info

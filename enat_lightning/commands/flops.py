@@ -1,62 +1,59 @@
 """`enat flops`: GMACs of one generation in the paper's convention (per step and total)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Optional
 
-HELP = "count the GMACs of one generation (paper convention: MACs, cond+uncond, all steps)"
-
-
-def add_arguments(p) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("-c", "--config", action="append", type=Path, metavar="YAML",
-                     help="training config(s) (LightningCLI YAML; repeat to compose): reads model.net")
-    src.add_argument("--preset", help="a model preset (paper Table 7), e.g. enat-s, enat-l, nat-baseline")
-    src.add_argument("--ckpt", type=Path, help="a checkpoint whose hparams hold the model config")
-    p.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
-    p.add_argument("--schedule", default="cosine", help="mask schedule name (default cosine)")
-    p.add_argument("--resolution", type=int, default=None,
-                   help="image side in pixels with --preset (latent grid = side/16; default: the preset's 256)")
-    reuse = p.add_mutually_exclusive_group()
-    reuse.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
-                       help="sample without computation reuse (Table 6a row 2)")
-    reuse.add_argument("--reuse", dest="reuse", action="store_true",
-                       help="force reuse (default: as the model was trained: Table 7 / model.reuse_prob > 0)")
-    p.add_argument("--no-guidance", action="store_true", help="count the conditional pass only")
-    p.add_argument("--vq", default="maskgit-f16",
-                   help="VQGAN preset whose decoder `tflops_paper` adds (default maskgit-f16; 'none' to drop)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+from enat_lightning.sampling.settings import SamplerSettings
 
 
-def run(args) -> int:
+def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None, ckpt: Optional[Path] = None,
+          resolution: Optional[int] = None, guidance_pass: bool = True, vq: str = "maskgit-f16",
+          json: bool = False, force_reuse: bool = False, trust_checkpoint: bool = False,
+          sampler: SamplerSettings = SamplerSettings()) -> dict:
+    """Count the GMACs of one generation (paper convention: MACs, cond+uncond, all steps).
+
+    Args:
+        experiment: training config(s) as for `enat fit` (also `-c CONFIG.yaml`; repeat to compose): reads model.net
+        preset: a model preset (paper Table 7), e.g. enat-s, enat-l, nat-baseline
+        ckpt: a checkpoint whose hyper-parameters hold the model config
+        resolution: image side in pixels with --preset (latent grid = side/16; default: the preset's 256)
+        guidance_pass: count the unconditional (guidance) pass too; false: the conditional pass only
+        vq: VQGAN preset whose decoder `tflops_paper` adds ('none' to drop)
+        json: print one JSON object instead of a table
+        force_reuse: count reuse even for an ENAT trained without it (model.reuse_prob 0, Table 6a row 2); a NAT never reuses
+        trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)
+        sampler: sampler settings (steps, schedule, reuse: reuse is used only by networks trained to reuse)
+    """
+    import json as json_lib
+
+    from enat_lightning.commands.common import network_config, sampler_for
     from enat_lightning.evaluation.flops import count_generation
-    from enat_lightning.analysis.model_source import default_reuse, model_config_from_args
 
-    cfg = model_config_from_args(args)
-    reuse = default_reuse(args, cfg) if args.reuse is None else args.reuse
-    rep = count_generation(cfg, args.steps, reuse=reuse, schedule=args.schedule,
-                           guided=not args.no_guidance, vq=None if args.vq == "none" else args.vq)
-    if args.json:
-        print(json.dumps(rep.to_dict(), indent=2))
-        return 0
+    cfg, can_reuse = network_config(preset=preset, experiment=experiment, ckpt=ckpt, resolution=resolution,
+                                    trust_checkpoint=trust_checkpoint)
+    s = sampler_for(sampler, can_reuse or (force_reuse and cfg.supports_reuse))
+    rep = count_generation(cfg, s.steps, reuse=s.reuse, schedule=s.schedule, guided=guidance_pass,
+                           vq=None if vq == "none" else vq)
+    if json:
+        print(json_lib.dumps(rep.to_dict(), indent=2))
+        return rep.to_dict()
     from rich.console import Console
     from rich.table import Table
 
-    name = cfg.to_dict()["arch"]
-    table = Table(title=f"{name} {cfg.grid}x{cfg.grid} tokens, {args.steps} steps, "
-                        f"reuse {'on' if reuse else 'off'} (GMACs per image)")
+    table = Table(title=f"{type(cfg).__name__} {cfg.grid}x{cfg.grid} tokens, {s.steps} steps, "
+                        f"reuse {'on' if s.reuse else 'off'} (GMACs per image)")
     for col in ("step", "masked in", "newly visible", "reuse", "cond G", "uncond G", "ours G"):
         table.add_column(col, justify="right")
-    for s in rep.per_step:
-        table.add_row(str(s.step), str(s.masked), str(s.new), "yes" if s.reused else "no",
-                      f"{s.cond_gmacs:.2f}", f"{s.uncond_gmacs:.2f}", f"{s.actual_gmacs:.2f}")
-    con = Console()
-    con.print(table)
+    for st in rep.per_step:
+        table.add_row(str(st.step), str(st.masked), str(st.new), "yes" if st.reused else "no",
+                      f"{st.cond_gmacs:.2f}", f"{st.uncond_gmacs:.2f}", f"{st.actual_gmacs:.2f}")
+    Console().print(table)
     print(f"gmacs_total      {rep.gmacs_total:8.2f}  (official network, decoder excluded: paper Tables 1/2/6)")
     print(f"gmacs_actual     {rep.gmacs_actual:8.2f}  (what our sampler runs)")
     if rep.gmacs_condition:
         print(f"gmacs_condition  {rep.gmacs_condition:8.2f}  (in both totals: captions projected once per sample)")
-    print(f"gmacs_vq_decoder {rep.gmacs_vq_decoder:8.2f}  (one decoder call, {args.vq})")
+    print(f"gmacs_vq_decoder {rep.gmacs_vq_decoder:8.2f}  (one decoder call, {vq})")
     print(f"tflops_paper     {rep.tflops_paper:8.3f}  (incl. decoder: paper Table 3/4 'TFLOPs')")
     print("Convention: multiply-accumulates per image, all steps, cond + uncond passes.")
-    return 0
+    return rep.to_dict()

@@ -1,153 +1,114 @@
-"""`enat sample`: class-conditional samples -> grid.png, samples.npz (ADM layout), optional PNGs."""
+"""`enat sample`: class-conditional (or captioned) samples -> grid.png, samples.npz (ADM layout), optional PNGs."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-HELP = "generate images with a trained or imported ENAT/NAT (resumable, data-parallel over GPUs)"
-
-
-def add_arguments(p) -> None:
-    src = p.add_argument_group("model (one of)")
-    src.add_argument("--ckpt", help="checkpoint from training or `enat import-official` (EMA weights are used)")
-    src.add_argument("--config", help="preset name (e.g. enat_l) or YAML file with the model config; "
-                                      "needs --official-weights")
-    src.add_argument("--official-weights", help="official nnet_ema.pth to load into --config")
-    src.add_argument("--num-classes", type=int, default=1000, help="with --config preset (default 1000)")
-    src.add_argument("--resolution", type=int, default=256, help="with --config preset (default 256)")
-    what = p.add_argument_group("what to sample")
-    what.add_argument("--labels", help="comma-separated class ids, e.g. 1,2,3")
-    what.add_argument("--per-class", type=int, help="N samples of each --labels class (of every class without "
-                                                  "--labels), or of each --prompts line")
-    what.add_argument("--prompts", help="text models: a file with one caption per line (needs --text-encoder)")
-    what.add_argument("--text-encoder", help="with --prompts: the encoder of the training shards, 'clip:DIR' or "
-                                             "'hash[:dim=..,length=..]'")
-    s = p.add_argument_group("sampler (defaults: the official ImageNet-256 setting)")
-    s.add_argument("--steps", type=int, default=8)
-    s.add_argument("--cfg", type=float, default=2.5, help="guidance scale; ramps linearly from 0 over the steps")
-    s.add_argument("--mask-temp", type=float, default=1.5)
-    s.add_argument("--samp-temp", type=float, default=6.0)
-    s.add_argument("--schedule", default="cosine", help="cosine | linear | square | cubic | sqrt")
-    s.add_argument("--no-reuse", action="store_true", help="sample without computation reuse")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=32)
-    o = p.add_argument_group("output")
-    o.add_argument("--tokenizer", help="VQGAN checkpoint (e.g. vqgan_jax_strongaug.ckpt) or a JSON tokenizer spec "
-                                      "{\"kind\": ..., \"path\": ...}; without it only token ids are saved")
-    o.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
-    o.add_argument("--save-images", action="store_true", help="also write one PNG per sample")
-    o.add_argument("--overwrite", action="store_true", help="replace samples in --out made with other settings")
-    o.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: all GPUs, else CPU)")
-    o.add_argument("--no-progress", action="store_true")
+from enat_lightning.sampling.settings import SamplerSettings
 
 
-def parse_labels(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise ValueError(f"--labels must be comma-separated integers, got {text!r}") from e
+def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Optional[list[Path]],
+                 official_weights: Optional[Path], num_classes: int, resolution: int, trust_checkpoint: bool):
+    """(model, model identity for the sample manifest) from a checkpoint, or a preset / training config
+    plus official weights."""
+    from enat_lightning.commands.common import network_config
+    from enat_lightning.errors import UserError
 
-
-def config_from_yaml(path: Path):
-    """Model config from a YAML file: the config dict itself, or under `net` / `model.net` /
-    `model.init_args.net` (a LightningCLI experiment file)."""
-    import yaml
-
-    from enat_lightning.models import config_from_dict
-
-    data = yaml.safe_load(path.read_text())
-    candidates = [data]
-    if isinstance(data, dict):
-        model = data.get("model") or {}
-        candidates += [data.get("net"), model.get("net") if isinstance(model, dict) else None,
-                       (model.get("init_args") or {}).get("net") if isinstance(model, dict) else None]
-    for c in candidates:
-        if isinstance(c, dict) and ("class_path" in c or "width" in c or "arch" in c):
-            return config_from_dict(c)  # reads the class_path form too
-    raise ValueError(f"{path}: no model config found (looked at the top level, net, model.net, model.init_args.net)")
-
-
-def load_model(args):
-    import torch
-
-    from enat_lightning.models import build_model, load_official_weights, preset
-
-    if bool(args.ckpt) == bool(args.config):
-        raise ValueError("give either --ckpt or --config (with --official-weights)")
-    if args.ckpt:
+    if ckpt is not None:
+        if preset or experiment or official_weights:
+            raise UserError("give either --ckpt, or --preset / -c CONFIG.yaml with --official_weights")
         from enat_lightning.sampling.checkpoint import load_generator
 
-        model, cfg = load_generator(args.ckpt)
-        return model, {"ckpt": str(Path(args.ckpt).resolve())}
-    if not args.official_weights:
-        raise ValueError("--config needs --official-weights (a randomly initialised model samples noise)")
-    path = Path(args.config)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        cfg = config_from_yaml(path)
-    else:
-        cfg = preset(args.config, num_classes=args.num_classes, grid=args.resolution // 16)
-    weights = Path(args.official_weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"official weights {weights} do not exist")
-    sd = torch.load(weights, map_location="cpu", weights_only=True)
-    model = load_official_weights(build_model(cfg), sd, source=str(weights)).eval()
-    return model, {"config": args.config, "official_weights": str(weights.resolve())}
+        model, _ = load_generator(ckpt, trust=trust_checkpoint)
+        return model, {"ckpt": str(Path(ckpt).resolve())}
+    if not (preset or experiment):
+        raise UserError("give either --ckpt or --preset / -c CONFIG.yaml (with --official_weights)")
+    if official_weights is None:
+        raise UserError("--preset / -c need --official_weights (a randomly initialised model samples noise)")
+    from enat_lightning.models import build_model, load_official_weights
+    from enat_lightning.sampling.checkpoint import read_torch_file
+
+    cfg, _ = network_config(preset=preset, experiment=experiment, resolution=resolution,
+                            num_classes=num_classes if preset else None)
+    sd = read_torch_file(official_weights, what="official weights", trust=trust_checkpoint,
+                         make_hint="download nnet_ema.pth of the official ENAT release")
+    model = load_official_weights(build_model(cfg), sd, source=str(official_weights)).eval()
+    return model, {"config": preset or [str(e) for e in experiment],
+                   "official_weights": str(Path(official_weights).resolve())}
 
 
-def load_tokenizer_spec(spec: str | None):
-    if spec is None:
-        return None
-    import json
+def sample(out: Path, ckpt: Optional[Path] = None, preset: Optional[str] = None,
+           experiment: Optional[list[Path]] = None, official_weights: Optional[Path] = None,
+           num_classes: int = 1000, resolution: int = 256, labels: Optional[list[int]] = None,
+           per_class: Optional[int] = None, prompts: Optional[Path] = None, text_encoder: Optional[str] = None,
+           tokenizer: Optional[str] = None, save_images: bool = False, device: Optional[str] = None,
+           progress: bool = True, seed: int = 0, batch_size: int = 32, overwrite: bool = False,
+           trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
+    """Generate images with a trained or imported ENAT/NAT (resumable, data-parallel over GPUs).
 
-    from enat_lightning.tokenizers import load_tokenizer
-
-    if spec.lstrip().startswith("{"):
-        try:
-            spec = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--tokenizer JSON spec does not parse: {e}") from e
-    elif not Path(spec).is_file():
-        raise FileNotFoundError(f"tokenizer checkpoint {spec} does not exist")
-    return load_tokenizer(spec)
-
-
-def run(args) -> int:
+    Args:
+        out: output folder (rerun with the same arguments to resume)
+        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        preset: with --official_weights: an architecture preset (`enat models`)
+        experiment: with --official_weights: training config(s) naming the network (also `-c CONFIG.yaml`)
+        official_weights: official nnet_ema.pth to load into --preset / -c
+        num_classes: with --preset
+        resolution: with --preset: image side in pixels (latent grid = side/16)
+        labels: class ids, e.g. 1,2,3
+        per_class: N samples of each --labels class (of every class without --labels), or of each --prompts line
+        prompts: text models: a file with one caption per line (needs --text_encoder)
+        text_encoder: with --prompts: the encoder of the training shards, 'clip:DIR' or 'hash[:dim=..,length=..]'
+        tokenizer: 'demo', 'demo:PATH', a VQGAN checkpoint or a JSON tokenizer spec; without it only token ids are saved
+        save_images: also write one PNG per sample
+        device: cpu, cuda, cuda:1 ... (default: all GPUs, else the CPU)
+        progress: show a progress bar
+        seed: sampling seed (sample i draws from its own generator seeded by (seed, i): independent of batch size and GPU count)
+        batch_size: samples per sampler call (bounds memory)
+        overwrite: replace outputs of an earlier run with other settings
+        trust_checkpoint: load checkpoints holding pickled Python objects (can run code; only files you trust)
+        sampler: sampler settings (defaults: the official ImageNet-256 setting)
+    """
     import torch
 
+    from enat_lightning.commands.common import check_device, check_output_dir
+    from enat_lightning.data.tokenize import resolve_tokenizer
+    from enat_lightning.errors import UserError
     from enat_lightning.prediction import sample_to_dir
     from enat_lightning.sampling.runner import SampleRun, class_labels
-    from enat_lightning.sampling.settings import SamplerSettings
 
-    model, model_id = load_model(args)
-    conditions = None
-    if args.prompts:  # text model: sample i is conditioned on its prompt; labels = prompt line indices
+    check_device(device)
+    check_output_dir(out)
+    model, model_id = load_network(ckpt, preset, experiment, official_weights, num_classes, resolution,
+                                   trust_checkpoint)
+    conditions, extra = None, None
+    if prompts is not None:  # text model: sample i is conditioned on its prompt; labels = prompt line indices
         from enat_lightning.text import build_text_encoder, encode_prompts, prompts_sha1, read_prompts
 
-        if not args.text_encoder:
-            raise ValueError("--prompts needs --text-encoder (the encoder the training shards were made with)")
-        prompts = read_prompts(args.prompts)
-        labels = [i for i in range(len(prompts)) for _ in range(args.per_class or 1)]
-        conditions = encode_prompts(prompts, build_text_encoder(args.text_encoder), model.cfg)[torch.tensor(labels)]
-        model_id = {**model_id, "prompts_sha1": prompts_sha1(prompts), "text_encoder": args.text_encoder}
-        extra = {"prompts.txt": ("\n".join(prompts) + "\n").encode()}  # labels in samples.npz index its lines
+        if not text_encoder:
+            raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
+        if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
+            from enat_lightning.commands.common import require_extra
+
+            require_extra("transformers>=4.40")
+        lines = read_prompts(prompts)
+        wanted = [i for i in range(len(lines)) for _ in range(per_class or 1)]
+        conditions = encode_prompts(lines, build_text_encoder(text_encoder), model.cfg)[torch.tensor(wanted)]
+        model_id = {**model_id, "prompts_sha1": prompts_sha1(lines), "text_encoder": text_encoder}
+        extra = {"prompts.txt": ("\n".join(lines) + "\n").encode()}  # labels in samples.npz index its lines
     elif model.cfg.condition == "text":
-        raise ValueError("this is a text model: give --prompts FILE (one caption per line) and --text-encoder")
+        raise UserError("this is a text model: give --prompts FILE (one caption per line) and --text_encoder")
     else:
-        extra = None
-        labels = class_labels(model.cfg.num_classes, parse_labels(args.labels) if args.labels else None, args.per_class)
-    tokenizer = load_tokenizer_spec(args.tokenizer)
-    settings = SamplerSettings(steps=args.steps, cfg_scale=args.cfg, mask_temp=args.mask_temp,
-                               samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse)
-    r = sample_to_dir(model, labels, args.out, settings, tokenizer, run=SampleRun(args.seed, args.batch_size),
-                      save_images=args.save_images, overwrite=args.overwrite, device=args.device,
-                      model_id=model_id, progress=not args.no_progress, extra_files=extra,
+        wanted = class_labels(model.cfg.num_classes, labels, per_class)
+    tok = resolve_tokenizer(tokenizer) if tokenizer is not None else None
+    r = sample_to_dir(model, wanted, out, sampler, tok, run=SampleRun(seed, batch_size), save_images=save_images,
+                      overwrite=overwrite, device=device, model_id=model_id, progress=progress, extra_files=extra,
                       conditions=conditions)
     if "samples_npz" not in r:  # a rank > 0 of a multi-GPU run: rank 0 reports
-        return 0
-    print(f"{r['num_samples']} samples on {', '.join(r['devices'])} ({r['resumed']} chunks resumed) -> {r['samples_npz']}")
+        return r
+    print(f"{r['num_samples']} samples on {', '.join(r['devices'])} ({r['resumed']} chunks resumed) -> "
+          f"{r['samples_npz']}")
     if r["decoded"]:
         print(f"grid: {r['grid']}" + (f"; images: {r['images_dir']}" if "images_dir" in r else ""))
     else:
         print("no --tokenizer: saved token ids only (samples.npz 'tokens', 'labels'); no images, no grid")
-    return 0
+    return r

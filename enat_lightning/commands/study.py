@@ -1,72 +1,98 @@
-"""`enat study run|plan`: train and evaluate every row of a paper table, results beside the paper's."""
+"""Run a study (Fig. 2, Tables 1/2/6): train each row, evaluate, write results.md/.csv with paper numbers."""
 from __future__ import annotations
 
-HELP = "run a study (Fig. 2, Tables 1/2/6): train each row, evaluate, write results.md/.csv with paper numbers"
+from pathlib import Path
+from typing import Literal, Optional
 
 
-def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    r = sub.add_parser("run", help="train (or reuse) and evaluate every row")
-    pl = sub.add_parser("plan", help="print the rows and the `enat fit` command of each, without running")
-    for q in (r, pl):
-        q.add_argument("spec", help="study spec (experiments/studies/*.yaml) or an ablation YAML listed in one")
-        q.add_argument("--override", action="append", default=[], metavar="YAML",
-                       help="config composed after every row, e.g. experiments/studies/demo_tiny.yaml (repeatable)")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="LightningCLI override applied last, e.g. trainer.max_steps=50 (repeatable)")
-        q.add_argument("--rows", help="comma-separated row names to run (default: all)")
-        q.add_argument("--out", help="study folder (default runs/studies/<name>); rerun to resume")
-    r.add_argument("--metric", default="none", choices=("none", "demo-fid", "fid"),
-                   help="sample-quality metric per row (masked-token loss and GFLOPs are always measured "
-                        "where the spec lists them)")
-    r.add_argument("--num-samples", type=int, default=1000, help="samples per row for --metric")
-    r.add_argument("--fid-stats", help="reference statistics .npz for --metric fid")
-    r.add_argument("--tokenizer", help="VQGAN checkpoint or JSON tokenizer spec for --metric fid")
-    r.add_argument("--inception", help="Inception-v3 FID weights file for --metric fid")
-    r.add_argument("--val-limit", type=int, help="use only the first N validation samples for the masked loss")
-    r.add_argument("--retrain", action="store_true", help="train rows again even if final.ckpt exists")
-    r.add_argument("--seed", type=int, default=0, help="sampling seed for --metric")
-    r.add_argument("--device", default="cpu", help="device for evaluation (training follows the YAML trainer)")
+def _study(spec: Path, rows: Optional[list[str]]):
+    from enat_lightning.errors import UserError
+    from enat_lightning.studies.study import study_for_path
 
-
-def _select(study, rows_arg):
-    if not rows_arg:
-        return study
-    wanted = [w.strip() for w in rows_arg.split(",") if w.strip()]
-    names = [r.name for r in study.rows]
-    bad = [w for w in wanted if w not in names]
-    if bad:
-        raise ValueError(f"--rows {bad} not in study {study.path}; rows are {names}")
-    study.rows = [r for r in study.rows if r.name in wanted]
+    study = study_for_path(spec)
+    if rows:
+        names = [r.name for r in study.rows]
+        bad = [w for w in rows if w not in names]
+        if bad:
+            raise UserError(f"--rows {bad} not in study {study.path}; rows are {names}")
+        study.rows = [r for r in study.rows if r.name in rows]
     return study
 
 
-def run(args) -> int:
-    from pathlib import Path
+def _out(study, out: Optional[Path]) -> Path:
+    return Path(out) if out else Path("runs") / "studies" / study.name
 
-    from enat_lightning.studies.study import run_study, sample_quality_metric, study_for_path
 
+def plan(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[str]] = None,
+         rows: Optional[list[str]] = None, out: Optional[Path] = None) -> list[str]:
+    """Print the rows and the `enat fit` command of each, without running.
+
+    Args:
+        spec: study spec (experiments/studies/*.yaml) or an ablation YAML listed in one
+        override: config(s) composed after every row, e.g. experiments/studies/demo_tiny.yaml
+        set: LightningCLI overrides applied last, e.g. trainer.max_steps=50
+        rows: row names to run (default: all)
+        out: study folder (default runs/studies/<name>)
+    """
     from enat_lightning.studies.study import slug
 
-    study = _select(study_for_path(args.spec), args.rows)
-    out = Path(args.out) if args.out else Path("runs") / "studies" / study.name
-    if args.action == "plan":
-        print(f"{study.title} ({study.path}); metrics {study.metrics}")
-        for row in study.rows:
-            cfgs = " ".join(f"-c {c}" for c in [*study.base, *row.configs, *args.override])
-            sets = f" + overrides {', '.join(args.set)}" if args.set else ""
-            ckpt = out / slug(row.name) / "final.ckpt"
-            state = "trained" if ckpt.is_file() else "to train"
-            print(f"- {row.name}: enat fit {cfgs}{sets}   paper {row.paper}   checkpoint {ckpt} ({state})")
-        return 0
-    metric = None
-    if args.metric != "none":
-        steps = int(study.sampling.get("steps", 8))
-        metric = sample_quality_metric(args.metric, num_samples=args.num_samples, steps=steps, seed=args.seed,
-                                       fid_stats=args.fid_stats, tokenizer=args.tokenizer, feature=args.inception,
-                                       device=args.device)
-    rows = run_study(study, out, overrides=[Path(o) for o in args.override], sets=args.set, sample_metric=metric,
-                     val_limit=args.val_limit, retrain=args.retrain, device=args.device)
-    print((out / "results.md").read_text())
-    print(f"wrote {out / 'results.md'} and {out / 'results.csv'} ({len(rows)} rows)")
-    return 0
+    study = _study(spec, rows)
+    folder = _out(study, out)
+    print(f"{study.title} ({study.path}); metrics {study.metrics}")
+    lines = []
+    for row in study.rows:
+        cfgs = " ".join(f"-c {c}" for c in [*study.base, *row.configs, *(override or [])])
+        sets = f" + overrides {', '.join(set)}" if set else ""
+        ckpt = folder / slug(row.name) / "final.ckpt"
+        state = "trained" if ckpt.is_file() else "to train"
+        lines.append(f"- {row.name}: enat fit {cfgs}{sets}   paper {row.paper}   checkpoint {ckpt} ({state})")
+        print(lines[-1])
+    return lines
+
+
+def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[str]] = None,
+        rows: Optional[list[str]] = None, out: Optional[Path] = None,
+        metric: Literal["none", "demo-fid", "fid"] = "none", num_samples: int = 1000,
+        fid_stats: Optional[Path] = None, tokenizer: Optional[str] = None, inception: Optional[Path] = None,
+        val_limit: Optional[int] = None, retrain: bool = False, seed: int = 0, device: str = "cpu",
+        trust_checkpoint: bool = False) -> list[dict]:
+    """Train (or reuse) and evaluate every row; rerun to resume.
+
+    Args:
+        spec: study spec (experiments/studies/*.yaml) or an ablation YAML listed in one
+        override: config(s) composed after every row, e.g. experiments/studies/demo_tiny.yaml
+        set: LightningCLI overrides applied last, e.g. trainer.max_steps=50
+        rows: row names to run (default: all)
+        out: study folder (default runs/studies/<name>); rerun to resume
+        metric: sample-quality metric per row (masked-token loss and GFLOPs are always measured where the spec lists them)
+        num_samples: samples per row for --metric
+        fid_stats: reference statistics .npz for --metric fid
+        tokenizer: VQGAN checkpoint or JSON tokenizer spec for --metric fid
+        inception: Inception-v3 FID weights file for --metric fid
+        val_limit: use only the first N validation samples for the masked loss
+        retrain: train rows again even if final.ckpt exists
+        seed: sampling seed for --metric
+        device: device for evaluation (training follows the YAML trainer)
+        trust_checkpoint: load row checkpoints holding pickled Python objects (can run code; only files you trust)
+    """
+    from enat_lightning.commands.common import check_device
+    from enat_lightning.studies.study import run_study, sample_quality_metric
+
+    check_device(device)
+    study = _study(spec, rows)
+    folder = _out(study, out)
+    sample_metric = None
+    if metric != "none":
+        sample_metric = sample_quality_metric(metric, num_samples=num_samples,
+                                              steps=int(study.sampling.get("steps", 8)), seed=seed,
+                                              fid_stats=str(fid_stats) if fid_stats else None, tokenizer=tokenizer,
+                                              feature=str(inception) if inception else None, device=device)
+    results = run_study(study, folder, overrides=[Path(o) for o in override or []], sets=list(set or []),
+                        sample_metric=sample_metric, val_limit=val_limit, retrain=retrain, device=device,
+                        trust_checkpoint=trust_checkpoint)
+    print((folder / "results.md").read_text())
+    print(f"wrote {folder / 'results.md'} and {folder / 'results.csv'} ({len(results)} rows)")
+    return results
+
+
+plan.positional = run.positional = True  # `enat study run SPEC`: the spec is positional

@@ -63,8 +63,10 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
     else:  # a shard pattern: the manifest sits beside the shards
         where = spec.rsplit("/", 1)[0] + "/" + MANIFEST_NAME if "/" in spec else MANIFEST_NAME
     if not _is_url(where) and not os.path.isfile(where):
-        raise FileNotFoundError(f"no {MANIFEST_NAME} at {where} (not a token shard directory, or an "
-                                f"interrupted `enat tokenize` run: rerun it to resume)")
+        raise FileNotFoundError(f"no {MANIFEST_NAME} at {where}: build the token shards first, the demo data with "
+                                f"`enat tokenize demo` (or `make demo`), your images with `enat tokenize "
+                                f"imagefolder|list|coco ... --out DIR` (an interrupted `enat tokenize` run: rerun it "
+                                f"to resume)")
     with wds.gopen(where, "rb") as f:
         try:
             d = json.loads(f.read().decode())

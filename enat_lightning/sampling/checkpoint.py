@@ -1,9 +1,20 @@
-"""Generator checkpoints: read the network (EMA weights) from a training checkpoint, write one from
-official weights (``enat import-official``). Plain torch, no Lightning import.
+"""The one checkpoint loader of the package, and the generator checkpoint format. Plain torch, no Lightning.
 
-Format read and written (a Lightning checkpoint dict; only these keys matter here):
+Every command that reads a ``.ckpt`` / ``.pth`` (sample, evaluate, flops, analyze, study,
+import-official) reads it through ``read_torch_file``:
 
-    ckpt["hyper_parameters"]["net"]   model config dict, ``cfg.to_dict()`` (``config_from_dict``)
+* ``torch.load(weights_only=True)`` always: a file holding pickled Python objects beyond tensors and
+  containers is refused, because unpickling such objects can run code. Only an explicit
+  ``trust=True`` (the commands' ``--trust_checkpoint`` flag, for files you made yourself) loads it
+  with full unpickling.
+* the checksum recorded beside the file at save time (``<file>.sha256``, ``enat_lightning.fileio``)
+  is verified first; a mismatch is a one-line error naming the file.
+* a missing, empty, truncated or foreign file is a one-line ``UserError`` naming the file and what to do.
+
+Generator checkpoint format (a Lightning checkpoint dict; only these keys matter here):
+
+    ckpt["hyper_parameters"]["net"]   model config: {"class_path": "enat_lightning.models.ENATConfig",
+                                      "init_args": {...}} (current form), or ``cfg.to_dict()`` (older files)
     ckpt["state_dict"]["ema.<key>"]   EMA weights of the network (preferred), or
     ckpt["state_dict"]["ema.module.<key>"]  (the same, wrapped in torch.optim.swa_utils.AveragedModel)
     ckpt["state_dict"]["net.<key>"]   raw weights, the fallback when the checkpoint has no EMA copy
@@ -12,41 +23,91 @@ Format read and written (a Lightning checkpoint dict; only these keys matter her
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 
-from enat_lightning.fileio import atomic_torch_save
+from enat_lightning.errors import UserError
+from enat_lightning.fileio import ChecksumMismatchError, atomic_torch_save, verify_checksum, write_checksum
 from enat_lightning.models import build_model, config_from_dict
 from enat_lightning.models.config import ModelConfig
 
 WEIGHT_PREFIXES = ("ema.module.", "ema.", "net.")  # tried in this order
+MAKE_CHECKPOINT = "train one with `enat fit -c CONFIG.yaml` or convert official weights with `enat import-official`"
+TRUST_FLAG = "--trust_checkpoint"
 
 
-def load_checkpoint_dict(path: str | os.PathLike) -> dict:
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be used (unreadable, corrupted, wrong content); the message names the file.
+    Also a ValueError, so callers that treat bad values alike keep working."""
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """The file holds pickled Python objects that ``weights_only`` loading refuses (they could run code)."""
+
+
+def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", trust: bool = False,
+                    make_hint: str = MAKE_CHECKPOINT, map_location="cpu"):
+    """``torch.load`` of a file we did not necessarily make: safe by default, every failure one line.
+
+    ``what`` names the file's role in messages ("checkpoint", "official weights"); ``make_hint`` says
+    which command makes such a file (shown when it is missing or unreadable).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist: {make_hint}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted copy or save?): delete it and copy it "
+                        f"again, or {make_hint}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        verify_checksum(path)
+    except ChecksumMismatchError as e:
+        raise CheckpointError(str(e)) from e
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trust)
+    except Exception as e:  # noqa: BLE001 - every reader error becomes one line naming the file
+        text = str(e)
+        if not trust and "GLOBAL" in text and zipfile.is_zipfile(path):
+            culprit = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), "")
+            raise UntrustedCheckpointError(
+                f"{what} {path} was refused: it holds pickled Python objects, not only tensors ({culprit}); "
+                f"loading such objects can run code. Only if you made this file yourself or trust its source, "
+                f"rerun with {TRUST_FLAG}") from e
+        with open(path, "rb") as f:
+            zip_head = f.read(4) == b"PK\x03\x04"  # torch.save's zip format, but no central directory
+        kind = "truncated" if zip_head and not zipfile.is_zipfile(path) else "truncated, corrupted or not a PyTorch file"
+        raise CheckpointError(f"{what} {path} cannot be read ({kind}; {type(e).__name__}): copy it again from its "
+                        f"source, or {make_hint}") from e
+
+
+def load_checkpoint_dict(path: str | os.PathLike, *, trust: bool = False) -> dict:
+    """A training / generator checkpoint as a dict, read by ``read_torch_file``."""
+    ckpt = read_torch_file(path, trust=trust)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"checkpoint {path} is not a training checkpoint: expected a dict with "
-                         f"'state_dict' and 'hyper_parameters'")
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint: expected a dict with 'state_dict' and "
+                        f"'hyper_parameters' (a plain state_dict of official weights goes through "
+                        f"`enat import-official`)")
     return ckpt
 
 
+def net_to_yaml_form(cfg: ModelConfig) -> dict:
+    """The one serialised form of a network config: ``{"class_path": ..., "init_args": {...}}``."""
+    return {"class_path": f"enat_lightning.models.{type(cfg).__name__}", "init_args": dataclasses.asdict(cfg)}
+
+
 def generator_config(ckpt: dict, path: str | os.PathLike = "checkpoint") -> ModelConfig:
+    """The network config in ``hyper_parameters["net"]``: class_path/init_args or the older ``cfg.to_dict()``."""
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or not isinstance(hp.get("net"), dict):
-        raise ValueError(f"{path}: 'hyper_parameters' has no model config dict under 'net' "
-                         f"(found keys {sorted(hp) if isinstance(hp, dict) else type(hp).__name__})")
+        raise CheckpointError(f"checkpoint {path}: 'hyper_parameters' has no model config under 'net' "
+                        f"(found keys {sorted(hp) if isinstance(hp, dict) else type(hp).__name__})")
     try:
         return config_from_dict(hp["net"])
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: bad model config in hyper_parameters['net']: {e}") from e
+        raise CheckpointError(f"checkpoint {path}: bad model config in hyper_parameters['net']: {e}") from e
 
 
 def generator_state_dict(ckpt: dict, path: str | os.PathLike = "checkpoint") -> tuple[dict, str]:
@@ -56,13 +117,13 @@ def generator_state_dict(ckpt: dict, path: str | os.PathLike = "checkpoint") -> 
         weights = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         if weights:
             return weights, prefix
-    raise ValueError(f"{path}: state_dict has no keys starting with {list(WEIGHT_PREFIXES)}; "
-                     f"first keys: {sorted(sd)[:5]}")
+    raise CheckpointError(f"checkpoint {path}: state_dict has no keys starting with {list(WEIGHT_PREFIXES)}; "
+                    f"first keys: {sorted(sd)[:5]}")
 
 
-def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "cpu", *, trust: bool = False):
     """(model in eval mode with EMA weights, cfg) from a checkpoint; mismatches name the keys."""
-    ckpt = load_checkpoint_dict(ckpt_path)
+    ckpt = load_checkpoint_dict(ckpt_path, trust=trust)
     cfg = generator_config(ckpt, ckpt_path)
     weights, prefix = generator_state_dict(ckpt, ckpt_path)
     model = build_model(cfg)
@@ -73,21 +134,23 @@ def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
              for k in sorted(set(own) & set(weights)) if weights[k].shape != own[k].shape]
     if missing or unexpected or wrong:
-        raise ValueError(f"{ckpt_path}: weights under '{prefix}' do not fit {cfg}: missing {missing[:8]}, "
-                         f"unexpected {unexpected[:8]}, shape mismatches {wrong[:8]}")
+        raise CheckpointError(f"checkpoint {ckpt_path}: weights under '{prefix}' do not fit {cfg}: missing {missing[:8]}, "
+                        f"unexpected {unexpected[:8]}, shape mismatches {wrong[:8]}")
     model.load_state_dict(weights)
     return model.to(device).eval(), cfg
 
 
 def save_generator_checkpoint(path: str | os.PathLike, cfg: ModelConfig, weights: dict,
                               extra: dict | None = None) -> Path:
-    """Writes a checkpoint in the format above (atomically) with ``weights`` as both the EMA and
-    the raw network copy. torch.save stores a tensor shared by both keys once, so this costs no
-    extra disk space."""
+    """Writes a checkpoint in the format above (atomically, with its checksum sidecar) with ``weights``
+    as both the EMA and the raw network copy. torch.save stores a tensor shared by both keys once, so
+    this costs no extra disk space."""
     state = {}
     for k, v in weights.items():
         state[f"net.{k}"] = v
         state[f"ema.{k}"] = v
-    ckpt = {"hyper_parameters": {"net": cfg.to_dict()}, "state_dict": state, "epoch": 0, "global_step": 0,
-            **(extra or {})}
-    return atomic_torch_save(ckpt, path)
+    ckpt = {"hyper_parameters": {"net": net_to_yaml_form(cfg)}, "state_dict": state, "epoch": 0,
+            "global_step": 0, **(extra or {})}
+    path = atomic_torch_save(ckpt, path)
+    write_checksum(path)
+    return path

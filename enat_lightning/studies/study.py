@@ -28,7 +28,6 @@ Imports no Lightning at module level (the training entry is imported inside ``tr
 """
 from __future__ import annotations
 
-import copy
 import os
 import re
 import sys
@@ -37,7 +36,8 @@ from pathlib import Path
 
 import yaml
 
-from enat_lightning.fileio import atomic_write_bytes, atomic_writer
+from enat_lightning.fileio import atomic_write_bytes, atomic_writer, write_checksum
+from enat_lightning.training_config import get as _get
 
 from enat_lightning.analysis.attention import load_tokens, masked_token_loss
 from enat_lightning.analysis.report import markdown_table, write_csv
@@ -164,75 +164,22 @@ def slug(name: str) -> str:
     return s or "row"
 
 
-# -- config composition (only to read values the evaluation needs) ---------------------------------------
-def merge(a: dict, b: dict) -> dict:
-    """LightningCLI-like composition: nested dicts merge, anything else (lists too) is replaced; a
-    dict with another ``class_path`` replaces the old one whole."""
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        old = out.get(k)
-        if isinstance(v, dict) and isinstance(old, dict) and \
-                ("class_path" not in v or v.get("class_path") == old.get("class_path")):
-            out[k] = merge(old, v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def compose(paths: list[Path], sets: list[str] = ()) -> dict:
-    cfg: dict = {}
-    for p in paths:
-        cfg = merge(cfg, _read_yaml(p))
-    for s in sets:
-        key, value = parse_set(s)
-        node = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {s}: {part} is not a mapping in the composed config")
-        node[parts[-1]] = value
-    return cfg
-
-
-def parse_set(s: str) -> tuple[str, object]:
-    if "=" not in s:
-        raise ValueError(f"--set {s!r}: expected KEY=VALUE, e.g. trainer.max_steps=50")
-    key, value = s.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
-
-
-def _get(cfg: dict, dotted: str, default=None):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 # -- running ---------------------------------------------------------------------------------------------
 def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     """Trains one row with LightningCLI (in process) and saves ``out_dir/final.ckpt`` (EMA inside)."""
-    from enat_lightning.training_cli import ENATLightningCLI, _quiet_known_warnings
     from enat_lightning.module import ENATModule
+    from enat_lightning.training_cli import ENATLightningCLI, _quiet_known_warnings
+    from enat_lightning.training_config import _override_arg, get, resolve_training_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    composed = compose(configs, sets)
+    resolved = resolve_training_config(configs, sets)
     args: list[str] = []
     for c in configs:
         args += ["-c", str(c)]
     args += ["--trainer.default_root_dir", str(out_dir)]
-    logger = _get(composed, "trainer.logger")
-    if isinstance(logger, dict) and "class_path" in logger:  # keep each row's logs inside the study folder
+    if isinstance(get(resolved, "trainer.logger"), dict):  # keep each row's logs inside the study folder
         args += ["--trainer.logger.init_args.save_dir", str(out_dir / "logs")]
-    if sets:
-        # Written as one more config file, not as --key value flags: a command-line override of
-        # model.net.init_args.* makes jsonargparse re-resolve the net's class and drops the YAML's NAT
-        # (it came back as the union's first member, ENATConfig).
-        set_file = out_dir / "study_set.yaml"
-        atomic_write_bytes(set_file, yaml.safe_dump(compose([], list(sets)), sort_keys=False).encode())
-        args += ["-c", str(set_file)]
+    args += [_override_arg(s) for s in sets]
     _quiet_known_warnings()
     # LightningCLI warns when args= comes with a non-empty sys.argv (ours is `enat study ...`): present
     # the row's arguments as the command line instead, as training_cli.run_lightning_cli does.
@@ -249,6 +196,7 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     ckpt = out_dir / "final.ckpt"
     with atomic_writer(ckpt) as tmp:
         cli.trainer.save_checkpoint(tmp)
+    write_checksum(ckpt)
     return ckpt
 
 
@@ -262,11 +210,11 @@ def sampling_for(study: Study, row: StudyRow, composed: dict, cfg) -> dict:
 
 
 def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: dict, *, sample_metric=None,
-                 val_limit: int | None = None, device: str = "cpu") -> dict:
+                 val_limit: int | None = None, device: str = "cpu", trust_checkpoint: bool = False) -> dict:
     """Our numbers for one trained row."""
     from enat_lightning.sampling.checkpoint import load_generator
 
-    net, cfg = load_generator(ckpt, device=device)
+    net, cfg = load_generator(ckpt, device=device, trust=trust_checkpoint)
     res: dict = {}
     val = _get(composed, "data.init_args.val_shards")
     if val:
@@ -285,7 +233,7 @@ def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: dict,
 
 def run_study(study: Study, out_dir: str | os.PathLike, *, overrides: list[Path] = (), sets: list[str] = (),
               sample_metric=None, val_limit: int | None = None, retrain: bool = False,
-              device: str = "cpu") -> list[dict]:
+              device: str = "cpu", trust_checkpoint: bool = False) -> list[dict]:
     """Trains (or reuses) and evaluates every row; writes results.csv / results.md; returns the rows.
 
     ``overrides``: YAMLs composed after every row (e.g. experiments/studies/demo_tiny.yaml);
@@ -298,17 +246,19 @@ def run_study(study: Study, out_dir: str | os.PathLike, *, overrides: list[Path]
         for c in configs:
             if not c.is_file():
                 raise FileNotFoundError(f"study {study.path}, row {row.name!r}: config {c} does not exist")
-        composed = compose(configs, sets)
+        from enat_lightning.training_config import resolve_training_config
+
+        composed = resolve_training_config(configs, sets)  # exactly what `enat fit` trains for this row
         row_dir = out / slug(row.name)
         ckpt = row_dir / "final.ckpt"
         if retrain or not ckpt.is_file():
             train_row(configs, list(sets), row_dir)
         from enat_lightning.sampling.checkpoint import generator_config, load_checkpoint_dict
 
-        cfg = generator_config(load_checkpoint_dict(ckpt), ckpt)
+        cfg = generator_config(load_checkpoint_dict(ckpt, trust=trust_checkpoint), ckpt)
         sampling = sampling_for(study, row, composed, cfg)
         ours = evaluate_row(ckpt, composed, study.metrics, sampling, sample_metric=sample_metric,
-                            val_limit=val_limit, device=device)
+                            val_limit=val_limit, device=device, trust_checkpoint=trust_checkpoint)
         results.append(table_row(study, row, ours, ckpt))
         write_results(study, results, out)  # after every row: a long study shows progress
     return results

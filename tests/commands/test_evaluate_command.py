@@ -41,7 +41,7 @@ def test_fid_stats_demo_then_evaluate_ckpt_and_samples(demo_setup, capsys):
     out, samples = root / "results.json", root / "samples.npz"
     argv = ["evaluate", "--ckpt", str(ckpt), "--tokenizer", f"demo:{root / 'tokenizer.npz'}", "--feature",
             f"demo:{cls}", "--num-samples", "20", "--per-class-balanced", "--ref", str(stats), "--steps", "3",
-            "--cfg", "1.0", "--seed", "7", "--batch-size", "8", "--is-splits", "2", "--out", str(out),
+            "--cfg_scale", "1.0", "--seed", "7", "--batch-size", "8", "--is-splits", "2", "--out", str(out),
             "--save-samples", str(samples)]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)

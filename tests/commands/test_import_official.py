@@ -6,7 +6,7 @@ import torch
 from enat_testing import tolerance
 from enat_lightning.cli import main
 from enat_lightning.models import from_official
-from enat_lightning.sampling.checkpoint import load_generator
+from enat_lightning.sampling.checkpoint import load_generator, net_to_yaml_form
 
 
 def test_round_trip_equals_from_official(tmp_path, official_enat, capsys):
@@ -23,7 +23,7 @@ def test_round_trip_equals_from_official(tmp_path, official_enat, capsys):
     assert torch.equal(a.logits, b.logits) and torch.equal(a.feat, b.feat)
     assert (a.logits - case["logits"]).abs().max() <= tolerance(case["logits"])
     ckpt = torch.load(tmp_path / "tiny.ckpt", weights_only=True)
-    assert ckpt["hyper_parameters"]["net"] == cfg.to_dict()
+    assert ckpt["hyper_parameters"]["net"] == net_to_yaml_form(cfg)  # the one config form (class_path/init_args)
     assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"net", "ema"}
 
 

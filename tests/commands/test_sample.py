@@ -44,9 +44,12 @@ def test_config_plus_official_weights_equals_checkpoint(files, tmp_path, officia
     from enat_lightning.models import config_from_official
 
     d, _ = files
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"net": config_from_official(official_enat["config"]).to_dict()}))
+    from enat_lightning.sampling.checkpoint import net_to_yaml_form
+
+    net = net_to_yaml_form(config_from_official(official_enat["config"]))  # a training config naming the network
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"model": {"net": net}}))
     common = ["--labels", "4,5", "--steps", "4", "--seed", "3", "--no-progress"]
-    assert main(["sample", "--config", str(tmp_path / "tiny.yaml"), "--official-weights", str(d / "nnet_ema.pth"),
+    assert main(["sample", "-c", str(tmp_path / "tiny.yaml"), "--official-weights", str(d / "nnet_ema.pth"),
                  "--out", str(tmp_path / "a"), *common]) == 0
     assert main(["sample", "--ckpt", str(d / "tiny.ckpt"), "--out", str(tmp_path / "b"), *common]) == 0
     assert "token ids only" in capsys.readouterr().out
@@ -55,9 +58,9 @@ def test_config_plus_official_weights_equals_checkpoint(files, tmp_path, officia
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["--labels", "1"], "give either --ckpt or --config"),
-    (["--ckpt", "missing.ckpt", "--labels", "1"], "missing.ckpt does not exist"),
-    (["--config", "enat_s", "--labels", "1"], "--config needs --official-weights"),
+    (["--labels", "1"], "give either --ckpt or --preset / -c CONFIG.yaml"),
+    (["--ckpt", "missing.ckpt", "--labels", "1"], "missing.ckpt does not exist: train one with `enat fit"),
+    (["--preset", "enat_s", "--labels", "1"], "--preset / -c need --official_weights"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, msg):
     assert main(["sample", *argv, "--out", str(tmp_path / "o")]) == 2
@@ -68,12 +71,12 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, msg):
 def test_bad_labels_name_the_value(files, tmp_path, capsys):
     d, _ = files
     assert main(["sample", "--ckpt", str(d / "tiny.ckpt"), "--labels", "1,x", "--out", str(tmp_path / "o")]) == 2
-    assert "'1,x'" in capsys.readouterr().err
+    assert "--labels [1, 'x']: not a valid" in capsys.readouterr().err
 
 
 def test_existing_outputs_need_overwrite(files, tmp_path, capsys):
     d, _ = files
-    base = ["sample", "--ckpt", str(d / "tiny.ckpt"), "--labels", "1,2", "--steps", "2", "--no-progress",
+    base = ["sample", "--ckpt", str(d / "tiny.ckpt"), "--labels", "1,2", "--steps", "2", "--no_progress",
             "--out", str(tmp_path / "o")]
     assert main(base) == 0
     assert "GPU available" not in capsys.readouterr().err  # no training chatter from the predict Trainer

@@ -5,7 +5,8 @@ from functools import lru_cache
 import pytest
 
 from enat_lightning.evaluation.flops import count_generation, vq_decoder_gmacs
-from enat_lightning.analysis.model_source import model_config_from_yaml
+from enat_lightning.errors import UserError
+from enat_lightning.training_config import model_config, resolve_training_config
 from enat_lightning.cli import main
 from enat_lightning.models import ENATConfig, preset
 
@@ -95,7 +96,7 @@ def test_reuse_default_follows_training(tmp_path, capsys):
                     "    init_args: {grid: 2, width: 32, heads: 2, enc_depth: 1, dec_depth: 1}\n")
     assert main(["flops", "-c", str(base), "--steps", "2", "--json", "--vq", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["reuse"] is False
-    assert main(["flops", "-c", str(base), "--steps", "2", "--json", "--reuse"]) == 0
+    assert main(["flops", "-c", str(base), "--steps", "2", "--json", "--force_reuse"]) == 0
     assert json.loads(capsys.readouterr().out)["reuse"] is True
 
 
@@ -105,12 +106,12 @@ def test_yaml_config_source(tmp_path):
                     "      width: 366\n      heads: 6\n      enc_depth: 15\n      dec_depth: 1\n")
     diff = tmp_path / "diff.yaml"
     diff.write_text("model:\n  net:\n    init_args:\n      dec_depth: 2\n")
-    assert model_config_from_yaml([base]) == preset("enat-s")
-    assert model_config_from_yaml([base, diff]).dec_depth == 2
+    assert model_config(resolve_training_config([base])) == preset("enat-s")
+    assert model_config(resolve_training_config([base, diff])).dec_depth == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  net:\n    class_path: foo.Bar\n")
-    with pytest.raises(ValueError, match="foo.Bar"):
-        model_config_from_yaml([bad])
+    with pytest.raises(UserError, match="foo.Bar"):
+        resolve_training_config([bad])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -42,7 +42,7 @@ def test_averaged_model_layout(tmp_path):
 def test_save_round_trip_is_atomic(tmp_path):
     w = _weights(4)
     save_generator_checkpoint(tmp_path / "x.ckpt", CFG, w, extra={"note": 1})
-    assert [p.name for p in tmp_path.iterdir()] == ["x.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt", "x.ckpt.sha256"]  # + its checksum
     model, cfg = load_generator(tmp_path / "x.ckpt")
     assert all(torch.equal(v, w[k]) for k, v in model.state_dict().items())
     assert torch.load(tmp_path / "x.ckpt", weights_only=True)["note"] == 1
@@ -52,7 +52,7 @@ def test_errors_name_file_and_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         load_generator(tmp_path / "nope.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "h.ckpt")
-    with pytest.raises(ValueError, match=r"h.ckpt: 'hyper_parameters' has no model config dict under 'net'"):
+    with pytest.raises(ValueError, match=r"h.ckpt: 'hyper_parameters' has no model config under 'net'"):
         load_generator(tmp_path / "h.ckpt")
     torch.save({"hyper_parameters": {"net": CFG.to_dict()}, "state_dict": {"other.x": torch.zeros(1)}},
                tmp_path / "k.ckpt")
@@ -65,7 +65,7 @@ def test_errors_name_file_and_key(tmp_path):
     with pytest.raises(ValueError, match=r"missing \['head.bias'\]"):
         load_generator(tmp_path / "m.ckpt")
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="bad.ckpt cannot be read"):
         load_generator(tmp_path / "bad.ckpt")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from analysis_helpers import trained_demo_nat as _train_demo_nat
 
-from enat_lightning.studies.study import (compose, find_studies_for, load_study, merge, parse_set, run_study,
+from enat_lightning.studies.study import (find_studies_for, load_study, run_study,
                                            sample_quality_metric, slug, study_for_path, write_results)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,21 +58,6 @@ def test_sample_metric_arguments_are_checked():
         sample_quality_metric("fid", num_samples=10)
     with pytest.raises(ValueError, match="'demo-fid' or 'fid'"):
         sample_quality_metric("kid", num_samples=10)
-
-
-def test_merge_and_set_follow_lightningcli_composition(tmp_path):
-    a = {"model": {"net": {"class_path": "X", "init_args": {"width": 8, "depth": 2}}}, "cb": [1, 2]}
-    b = {"model": {"net": {"init_args": {"width": 16}}}, "cb": [3]}
-    m = merge(a, b)
-    assert m["model"]["net"]["init_args"] == {"width": 16, "depth": 2} and m["cb"] == [3]
-    c = merge(m, {"model": {"net": {"class_path": "Y", "init_args": {"grid": 4}}}})
-    assert c["model"]["net"] == {"class_path": "Y", "init_args": {"grid": 4}}  # another class: replaced
-    assert parse_set("model.mask_ratio_beta=[2, 2]") == ("model.mask_ratio_beta", [2, 2])
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        parse_set("trainer.max_steps")
-    f = tmp_path / "a.yaml"
-    f.write_text("trainer: {max_steps: 5}\n")
-    assert compose([f], ["trainer.max_steps=7", "model.lr=0.1"]) == {"trainer": {"max_steps": 7}, "model": {"lr": 0.1}}
 
 
 def test_results_table_shape(tmp_path):
