@@ -2,22 +2,19 @@
 (Fig. 2) interaction analyses on a checkpoint."""
 from __future__ import annotations
 
+from .sampler_flags import add_sampler_arguments, sampler_from_args
+
 HELP = "interaction analyses: feature similarity across steps (Fig. 5), attention maps and cuts (Fig. 2)"
 
 
 def _sampler_args(p) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint from training or `enat import-official` (EMA weights)")
-    p.add_argument("--steps", type=int, default=8)
     p.add_argument("--num-samples", type=int, default=16, help="samples to generate (classes cycled)")
     p.add_argument("--labels", help="comma-separated class ids to cycle through (default: all classes)")
     p.add_argument("--prompts", help="text models: a file with one caption per line, cycled (needs --text-encoder)")
     p.add_argument("--text-encoder", help="with --prompts: the encoder of the training shards, 'clip:DIR' or "
                                           "'hash[:dim=..,length=..]'")
-    p.add_argument("--cfg", type=float, default=2.5, help="guidance scale (ramps linearly from 0)")
-    p.add_argument("--mask-temp", type=float, default=1.5)
-    p.add_argument("--samp-temp", type=float, default=6.0)
-    p.add_argument("--schedule", default="cosine")
-    p.add_argument("--no-reuse", action="store_true", help="ENAT: sample without computation reuse")
+    add_sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="samples per sampler call (bounds memory)")
     p.add_argument("--device", default="cpu")
@@ -53,8 +50,7 @@ def add_arguments(p) -> None:
     a.add_argument("--tokenizer", help="tokenizer spec for --metric fid (VQGAN checkpoint or JSON spec)")
     a.add_argument("--inception", help="Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth), "
                                        "for --metric fid")
-    a.add_argument("--steps", type=int, default=8)
-    a.add_argument("--cfg", type=float, default=2.5)
+    add_sampler_arguments(a)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="cpu")
     a.add_argument("--out", required=True, help="output folder (attention_removal.csv / .md)")
@@ -80,11 +76,6 @@ def _captions(args):
     return encode_prompts(read_prompts(args.prompts), build_text_encoder(args.text_encoder))
 
 
-def _sample_kwargs(args) -> dict:
-    return {"cfg_scale": args.cfg, "mask_temp": args.mask_temp, "samp_temp": args.samp_temp,
-            "schedule": args.schedule, "reuse": not args.no_reuse}
-
-
 def _writer(args):
     if not getattr(args, "tensorboard", None):
         return None
@@ -99,11 +90,10 @@ def run(args) -> int:
 
         writer = _writer(args)
         try:
-            res, paths = analyze_similarity(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
+            res, paths = analyze_similarity(args.ckpt, args.out, sampler_from_args(args), num_samples=args.num_samples,
                                             labels=_labels(args.labels), layers=args.layer,
                                             show_samples=args.show_samples, seed=args.seed, device=args.device,
-                                            batch_size=args.batch_size, logger=writer, captions=_captions(args),
-                                            **_sample_kwargs(args))
+                                            batch_size=args.batch_size, logger=writer, captions=_captions(args))
         finally:
             if writer is not None:
                 writer.close()
@@ -119,10 +109,9 @@ def run(args) -> int:
 
         writer = _writer(args)
         try:
-            res, paths = analyze_attention_maps(args.ckpt, args.out, steps=args.steps, num_samples=args.num_samples,
+            res, paths = analyze_attention_maps(args.ckpt, args.out, sampler_from_args(args), num_samples=args.num_samples,
                                                 labels=_labels(args.labels), seed=args.seed, device=args.device,
-                                                batch_size=args.batch_size, logger=writer, captions=_captions(args),
-                                                **_sample_kwargs(args))
+                                                batch_size=args.batch_size, logger=writer, captions=_captions(args))
         finally:
             if writer is not None:
                 writer.close()
@@ -140,8 +129,8 @@ def run(args) -> int:
         if args.metric != "none":
             from enat_lightning.studies.study import sample_quality_metric
 
-            metric = sample_quality_metric(args.metric, num_samples=args.num_samples, steps=args.steps,
-                                           cfg_scale=args.cfg, seed=args.seed, fid_stats=args.fid_stats,
+            metric = sample_quality_metric(args.metric, sampler_from_args(args), num_samples=args.num_samples,
+                                           seed=args.seed, fid_stats=args.fid_stats,
                                            tokenizer=args.tokenizer, feature=args.inception, device=args.device)
         rows = analyze_attention_removal(args.ckpt, args.out, removals=removals, data=args.data, limit=args.limit,
                                          batch_size=args.batch_size, seed=args.seed,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .sampler_flags import add_sampler_arguments, sampler_from_args
+
 HELP = "FID / IS of a checkpoint (generating N samples) or of an existing samples.npz against reference stats"
 
 
@@ -23,12 +25,7 @@ def add_arguments(p) -> None:
                         "--seed) per image of the first --num-samples images")
     p.add_argument("--per-class-balanced", action="store_true",
                    help="label of sample i = i mod num_classes (ADM / U-ViT protocol; else uniform random labels)")
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--cfg", type=float, default=2.5, help="CFG scale (linearly ramped over steps)")
-    p.add_argument("--mask-temp", type=float, default=1.5)
-    p.add_argument("--samp-temp", type=float, default=6.0)
-    p.add_argument("--schedule", default="cosine")
-    p.add_argument("--no-reuse", action="store_true")
+    add_sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--is-splits", type=int, default=10)
@@ -40,7 +37,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from enat_lightning.evaluation.frechet import load_stats
     from enat_lightning.commands.fid_stats import feature_spec
-    from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor, load_samples, score_images
+    from enat_lightning.evaluation import evaluate, load_feature_extractor, load_samples, score_images
     from enat_lightning.fileio import atomic_write_text, sha256_file
 
     extractor = load_feature_extractor(feature_spec(args, None), device=args.device)
@@ -66,8 +63,7 @@ def run(args) -> int:
         tokenizer = resolve_tokenizer(args.tokenizer)
         if hasattr(tokenizer, "to"):
             tokenizer = tokenizer.to(args.device)
-        settings = SamplerSettings(steps=args.steps, cfg_scale=args.cfg, mask_temp=args.mask_temp,
-                                   samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse)
+        settings = sampler_from_args(args)
         res = evaluate(model, tokenizer, extractor, num_samples=args.num_samples, ref=ref, settings=settings,
                        per_class_balanced=args.per_class_balanced, seed=args.seed, batch_size=args.batch_size,
                        is_splits=args.is_splits, return_samples=args.save_samples is not None,

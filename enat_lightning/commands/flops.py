@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .sampler_flags import add_sampler_arguments, sampler_from_args
+
 HELP = "count the GMACs of one generation (paper convention: MACs, cond+uncond, all steps)"
 
 
@@ -13,29 +15,32 @@ def add_arguments(p) -> None:
                      help="training config(s) (LightningCLI YAML; repeat to compose): reads model.net")
     src.add_argument("--preset", help="a model preset (paper Table 7), e.g. enat-s, enat-l, nat-baseline")
     src.add_argument("--ckpt", type=Path, help="a checkpoint whose hparams hold the model config")
-    p.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
-    p.add_argument("--schedule", default="cosine", help="mask schedule name (default cosine)")
     p.add_argument("--resolution", type=int, default=None,
                    help="image side in pixels with --preset (latent grid = side/16; default: the preset's 256)")
+    add_sampler_arguments(p, skip=("reuse",))
     reuse = p.add_mutually_exclusive_group()
     reuse.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
                        help="sample without computation reuse (Table 6a row 2)")
     reuse.add_argument("--reuse", dest="reuse", action="store_true",
                        help="force reuse (default: as the model was trained: Table 7 / model.reuse_prob > 0)")
-    p.add_argument("--no-guidance", action="store_true", help="count the conditional pass only")
+    p.add_argument("--no-guidance", action="store_true", help="count the conditional pass only (= --cfg 0)")
     p.add_argument("--vq", default="maskgit-f16",
                    help="VQGAN preset whose decoder `tflops_paper` adds (default maskgit-f16; 'none' to drop)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def run(args) -> int:
+    import dataclasses
+
     from enat_lightning.evaluation.flops import count_generation
     from enat_lightning.analysis.model_source import default_reuse, model_config_from_args
 
     cfg = model_config_from_args(args)
     reuse = default_reuse(args, cfg) if args.reuse is None else args.reuse
-    rep = count_generation(cfg, args.steps, reuse=reuse, schedule=args.schedule,
-                           guided=not args.no_guidance, vq=None if args.vq == "none" else args.vq)
+    settings = dataclasses.replace(sampler_from_args(args), reuse=reuse)
+    if args.no_guidance:
+        settings = dataclasses.replace(settings, cfg_scale=0.0)
+    rep = count_generation(cfg, settings, vq=None if args.vq == "none" else args.vq)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
         return 0
@@ -43,7 +48,7 @@ def run(args) -> int:
     from rich.table import Table
 
     name = cfg.to_dict()["arch"]
-    table = Table(title=f"{name} {cfg.grid}x{cfg.grid} tokens, {args.steps} steps, "
+    table = Table(title=f"{name} {cfg.grid}x{cfg.grid} tokens, {rep.steps} steps, "
                         f"reuse {'on' if reuse else 'off'} (GMACs per image)")
     for col in ("step", "masked in", "newly visible", "reuse", "cond G", "uncond G", "ours G"):
         table.add_column(col, justify="right")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .sampler_flags import add_sampler_arguments, sampler_from_args
+
 HELP = "generate images with a trained or imported ENAT/NAT (resumable, data-parallel over GPUs)"
 
 
@@ -21,19 +23,19 @@ def add_arguments(p) -> None:
     what.add_argument("--prompts", help="text models: a file with one caption per line (needs --text-encoder)")
     what.add_argument("--text-encoder", help="with --prompts: the encoder of the training shards, 'clip:DIR' or "
                                              "'hash[:dim=..,length=..]'")
-    s = p.add_argument_group("sampler (defaults: the official ImageNet-256 setting)")
-    s.add_argument("--steps", type=int, default=8)
-    s.add_argument("--cfg", type=float, default=2.5, help="guidance scale; ramps linearly from 0 over the steps")
-    s.add_argument("--mask-temp", type=float, default=1.5)
-    s.add_argument("--samp-temp", type=float, default=6.0)
-    s.add_argument("--schedule", default="cosine", help="cosine | linear | square | cubic | sqrt")
-    s.add_argument("--no-reuse", action="store_true", help="sample without computation reuse")
+    add_sampler_arguments(p)
+    s = p.add_argument_group("run")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=32)
     o = p.add_argument_group("output")
     o.add_argument("--tokenizer", help="VQGAN checkpoint (e.g. vqgan_jax_strongaug.ckpt) or a JSON tokenizer spec "
                                       "{\"kind\": ..., \"path\": ...}; without it only token ids are saved")
-    o.add_argument("--out", required=True, help="output folder (rerun with the same arguments to resume)")
+    o.add_argument("--out", help="output folder (rerun with the same arguments to resume); required unless --edit")
+    e = p.add_argument_group("editing (inpainting / outpainting / class-editing)")
+    e.add_argument("--edit", metavar="IMAGE", help="image to edit (tokenized with --tokenizer); the edited grid is "
+                                                  "written beside it as IMAGE_edited.png (+ .npz tokens)")
+    e.add_argument("--region", metavar="X0,Y0,X1,Y1", help="pixel box of IMAGE to regenerate (outpainting: a box "
+                                                          "over padding around the content)")
     o.add_argument("--save-images", action="store_true", help="also write one PNG per sample")
     o.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: all GPUs, else CPU)")
     o.add_argument("--no-progress", action="store_true")
@@ -116,6 +118,10 @@ def run(args) -> int:
 
     from enat_lightning.sampling.runner import SampleSettings, class_labels, sample_to_dir
 
+    if args.edit or args.region:
+        return run_edit(args)
+    if not args.out:
+        raise ValueError("--out is required (the output folder)")
     model, model_id = load_model(args)
     conditions = None
     if args.prompts:  # text model: sample i is conditioned on its prompt; labels = prompt line indices
@@ -136,9 +142,7 @@ def run(args) -> int:
     else:
         labels = class_labels(model.cfg.num_classes, parse_labels(args.labels) if args.labels else None, args.per_class)
     tokenizer = load_tokenizer_spec(args.tokenizer)
-    settings = SampleSettings(steps=args.steps, cfg_scale=args.cfg, mask_temp=args.mask_temp,
-                              samp_temp=args.samp_temp, schedule=args.schedule, reuse=not args.no_reuse,
-                              seed=args.seed, batch_size=args.batch_size)
+    settings = SampleSettings(**sampler_from_args(args).to_dict(), seed=args.seed, batch_size=args.batch_size)
     devices = [torch.device(args.device)] if args.device else None
     r = sample_to_dir(model, labels, args.out, settings, tokenizer, save_images=args.save_images,
                       devices=devices, model_id=model_id, progress=not args.no_progress, conditions=conditions)
@@ -147,4 +151,45 @@ def run(args) -> int:
         print(f"grid: {r['grid']}" + (f"; images: {r['images_dir']}" if "images_dir" in r else ""))
     else:
         print("no --tokenizer: saved token ids only (samples.npz 'tokens', 'labels'); no images, no grid")
+    return 0
+
+
+def run_edit(args) -> int:
+    """`enat sample --edit IMAGE --region X0,Y0,X1,Y1 --labels ...`: regenerate the box once per label."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from enat_lightning.sampling import io as sio
+    from enat_lightning.sampling.edit import edit, parse_region
+
+    if not (args.edit and args.region):
+        raise ValueError("--edit IMAGE and --region X0,Y0,X1,Y1 go together")
+    image_path = Path(args.edit)
+    if not image_path.is_file():
+        raise FileNotFoundError(f"--edit image {image_path} does not exist")
+    if not args.tokenizer:
+        raise ValueError("--edit needs --tokenizer (the model's tokenizer turns the image into tokens)")
+    if not args.labels:
+        raise ValueError("--edit needs --labels: the class of each edit (e.g. the image's class to inpaint, "
+                         "another class to class-edit)")
+    labels = [c for c in parse_labels(args.labels) for _ in range(args.per_class or 1)]
+    region = parse_region(args.region)
+    model, _ = load_model(args)
+    tokenizer = load_tokenizer_spec(args.tokenizer)
+    device = torch.device(args.device) if args.device else torch.device("cpu")
+    model = model.to(device)
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    res = edit(model, tokenizer, image, region, torch.tensor(labels, device=device), sampler_from_args(args),
+               torch.Generator(device=device).manual_seed(args.seed))
+    out_dir = Path(args.out) if args.out else image_path.parent
+    stem = image_path.stem + "_edited"
+    source = sio.to_uint8(tokenizer.decode(res.source_ids[None]))  # (1, H, W, 3): the input as tokenized
+    grid = sio.make_grid(np.concatenate([source, sio.to_uint8(res.images)]), nrow=len(labels) + 1)
+    png = sio.save_png(out_dir / f"{stem}.png", grid)
+    npz = sio.save_npz(out_dir / f"{stem}.npz", tokens=res.ids.cpu().numpy().astype(np.int64),
+                       labels=np.asarray(labels, dtype=np.int64), token_mask=res.token_mask.cpu().numpy(),
+                       source_tokens=res.source_ids.cpu().numpy().astype(np.int64))
+    print(f"{len(labels)} edits of {image_path} (region {region}, {int(res.token_mask.sum())} tokens) -> {png} "
+          f"(first tile: the input as tokenized), tokens -> {npz}")
     return 0

@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
     r.add_argument("--metric", default="none", choices=("none", "demo-fid", "fid"),
                    help="sample-quality metric per row (masked-token loss and GFLOPs are always measured "
                         "where the spec lists them)")
-    r.add_argument("--num-samples", type=int, default=1000, help="samples per row for --metric")
+    r.add_argument("--num-samples", type=int, default=None,
+                   help="samples per row for --metric (default 1000; sampler zoo: the spec's)")
     r.add_argument("--fid-stats", help="reference statistics .npz for --metric fid")
     r.add_argument("--tokenizer", help="VQGAN checkpoint or JSON tokenizer spec for --metric fid")
     r.add_argument("--inception", help="Inception-v3 FID weights file for --metric fid")
@@ -27,6 +28,7 @@ def add_arguments(p) -> None:
     r.add_argument("--retrain", action="store_true", help="train rows again even if final.ckpt exists")
     r.add_argument("--seed", type=int, default=0, help="sampling seed for --metric")
     r.add_argument("--device", default="cpu", help="device for evaluation (training follows the YAML trainer)")
+    r.add_argument("--ckpt", help="sampler zoo specs (kind: sampler_zoo): the checkpoint to evaluate")
 
 
 def _select(study, rows_arg):
@@ -43,6 +45,11 @@ def _select(study, rows_arg):
 
 def run(args) -> int:
     from pathlib import Path
+
+    from enat_lightning.studies.sampler_zoo import is_zoo_spec
+
+    if is_zoo_spec(args.spec):  # one checkpoint under many SamplerSettings, no training
+        return _run_zoo(args)
 
     from enat_lightning.studies.study import run_study, sample_quality_metric, study_for_path
 
@@ -61,12 +68,30 @@ def run(args) -> int:
         return 0
     metric = None
     if args.metric != "none":
-        steps = int(study.sampling.get("steps", 8))
-        metric = sample_quality_metric(args.metric, num_samples=args.num_samples, steps=steps, seed=args.seed,
+        # each row passes its own SamplerSettings (study/row `sampling`) to the metric
+        metric = sample_quality_metric(args.metric, num_samples=args.num_samples or 1000, seed=args.seed,
                                        fid_stats=args.fid_stats, tokenizer=args.tokenizer, feature=args.inception,
                                        device=args.device)
     rows = run_study(study, out, overrides=[Path(o) for o in args.override], sets=args.set, sample_metric=metric,
                      val_limit=args.val_limit, retrain=args.retrain, device=args.device)
     print((out / "results.md").read_text())
     print(f"wrote {out / 'results.md'} and {out / 'results.csv'} ({len(rows)} rows)")
+    return 0
+
+
+def _run_zoo(args) -> int:
+    from pathlib import Path
+
+    from enat_lightning.studies.sampler_zoo import load_zoo, run_zoo
+
+    spec = load_zoo(args.spec)
+    out = Path(args.out) if args.out else Path("runs") / "studies" / spec.name
+    if args.action == "plan":
+        for row in spec.rows:
+            print(f"- {row.name}: {row.sampler.to_dict()}")
+        return 0
+    over = {"num_samples": args.num_samples} if args.num_samples else None
+    run_zoo(spec, out, ckpt=args.ckpt, device=args.device, overrides=over)
+    print((out / "results.md").read_text())
+    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'fid_vs_gflops.png'}")
     return 0

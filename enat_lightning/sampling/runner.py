@@ -21,7 +21,7 @@ import hashlib
 import json
 import queue
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ from .iterative import generate
 from .settings import SamplerSettings
 
 MANIFEST_VERSION = 1
+_SAMPLER_FIELDS = {f.name for f in fields(SamplerSettings)}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def class_labels(num_classes: int, labels: list[int] | None = None, per_class: i
 def _manifest(labels: list[int], settings: SampleSettings, model_id: dict, tokenizer_id: dict | None) -> dict:
     return {"version": MANIFEST_VERSION, "num_samples": len(labels),
             "labels_sha1": hashlib.sha1(json.dumps(labels).encode()).hexdigest(),
-            "settings": asdict(settings), "model": model_id, "tokenizer": tokenizer_id}
+            "settings": settings.to_dict(), "model": model_id, "tokenizer": tokenizer_id}
 
 
 def _check_or_write_manifest(chunk_dir: Path, manifest: dict) -> None:
@@ -91,9 +92,8 @@ def _run_chunk(model, tokenizer, labels: list[int], index: int, settings: Sample
                device: torch.device, condition=None) -> dict:
     gen = torch.Generator(device=device).manual_seed(chunk_seed(settings.seed, index))
     condition = torch.tensor(labels, device=device) if condition is None else condition
-    ids = generate(model, condition, steps=settings.steps,
-                   cfg_scale=settings.cfg_scale, mask_temp=settings.mask_temp, samp_temp=settings.samp_temp,
-                   schedule=settings.schedule, reuse=settings.reuse, generator=gen)  # (n, h, w)
+    sampler = SamplerSettings.from_dict({k: v for k, v in asdict(settings).items() if k in _SAMPLER_FIELDS})
+    ids = generate(model, condition, sampler, generator=gen)  # (n, h, w)
     out = {"tokens": ids.cpu().numpy().astype(np.int64), "labels": np.asarray(labels, dtype=np.int64)}
     if tokenizer is not None:
         with torch.no_grad():
