@@ -300,7 +300,7 @@ def test_flops_count_for_text_models():
     T, Dt, D = 6, 12, 32
     assert both.gmacs_condition * 1e9 == pytest.approx(2 * (T * Dt * D + 3 * T * D * 2 * D), rel=1e-9)
     assert dec.gmacs_condition * 1e9 == pytest.approx(2 * (T * Dt * D + 1 * T * D * 2 * D), rel=1e-9)
-    assert count_generation(ENATConfig(**TINY), 4, vq=None, guided=False).gmacs_condition * 1e9 == \
+    assert count_generation(ENATConfig(**TINY), SamplerSettings(steps=4, cfg_scale=0.0), vq=None).gmacs_condition * 1e9 == \
         pytest.approx(T * Dt * D + 3 * T * D * 2 * D, rel=1e-9)
 
 
