@@ -66,7 +66,7 @@ def test_text_models_sample_their_prompts():
     text = ENATConfig(codebook_size=32, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1, condition="text",
                       text_dim=12, text_len=6)
     module = ENATModule(text)
-    cb = SampleGrid(num_samples=3, nrow=3, steps=2, prompts=["a cat", "a dog"], text_encoder="hash:dim=12,length=6")
+    cb = SampleGrid(num_samples=3, nrow=3, sampler=SamplerSettings(steps=2), prompts=["a cat", "a dog"], text_encoder="hash:dim=12,length=6")
     cb.setup(None, module, "fit")
     grid = cb.sample_grid(module)
     assert grid.shape == (3, 32 + 4, 3 * (32 + 2) + 2)  # three 4x4 heatmaps (prompts cycled)
