@@ -30,6 +30,7 @@ from enat_lightning.models import build_model, preset  # noqa: E402
 from enat_lightning.models.tokens import split_positions  # noqa: E402
 from enat_lightning.sampling import generate, masked_counts  # noqa: E402
 from enat_lightning.sampling.iterative import SAMP_TEMP_FLOOR, gumbel  # noqa: E402
+from enat_lightning.sampling.settings import SamplerSettings  # noqa: E402
 
 
 @torch.no_grad()
@@ -82,8 +83,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="enat-s")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--cfg", type=float, default=2.5)
+    p.add_argument("--steps", type=int, default=SamplerSettings.steps)
+    p.add_argument("--cfg", type=float, default=SamplerSettings.cfg_scale)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default="benchmarks/sample.json")
@@ -96,10 +97,12 @@ def main() -> None:
         for prm in model.parameters():
             prm.add_(torch.randn_like(prm) * 0.02)
     labels = torch.arange(args.batch) % model.cfg.num_classes
-    kw = dict(steps=args.steps, cfg_scale=args.cfg, mask_temp=1.5, samp_temp=6.0)
+    settings = SamplerSettings(steps=args.steps, cfg_scale=args.cfg)  # the official sampler otherwise
+    kw = dict(steps=settings.steps, cfg_scale=settings.cfg_scale, mask_temp=settings.mask_temp,
+              samp_temp=settings.samp_temp)
 
     def ours():
-        return generate(model, labels, generator=torch.Generator().manual_seed(1), **kw)
+        return generate(model, labels, settings, generator=torch.Generator().manual_seed(1))
 
     def official():
         return official_pattern_generate(model, labels, generator=torch.Generator().manual_seed(1), **kw)

@@ -15,6 +15,7 @@ never with ImageNet FID.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -23,21 +24,31 @@ from pathlib import Path
 import torch
 
 from enat_lightning.fileio import atomic_write_text
+from enat_lightning.sampling.settings import SamplerSettings, as_settings
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sampler settings the demo uses for its grid and its evaluation (tuned on the demo model)."""
+    """What the demo samples and evaluates. ``sampler`` None: the sampler of the config's
+    FIDCallback (``sampler:`` in experiments/demo.yaml, tuned on the demo model)."""
 
-    steps: int = 8
-    cfg_scale: float = 3.0
-    mask_temp: float = 1.0
-    samp_temp: float = 1.0
+    sampler: SamplerSettings | None = None
     eval_samples: int = 1000
     grid_per_class: int = 10
     seed: int = 0
+
+
+def config_sampler(config: Path) -> SamplerSettings:
+    """The SamplerSettings of the FIDCallback in a training config (its defaults if none is set)."""
+    import yaml
+
+    data = yaml.safe_load(Path(config).read_text()) or {}
+    for cb in (data.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("FIDCallback"):
+            return as_settings((cb.get("init_args") or {}).get("sampler"))
+    return SamplerSettings()
 
 
 def train(config: Path, run_dir: Path, extra_args: list[str]) -> Path:
@@ -60,18 +71,18 @@ def train(config: Path, run_dir: Path, extra_args: list[str]) -> Path:
     return last
 
 
-def class_grid(model, tokenizer, num_classes: int, per_class: int, s: DemoSettings) -> torch.Tensor:
+def class_grid(model, tokenizer, num_classes: int, per_class: int, sampler: SamplerSettings,
+               seed: int = 0) -> torch.Tensor:
     """(num_classes * per_class, 3, H, W) images in [0, 1], row c holding class c."""
     from enat_lightning.sampling import generate
 
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    g = torch.Generator().manual_seed(s.seed)
-    ids = generate(model, labels, steps=s.steps, cfg_scale=s.cfg_scale, mask_temp=s.mask_temp,
-                   samp_temp=s.samp_temp, generator=g)
+    g = torch.Generator().manual_seed(seed)
+    ids = generate(model, labels, sampler, generator=g)
     return tokenizer.decode(ids).clamp(0, 1)
 
 
-def seconds_per_image(model, num_classes: int, s: DemoSettings, reuse: bool, n: int = 200) -> float:
+def seconds_per_image(model, num_classes: int, sampler: SamplerSettings, n: int = 200) -> float:
     """Wall time of the sampler alone (network + sampling, no decoding), best of 3 runs."""
     from enat_lightning.sampling import generate
 
@@ -79,31 +90,29 @@ def seconds_per_image(model, num_classes: int, s: DemoSettings, reuse: bool, n: 
     best = float("inf")
     for rep in range(3):
         t = time.perf_counter()
-        generate(model, labels, steps=s.steps, cfg_scale=s.cfg_scale, mask_temp=s.mask_temp,
-                 samp_temp=s.samp_temp, reuse=reuse, generator=torch.Generator().manual_seed(rep))
+        generate(model, labels, sampler, generator=torch.Generator().manual_seed(rep))
         best = min(best, time.perf_counter() - t)
     return best / n
 
 
-def compare_reuse(model, tokenizer, s: DemoSettings) -> list[dict]:
+def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings) -> list[dict]:
     """ENAT with and without computation reuse: quality, GFLOPs and time per image."""
     from enat_lightning.evaluation.flops import count_generation
-    from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
+    from enat_lightning.evaluation import evaluate, load_feature_extractor
     from enat_lightning.evaluation.reference import demo_reference_stats
 
     extractor = load_feature_extractor("demo")
     ref = demo_reference_stats(extractor, split="val")
     rows = []
     for reuse in (True, False):
-        settings = SamplerSettings(steps=s.steps, cfg_scale=s.cfg_scale, mask_temp=s.mask_temp,
-                                   samp_temp=s.samp_temp, reuse=reuse)
+        settings = dataclasses.replace(sampler, reuse=reuse)
         res = evaluate(model, tokenizer, extractor, num_samples=s.eval_samples, ref=ref, settings=settings,
                        seed=s.seed, batch_size=250)
-        flops = count_generation(model.cfg, s.steps, reuse=reuse, vq=None)
+        flops = count_generation(model.cfg, settings, vq=None)
         rows.append({"sampler": "ENAT, reuse" if reuse else "ENAT, w/o reuse", "reuse": reuse,
                      "demo_fid": res["fid"], "accuracy": res["accuracy"],
                      "gflops_per_image": flops.gmacs_total,
-                     "ms_per_image": 1e3 * seconds_per_image(model, model.cfg.num_classes, s, reuse)})
+                     "ms_per_image": 1e3 * seconds_per_image(model, model.cfg.num_classes, settings)})
     return rows
 
 
@@ -140,18 +149,20 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
     print("[demo] 3/5 sampling a class-conditional grid with the EMA weights")
     model, cfg = load_generator(ckpt)
     tokenizer = DemoTokenizer.load(paths.tokenizer)
-    images = class_grid(model, tokenizer, cfg.num_classes, settings.grid_per_class, settings)
+    sampler = settings.sampler or config_sampler(Path(config))
+    images = class_grid(model, tokenizer, cfg.num_classes, settings.grid_per_class, sampler, settings.seed)
     grid = make_grid(to_uint8(images), nrow=settings.grid_per_class)
     grid_path = save_png(Path(run_dir) / "demo_grid.png", upscale(grid, 4))
 
     print("[demo] 4/5 evaluating with and without computation reuse")
-    rows = compare_reuse(model, tokenizer, settings)
+    rows = compare_reuse(model, tokenizer, settings, sampler)
     print_table(rows)
 
-    results = {"checkpoint": str(ckpt), "grid": str(grid_path), "settings": settings.__dict__, "rows": rows,
+    results = {"checkpoint": str(ckpt), "grid": str(grid_path), "settings": {**{k: v for k, v in settings.__dict__.items() if k != "sampler"}, "sampler": sampler.to_dict()},
+               "rows": rows,
                "minutes": (time.time() - t0) / 60}
     results_path = atomic_write_text(Path(run_dir) / "demo_results.json", json.dumps(results, indent=2))
-    log_to_tensorboard(Path(run_dir), rows, settings, grid)
+    log_to_tensorboard(Path(run_dir), rows, sampler, grid)
 
     print("[demo] 5/5 done in {:.1f} min".format(results["minutes"]))
     print(f"  grid (one row per class 0-9):  {grid_path}")
@@ -166,7 +177,7 @@ def upscale(grid, factor: int):
     return grid.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def log_to_tensorboard(run_dir: Path, rows: list[dict], settings: DemoSettings, grid) -> None:
+def log_to_tensorboard(run_dir: Path, rows: list[dict], settings: SamplerSettings, grid) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(run_dir / "demo_eval"))
@@ -193,13 +204,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", type=Path, default=REPO_CONFIG)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     ap.add_argument("--eval-samples", type=int, default=DemoSettings.eval_samples)
-    ap.add_argument("--cfg", type=float, default=DemoSettings.cfg_scale)
+    ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the config's FIDCallback sampler)")
     ap.add_argument("overrides", nargs=argparse.REMAINDER,
                     help="extra LightningCLI arguments after `--`, e.g. -- --trainer.max_steps=200")
 
 
 def run(args) -> int:
-    settings = DemoSettings(eval_samples=args.eval_samples, cfg_scale=args.cfg)
+    sampler = None
+    if args.cfg is not None:
+        sampler = dataclasses.replace(config_sampler(args.config), cfg_scale=args.cfg)
+    settings = DemoSettings(sampler=sampler, eval_samples=args.eval_samples)
     run_demo(args.config, args.run_dir, settings, [a for a in args.overrides if a != "--"])
     return 0
 

@@ -24,7 +24,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
                  # evaluate and sample inside training too, so every panel appears in a short run
                  "--trainer.callbacks+=enat_lightning.callbacks.fid.FIDCallback",
                  "--trainer.callbacks.ref_stats=demo:val", "--trainer.callbacks.every_n_steps=30",
-                 "--trainer.callbacks.num_samples=60", "--trainer.callbacks.cfg_scale=3.0"]
+                 "--trainer.callbacks.num_samples=60", "--trainer.callbacks.sampler.cfg_scale=3.0"]
     results = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, overrides)
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "demo_grid.png" in out

@@ -289,17 +289,18 @@ def test_enat_evaluate_prompts_from_cli(coco_shards, tmp_path, capsys, monkeypat
 
 def test_flops_count_for_text_models():
     from enat_lightning.evaluation.flops import count_generation
+    from enat_lightning.sampling.settings import SamplerSettings
 
-    both = count_generation(ENATConfig(**TINY), 4, vq=None)
-    dec = count_generation(ENATConfig(**TINY, text_in="decoder"), 4, vq=None)
-    longer = count_generation(ENATConfig(**{**TINY, "text_len": 12}), 4, vq=None)
+    both = count_generation(ENATConfig(**TINY), SamplerSettings(steps=4), vq=None)
+    dec = count_generation(ENATConfig(**TINY, text_in="decoder"), SamplerSettings(steps=4), vq=None)
+    longer = count_generation(ENATConfig(**{**TINY, "text_len": 12}), SamplerSettings(steps=4), vq=None)
     assert len(both.per_step) == 4 and 0 < dec.gmacs_total < both.gmacs_total < longer.gmacs_total
     # the once-per-sample caption work is counted exactly: projection T x Dt x D and, per block
     # reading captions, their keys/values T x D x 2D, for the caption and the empty caption
     T, Dt, D = 6, 12, 32
     assert both.gmacs_condition * 1e9 == pytest.approx(2 * (T * Dt * D + 3 * T * D * 2 * D), rel=1e-9)
     assert dec.gmacs_condition * 1e9 == pytest.approx(2 * (T * Dt * D + 1 * T * D * 2 * D), rel=1e-9)
-    assert count_generation(ENATConfig(**TINY), 4, vq=None, guided=False).gmacs_condition * 1e9 == \
+    assert count_generation(ENATConfig(**TINY), SamplerSettings(steps=4, cfg_scale=0.0), vq=None).gmacs_condition * 1e9 == \
         pytest.approx(T * Dt * D + 3 * T * D * 2 * D, rel=1e-9)
 
 

@@ -221,16 +221,20 @@ def concat_maps(parts: list[AttentionMapResult]) -> AttentionMapResult:
                                                 for k in parts[0].per_sample})
 
 
-def run_attention_maps(model, labels, *, steps: int = 8, generator=None, **sample_kwargs) -> AttentionMapResult:
-    """Samples ``labels`` (B,) and records the per-block, per-step attention masses of the
-    conditional rows (the sampler's unconditional CFG rows are left out)."""
+def run_attention_maps(model, labels, settings=None, *, generator=None, **overrides) -> AttentionMapResult:
+    """Samples ``labels`` (B,) under ``settings`` (a SamplerSettings; keyword ``overrides`` replace
+    fields) and records the per-block, per-step attention masses of the conditional rows (the
+    sampler's unconditional CFG rows are left out)."""
     from enat_lightning.sampling import generate
+    from enat_lightning.sampling.iterative import resolve_settings
 
+    settings = resolve_settings(settings, overrides)
+    steps = settings.steps
     if not hasattr(labels, "__len__") or isinstance(labels, (list, tuple)):
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     B = len(labels)  # class labels (B,) or Captions of B rows
     with record_attention(model) as rec:
-        generate(model, labels, steps=steps, generator=generator, **sample_kwargs)
+        generate(model, labels, settings, generator=generator)
     if len(rec.calls) != steps:
         raise RuntimeError(f"expected one model call per step ({steps}), recorded {len(rec.calls)}")
     per_sample = {k: torch.stack([c[k][:, :B] for c in rec.calls], dim=1)  # (N, S, B)
@@ -429,16 +433,16 @@ def load_tokens(spec: str, limit: int | None = None):
     return torch.stack(tokens), torch.tensor(conds)
 
 
-def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 16, labels=None, seed: int = 0,
+def analyze_attention_maps(ckpt, out_dir, settings=None, *, num_samples: int = 16, labels=None, seed: int = 0,
                            device: str = "cpu", batch_size: int = 32, logger=None, captions=None,
-                           trust: bool = False, **sample_kwargs):
+                           trust: bool = False):
     """`enat analyze attention-maps`: per-block, per-step attention masses of a checkpoint's EMA network
-    (samples in batches of ``batch_size``, batch b seeded with seed + b)."""
+    (samples in batches of ``batch_size``, batch b seeded with seed + b) under ``settings`` (SamplerSettings)."""
     from enat_lightning.sampling.checkpoint import load_generator
 
     model, cfg = load_generator(ckpt, device=device, trust=trust)
     y = analysis_conditions(cfg, num_samples, labels, captions, device)
-    parts = [run_attention_maps(model, yb, steps=steps, generator=g, **sample_kwargs)
+    parts = [run_attention_maps(model, yb, settings, generator=g)
              for yb, g in seeded_batches(y, batch_size, seed, device)]
     result = concat_maps(parts)
     return result, write_attention_map_outputs(result, out_dir, logger=logger)

@@ -232,15 +232,19 @@ def concat_results(parts: list[SimilarityResult]) -> SimilarityResult:
     return _result(parts[0].layers, sim, groups, parts[0].grid)
 
 
-def run_similarity(model, labels, *, steps: int = 8, layers: str = "final", generator=None,
-                   **sample_kwargs) -> SimilarityResult:
+def run_similarity(model, labels, settings=None, *, layers: str = "final", generator=None,
+                   **overrides) -> SimilarityResult:
     """Samples ``labels`` (B,) with the traced sampler and measures adjacent-step similarity.
 
     layers: "final" (the features fed to the output head) or "all" (every block's output too; the
     per-block similarity is computed step by step, so only two steps' block outputs are held).
-    ``sample_kwargs`` go to ``sampling.generate`` (cfg_scale, mask_temp, samp_temp, reuse, schedule).
+    ``settings``: the SamplerSettings (keyword ``overrides`` replace fields, e.g. ``steps=4``).
     """
     from enat_lightning.sampling import generate
+    from enat_lightning.sampling.iterative import resolve_settings
+
+    settings = resolve_settings(settings, overrides)
+    steps = settings.steps
 
     if layers not in ("final", "all"):
         raise ValueError(f"layers must be 'final' or 'all', got {layers!r}")
@@ -251,7 +255,7 @@ def run_similarity(model, labels, *, steps: int = 8, layers: str = "final", gene
     B = len(labels)  # class labels (B,) or Captions of B rows
     cfg = model.cfg
     if layers == "final":
-        _, trace = generate(model, labels, steps=steps, generator=generator, return_trace=True, **sample_kwargs)
+        _, trace = generate(model, labels, settings, generator=generator, return_trace=True)
         return similarity_from_trace(trace, cfg.mask_id, cfg.grid)
     state: dict = {"prev": None, "sims": []}
 
@@ -262,7 +266,7 @@ def run_similarity(model, labels, *, steps: int = 8, layers: str = "final", gene
         state["prev"] = cur
 
     with record_layer_features(model, on_call) as rec:
-        _, trace = generate(model, labels, steps=steps, generator=generator, return_trace=True, **sample_kwargs)
+        _, trace = generate(model, labels, settings, generator=generator, return_trace=True)
     if rec.num_calls != steps:
         raise RuntimeError(f"expected one model call per step ({steps}), recorded {rec.num_calls}")
     layer_sim = torch.stack(state["sims"], dim=1)  # (N, P, B, L)
@@ -408,19 +412,19 @@ def seeded_batches(labels: torch.Tensor, batch_size: int, seed: int, device: str
         yield labels[start:start + batch_size], torch.Generator(device=device).manual_seed(seed + b)
 
 
-def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int = 8,
+def analyze_similarity(ckpt: str | os.PathLike, out_dir: str | os.PathLike, settings=None, *,
                        num_samples: int = 16, labels: list[int] | None = None, layers: str = "final",
                        show_samples: int = 2, seed: int = 0, device: str = "cpu", batch_size: int = 32, logger=None,
-                       captions=None, trust: bool = False, **sample_kwargs) -> tuple[SimilarityResult, dict[str, Path]]:
+                       captions=None, trust: bool = False) -> tuple[SimilarityResult, dict[str, Path]]:
     """`enat analyze similarity`: load a checkpoint's EMA network, sample in batches of ``batch_size``
-    (batch b seeded with seed + b), write the Fig. 5 outputs."""
+    (batch b seeded with seed + b) under ``settings`` (SamplerSettings), write the Fig. 5 outputs."""
     from enat_lightning.sampling.checkpoint import load_generator
 
     model, cfg = load_generator(ckpt, device=device, trust=trust)
     y = analysis_conditions(cfg, num_samples, labels, captions, device)
     parts = []
     for yb, g in seeded_batches(y, batch_size, seed, device):
-        r = run_similarity(model, yb, steps=steps, layers=layers, generator=g, **sample_kwargs)
+        r = run_similarity(model, yb, settings, layers=layers, generator=g)
         r.sim, r.groups, r.means, r.counts = r.sim.cpu(), r.groups.cpu(), r.means.cpu(), r.counts.cpu()
         parts.append(r)
     result = concat_results(parts)

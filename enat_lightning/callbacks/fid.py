@@ -10,7 +10,8 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
+from enat_lightning.evaluation import evaluate, load_feature_extractor
+from enat_lightning.sampling.settings import SamplerSettings, as_settings
 
 METRIC_KEYS = ("fid", "is_mean", "is_std", "accuracy")
 
@@ -23,15 +24,14 @@ class FIDCallback(pl.Callback):
         tokenizer:     'demo', 'demo:PATH' or a VQGAN checkpoint path (decodes tokens to pixels)
         every_n_steps: evaluate when global_step is a multiple of this (0: only at the end)
         num_samples:   K samples per evaluation (per-class balanced labels by default)
-        steps, cfg_scale, mask_temp, samp_temp, schedule, reuse: sampler settings
+        sampler:       the ``SamplerSettings`` (YAML ``sampler: {cfg_scale: 3.0}``; omitted = the defaults)
         seed:          the same seed at every evaluation, so curves compare like with like
         use_ema:       sample with ``pl_module.ema_net`` when the module has one
         prefix:        metric names are ``{prefix}/fid`` etc.
     """
 
     def __init__(self, ref_stats: str | None = None, feature: str = "demo", tokenizer: str = "demo",
-                 every_n_steps: int = 0, num_samples: int = 1000, steps: int = 8, cfg_scale: float = 2.5,
-                 mask_temp: float = 1.5, samp_temp: float = 6.0, schedule: str = "cosine", reuse: bool = True,
+                 every_n_steps: int = 0, num_samples: int = 1000, sampler: SamplerSettings | None = None,
                  per_class_balanced: bool = True, seed: int = 0, batch_size: int = 64, is_splits: int = 10,
                  at_fit_end: bool = True, use_ema: bool = True, prefix: str = "eval"):
         super().__init__()
@@ -40,8 +40,7 @@ class FIDCallback(pl.Callback):
                              f"{every_n_steps}, {num_samples}")
         self.ref_stats, self.feature, self.tokenizer_spec = ref_stats, feature, tokenizer
         self.every_n_steps, self.num_samples, self.at_fit_end = every_n_steps, num_samples, at_fit_end
-        self.settings = SamplerSettings(steps=steps, cfg_scale=cfg_scale, mask_temp=mask_temp,
-                                        samp_temp=samp_temp, schedule=schedule, reuse=reuse)
+        self.settings = as_settings(sampler)
         self.per_class_balanced, self.seed, self.batch_size = per_class_balanced, seed, batch_size
         self.is_splits, self.use_ema, self.prefix = is_splits, use_ema, prefix
         self.history: list[dict] = []  # one entry per evaluation: step + metrics

@@ -9,20 +9,21 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from enat_lightning.evaluation.flops import DEFAULT_VQ, count_generation
+from enat_lightning.sampling.settings import SamplerSettings, as_settings
 
 
 class GFLOPsCallback(pl.Callback):
-    def __init__(self, steps: int = 8, reuse: bool = True, schedule: str = "cosine", guided: bool = True,
-                 vq: str | None = DEFAULT_VQ, prefix: str = "flops"):
+    """sampler: the ``SamplerSettings`` counted (YAML ``sampler: {steps: 8}``; omitted = defaults)."""
+
+    def __init__(self, sampler: SamplerSettings | None = None, vq: str | None = DEFAULT_VQ, prefix: str = "flops"):
         super().__init__()
-        self.steps, self.reuse, self.schedule, self.guided, self.vq, self.prefix = steps, reuse, schedule, guided, vq, prefix
+        self.sampler, self.vq, self.prefix = as_settings(sampler), vq, prefix
         self.summary: dict | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         cfg = pl_module.cfg
-        rep = count_generation(cfg, self.steps, reuse=self.reuse and cfg.supports_reuse,
-                               schedule=self.schedule, guided=self.guided, vq=self.vq)
-        self.summary = {"steps": self.steps, "reuse": rep.reuse, "schedule": self.schedule,
+        rep = count_generation(cfg, self.sampler, vq=self.vq)
+        self.summary = {"steps": rep.steps, "reuse": rep.reuse and cfg.supports_reuse, "schedule": rep.schedule,
                         "gmacs_total": rep.gmacs_total, "gmacs_actual": rep.gmacs_actual,
                         "gmacs_vq_decoder": rep.gmacs_vq_decoder, "tflops_paper": rep.tflops_paper,
                         "convention": "MACs per image, all steps, cond+uncond passes"}

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from enat_lightning.sampling import io as sio
+from enat_lightning.sampling.settings import SamplerSettings, as_settings
 
 KEY = "trainer.callbacks[SampleGrid].init_args.tokenizer"
 
@@ -50,13 +51,13 @@ class SampleGrid(pl.Callback):
     what a text model (condition: text) samples instead (captions and the shards' encoder spec,
     e.g. 'clip:DIR'); tokenizer: a
     ``load_tokenizer`` spec (VQGAN checkpoint path, or ``{kind: demo, path: ...}``) or None for
-    heatmaps; steps / cfg_scale / mask_temp / samp_temp: sampler settings; reuse: None = reuse for
-    ENAT networks. A missing tokenizer file fails when the callback is built, before training.
+    heatmaps; sampler: the ``SamplerSettings`` (YAML ``sampler: {cfg_scale: 3.0}``; omitted = the
+    official defaults; a NAT ignores ``reuse``). A missing tokenizer file fails when the callback is
+    built, before training.
     """
 
     def __init__(self, every_n_steps: int = 1000, num_samples: int = 16, labels: list[int] | None = None,
-                 tokenizer: str | dict | None = None, steps: int = 8, cfg_scale: float = 0.0,
-                 mask_temp: float = 1.5, samp_temp: float = 6.0, reuse: bool | None = None, seed: int = 0,
+                 tokenizer: str | dict | None = None, sampler: SamplerSettings | None = None, seed: int = 0,
                  nrow: int | None = None, use_ema: bool = True, prompts: list[str] | None = None,
                  text_encoder: str | None = None):
         if every_n_steps < 1 or num_samples < 1:
@@ -67,8 +68,8 @@ class SampleGrid(pl.Callback):
                                     f"`enat tokenize demo` or `make demo`; a VQGAN: download its checkpoint)")
         self.every_n_steps, self.num_samples, self.labels = every_n_steps, num_samples, labels
         self.tokenizer_spec, self.tokenizer = tokenizer, None
-        self.sampler = dict(steps=steps, cfg_scale=cfg_scale, mask_temp=mask_temp, samp_temp=samp_temp)
-        self.reuse, self.seed, self.nrow, self.use_ema = reuse, seed, nrow, use_ema
+        self.sampler = as_settings(sampler)
+        self.seed, self.nrow, self.use_ema = seed, nrow, use_ema
         if bool(prompts) != bool(text_encoder):
             raise ValueError("SampleGrid: prompts and text_encoder go together (captions for a text model)")
         self.prompts, self.text_encoder = prompts, text_encoder
@@ -126,9 +127,8 @@ class SampleGrid(pl.Callback):
         else:
             labels = self.labels or [i * cfg.num_classes // self.num_samples for i in range(self.num_samples)]
             labels = torch.tensor(labels[: self.num_samples], dtype=torch.long, device=pl_module.device)
-        reuse = net.supports_reuse if self.reuse is None else self.reuse
         g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        ids = generate(net, labels, reuse=reuse, generator=g, **self.sampler)  # (B, side, side)
+        ids = generate(net, labels, self.sampler, generator=g)  # (B, side, side)
         if self.tokenizer is not None:
             if hasattr(self.tokenizer, "to"):  # nn.Module tokenizers (VQGAN) follow the model's device
                 self.tokenizer.to(ids.device)

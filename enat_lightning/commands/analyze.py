@@ -1,7 +1,6 @@
 """Interaction analyses: feature similarity across steps (Fig. 5), attention maps and cuts (Fig. 2)."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -30,10 +29,6 @@ def _captions(prompts: Optional[Path], text_encoder: Optional[str]):
 
         require_extra("transformers>=4.40")
     return encode_prompts(read_prompts(prompts), build_text_encoder(text_encoder))
-
-
-def _sampling(sampler: SamplerSettings) -> dict:
-    return {k: v for k, v in dataclasses.asdict(sampler).items() if k != "steps"}
 
 
 def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[list[int]] = None,
@@ -65,10 +60,10 @@ def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[li
     check_output_dir(out)
     writer = _writer(tensorboard)
     try:
-        res, paths = analyze_similarity(ckpt, out, steps=sampler.steps, num_samples=num_samples, labels=labels,
+        res, paths = analyze_similarity(ckpt, out, sampler, num_samples=num_samples, labels=labels,
                                         layers=layer, show_samples=show_samples, seed=seed, device=device,
                                         batch_size=batch_size, logger=writer, trust=trust_checkpoint,
-                                        captions=_captions(prompts, text_encoder), **_sampling(sampler))
+                                        captions=_captions(prompts, text_encoder))
     finally:
         if writer is not None:
             writer.close()
@@ -108,10 +103,9 @@ def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optiona
     check_output_dir(out)
     writer = _writer(tensorboard)
     try:
-        res, paths = analyze_attention_maps(ckpt, out, steps=sampler.steps, num_samples=num_samples, labels=labels,
+        res, paths = analyze_attention_maps(ckpt, out, sampler, num_samples=num_samples, labels=labels,
                                             seed=seed, device=device, batch_size=batch_size, logger=writer,
-                                            trust=trust_checkpoint, captions=_captions(prompts, text_encoder),
-                                            **_sampling(sampler))
+                                            trust=trust_checkpoint, captions=_captions(prompts, text_encoder))
     finally:
         if writer is not None:
             writer.close()
@@ -160,9 +154,7 @@ def attention(ckpt: Path, out: Path, remove: str = "all", data: Optional[str] = 
     if metric != "none":
         from enat_lightning.studies.study import sample_quality_metric
 
-        sample_metric = sample_quality_metric(metric, num_samples=num_samples, steps=sampler.steps,
-                                              cfg_scale=sampler.cfg_scale, mask_temp=sampler.mask_temp,
-                                              samp_temp=sampler.samp_temp, seed=seed,
+        sample_metric = sample_quality_metric(metric, sampler, num_samples=num_samples, seed=seed,
                                               fid_stats=str(fid_stats) if fid_stats else None, tokenizer=tokenizer,
                                               feature=str(inception) if inception else None, device=device)
     rows = analyze_attention_removal(ckpt, out, removals=removals, data=data, limit=limit, batch_size=batch_size,

@@ -25,6 +25,7 @@ def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None,
         trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)
         sampler: sampler settings (steps, schedule, reuse: reuse is used only by networks trained to reuse)
     """
+    import dataclasses
     import json as json_lib
 
     from enat_lightning.commands.common import network_config, sampler_for
@@ -33,8 +34,9 @@ def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None,
     cfg, can_reuse = network_config(preset=preset, experiment=experiment, ckpt=ckpt, resolution=resolution,
                                     trust_checkpoint=trust_checkpoint)
     s = sampler_for(sampler, can_reuse or (force_reuse and cfg.supports_reuse))
-    rep = count_generation(cfg, s.steps, reuse=s.reuse, schedule=s.schedule, guided=guidance_pass,
-                           vq=None if vq == "none" else vq)
+    if not guidance_pass:
+        s = dataclasses.replace(s, cfg_scale=0.0)  # no unconditional pass is counted
+    rep = count_generation(cfg, s, vq=None if vq == "none" else vq)
     if json:
         print(json_lib.dumps(rep.to_dict(), indent=2))
         return rep.to_dict()

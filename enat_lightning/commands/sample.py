@@ -37,17 +37,18 @@ def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Option
                    "official_weights": str(Path(official_weights).resolve())}
 
 
-def sample(out: Path, ckpt: Optional[Path] = None, preset: Optional[str] = None,
+def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Optional[str] = None,
            experiment: Optional[list[Path]] = None, official_weights: Optional[Path] = None,
            num_classes: int = 1000, resolution: int = 256, labels: Optional[list[int]] = None,
            per_class: Optional[int] = None, prompts: Optional[Path] = None, text_encoder: Optional[str] = None,
            tokenizer: Optional[str] = None, save_images: bool = False, device: Optional[str] = None,
            progress: bool = True, seed: int = 0, batch_size: int = 32, overwrite: bool = False,
-           trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
-    """Generate images with a trained or imported ENAT/NAT (resumable, data-parallel over GPUs).
+           trust_checkpoint: bool = False, edit: Optional[Path] = None, region: Optional[str] = None,
+           sampler: SamplerSettings = SamplerSettings()) -> dict:
+    """Generate images with a trained or imported ENAT/NAT (resumable, data-parallel over GPUs), or edit an image.
 
     Args:
-        out: output folder (rerun with the same arguments to resume)
+        out: output folder (rerun with the same arguments to resume); required unless --edit (default: beside IMAGE)
         ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
         preset: with --official_weights: an architecture preset (`enat models`)
         experiment: with --official_weights: training config(s) naming the network (also `-c CONFIG.yaml`)
@@ -66,6 +67,8 @@ def sample(out: Path, ckpt: Optional[Path] = None, preset: Optional[str] = None,
         batch_size: samples per sampler call (bounds memory)
         overwrite: replace outputs of an earlier run with other settings
         trust_checkpoint: load checkpoints holding pickled Python objects (can run code; only files you trust)
+        edit: image to edit (inpainting / outpainting / class-editing; tokenized with --tokenizer); the edited grid is written beside it as IMAGE_edited.png (+ .npz tokens)
+        region: with --edit: X0,Y0,X1,Y1 pixel box of IMAGE to regenerate (outpainting: a box over padding); the classes come from --labels
         sampler: sampler settings (defaults: the official ImageNet-256 setting)
     """
     import torch
@@ -77,6 +80,13 @@ def sample(out: Path, ckpt: Optional[Path] = None, preset: Optional[str] = None,
     from enat_lightning.sampling.runner import SampleRun, class_labels
 
     check_device(device)
+    if edit is not None or region is not None:
+        return edit_image(edit, region, labels, per_class, out, ckpt=ckpt, preset=preset, experiment=experiment,
+                          official_weights=official_weights, num_classes=num_classes, resolution=resolution,
+                          tokenizer=tokenizer, device=device, seed=seed, trust_checkpoint=trust_checkpoint,
+                          sampler=sampler)
+    if out is None:
+        raise UserError("--out is required: the folder the samples go to (or --edit IMAGE --region ... to edit an image)")
     check_output_dir(out)
     model, model_id = load_network(ckpt, preset, experiment, official_weights, num_classes, resolution,
                                    trust_checkpoint)
@@ -112,3 +122,51 @@ def sample(out: Path, ckpt: Optional[Path] = None, preset: Optional[str] = None,
     else:
         print("no --tokenizer: saved token ids only (samples.npz 'tokens', 'labels'); no images, no grid")
     return r
+
+
+def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[list[int]], per_class: Optional[int],
+               out: Optional[Path], *, ckpt, preset, experiment, official_weights, num_classes, resolution,
+               tokenizer, device, seed, trust_checkpoint, sampler: SamplerSettings) -> dict:
+    """`enat sample --edit IMAGE --region X0,Y0,X1,Y1 --labels ...`: regenerate the box once per label;
+    tokens outside it stay as the image's (``sampling.edit``)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from enat_lightning.commands.common import check_output_dir
+    from enat_lightning.data.tokenize import resolve_tokenizer
+    from enat_lightning.errors import UserError
+    from enat_lightning.sampling import io as sio
+    from enat_lightning.sampling.edit import edit, parse_region
+
+    if image is None or region is None:
+        raise UserError("--edit IMAGE and --region X0,Y0,X1,Y1 go together")
+    image = Path(image)
+    if not image.is_file():
+        raise FileNotFoundError(f"--edit image {image} does not exist")
+    if tokenizer is None:
+        raise UserError("--edit needs --tokenizer (the model's tokenizer turns the image into tokens)")
+    if not labels:
+        raise UserError("--edit needs --labels: the class of each edit (e.g. the image's class to inpaint, "
+                        "another class to class-edit)")
+    out_dir = Path(out) if out is not None else image.parent
+    check_output_dir(out_dir)
+    wanted = [c for c in labels for _ in range(per_class or 1)]
+    box = parse_region(region)
+    model, _ = load_network(ckpt, preset, experiment, official_weights, num_classes, resolution, trust_checkpoint)
+    tok = resolve_tokenizer(tokenizer)
+    dev = torch.device(device) if device else torch.device("cpu")
+    model = model.to(dev)
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    res = edit(model, tok, pixels, box, torch.tensor(wanted, device=dev), sampler,
+               torch.Generator(device=dev).manual_seed(seed))
+    stem = image.stem + "_edited"
+    source = sio.to_uint8(tok.decode(res.source_ids[None]))  # (1, H, W, 3): the input as tokenized
+    grid = sio.make_grid(np.concatenate([source, sio.to_uint8(res.images)]), nrow=len(wanted) + 1)
+    png = sio.save_png(out_dir / f"{stem}.png", grid)
+    npz = sio.save_npz(out_dir / f"{stem}.npz", tokens=res.ids.cpu().numpy().astype(np.int64),
+                       labels=np.asarray(wanted, dtype=np.int64), token_mask=res.token_mask.cpu().numpy(),
+                       source_tokens=res.source_ids.cpu().numpy().astype(np.int64))
+    print(f"{len(wanted)} edits of {image} (region {box}, {int(res.token_mask.sum())} tokens) -> {png} "
+          f"(first tile: the input as tokenized), tokens -> {npz}")
+    return {"png": str(png), "npz": str(npz), "region": box, "tokens_edited": int(res.token_mask.sum())}

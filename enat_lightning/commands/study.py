@@ -34,8 +34,14 @@ def plan(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[s
         rows: row names to run (default: all)
         out: study folder (default runs/studies/<name>)
     """
+    from enat_lightning.studies.sampler_zoo import is_zoo_spec, load_zoo
     from enat_lightning.studies.study import slug
 
+    if is_zoo_spec(spec):  # one checkpoint under many SamplerSettings, no training
+        zoo = load_zoo(spec)
+        lines = [f"- {row.name}: {row.sampler.to_dict()}" for row in zoo.rows]
+        print("\n".join(lines))
+        return lines
     study = _study(spec, rows)
     folder = _out(study, out)
     print(f"{study.title} ({study.path}); metrics {study.metrics}")
@@ -52,11 +58,12 @@ def plan(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[s
 
 def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[str]] = None,
         rows: Optional[list[str]] = None, out: Optional[Path] = None,
-        metric: Literal["none", "demo-fid", "fid"] = "none", num_samples: int = 1000,
+        metric: Literal["none", "demo-fid", "fid"] = "none", num_samples: Optional[int] = None,
         fid_stats: Optional[Path] = None, tokenizer: Optional[str] = None, inception: Optional[Path] = None,
         val_limit: Optional[int] = None, retrain: bool = False, seed: int = 0, device: str = "cpu",
-        trust_checkpoint: bool = False) -> list[dict]:
-    """Train (or reuse) and evaluate every row; rerun to resume.
+        trust_checkpoint: bool = False, ckpt: Optional[Path] = None) -> list[dict]:
+    """Train (or reuse) and evaluate every row; rerun to resume. A sampler-zoo spec (``kind: sampler_zoo``)
+    evaluates one --ckpt under many sampler settings instead (no training).
 
     Args:
         spec: study spec (experiments/studies/*.yaml) or an ablation YAML listed in one
@@ -65,7 +72,7 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         rows: row names to run (default: all)
         out: study folder (default runs/studies/<name>); rerun to resume
         metric: sample-quality metric per row (masked-token loss and GFLOPs are always measured where the spec lists them)
-        num_samples: samples per row for --metric
+        num_samples: samples per row for --metric (default 1000; sampler zoo: the spec's)
         fid_stats: reference statistics .npz for --metric fid
         tokenizer: VQGAN checkpoint or JSON tokenizer spec for --metric fid
         inception: Inception-v3 FID weights file for --metric fid
@@ -74,17 +81,22 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         seed: sampling seed for --metric
         device: device for evaluation (training follows the YAML trainer)
         trust_checkpoint: load row checkpoints holding pickled Python objects (can run code; only files you trust)
+        ckpt: sampler-zoo specs (kind: sampler_zoo): the checkpoint to evaluate
     """
     from enat_lightning.commands.common import check_device
     from enat_lightning.studies.study import run_study, sample_quality_metric
 
+    from enat_lightning.studies.sampler_zoo import is_zoo_spec
+
     check_device(device)
+    if is_zoo_spec(spec):
+        return _run_zoo(spec, out, ckpt, device, num_samples)
     study = _study(spec, rows)
     folder = _out(study, out)
     sample_metric = None
     if metric != "none":
-        sample_metric = sample_quality_metric(metric, num_samples=num_samples,
-                                              steps=int(study.sampling.get("steps", 8)), seed=seed,
+        # each row passes its own SamplerSettings (study/row `sampling`) to the metric
+        sample_metric = sample_quality_metric(metric, num_samples=num_samples or 1000, seed=seed,
                                               fid_stats=str(fid_stats) if fid_stats else None, tokenizer=tokenizer,
                                               feature=str(inception) if inception else None, device=device)
     results = run_study(study, folder, overrides=[Path(o) for o in override or []], sets=list(set or []),
@@ -93,6 +105,18 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
     print((folder / "results.md").read_text())
     print(f"wrote {folder / 'results.md'} and {folder / 'results.csv'} ({len(results)} rows)")
     return results
+
+
+def _run_zoo(spec: Path, out: Optional[Path], ckpt: Optional[Path], device: str, num_samples: Optional[int]):
+    from enat_lightning.studies.sampler_zoo import load_zoo, run_zoo
+
+    zoo = load_zoo(spec)
+    folder = Path(out) if out else Path("runs") / "studies" / zoo.name
+    rows = run_zoo(zoo, folder, ckpt=ckpt, device=device,
+                   overrides={"num_samples": num_samples} if num_samples else None)
+    print((folder / "results.md").read_text())
+    print(f"wrote {folder / 'results.md'}, {folder / 'results.csv'}, {folder / 'fid_vs_gflops.png'}")
+    return rows
 
 
 plan.positional = run.positional = True  # `enat study run SPEC`: the spec is positional

@@ -91,9 +91,7 @@ def generate_images(model, tokenizer, labels: torch.Tensor, settings: SamplerSet
     for c, start, stop in my_chunks(len(labels), batch_size, rank, world_size):
         gen = sample_generators(seed, range(start, stop), device)  # sample i: seed (seed, i)
         cond = labels[start:stop].to(device) if conditions is None else conditions[start:stop]
-        ids = generate(model, cond, steps=settings.steps, cfg_scale=settings.cfg_scale,
-                       mask_temp=settings.mask_temp, samp_temp=settings.samp_temp, schedule=settings.schedule,
-                       reuse=settings.reuse, generator=gen)  # (b, h, w)
+        ids = generate(model, cond, settings, generator=gen)  # (b, h, w)
         imgs.append(to_uint8(tokenizer.decode(ids)).cpu())  # (b, 3, H, W)
         idx.append(torch.arange(start, stop))
         if progress is not None:

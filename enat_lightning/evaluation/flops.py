@@ -12,11 +12,16 @@ draws, argsort re-masking) runs on tiny real CPU tensors: the proxy hands it ran
 ids, labels and masks stay real CPU tensors, so the meta network sees the exact visible / masked /
 newly-revealed counts of every step, with reuse states threaded exactly as in sampling.
 
+Everything the sampler does comes from one ``SamplerSettings``: the counts follow its schedule,
+order and guidance, so skipped unconditional passes (``uncond_skip_steps``, steps with guidance
+weight 0) cost nothing here either.
+
 Two totals:
-  gmacs_total   the official network's work: logits at all L positions and an unconditional pass
-                at every step, step 0 included (the official sampler runs it although w = 0);
-  gmacs_actual  what our sampler executes: logits only at masked positions, and no unconditional
-                pass at step 0 where its result is unused.
+  gmacs_total   the official network's work: logits at all L positions and, when guided, an
+                unconditional pass at step 0 (the official sampler runs it although w = 0) and at
+                every step with a non-zero weight that is not in ``uncond_skip_steps``;
+  gmacs_actual  what our sampler executes: logits only at masked positions, and only the
+                unconditional passes it runs (none at step 0 where its result is unused).
 Both include ``gmacs_condition``, the once-per-sample work of ``prepare_condition`` /
 ``null_condition`` (0 for class labels, a table lookup; for text models the caption projection
 and every block's caption keys/values, for the caption and, guided, the empty caption).
@@ -31,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from enat_lightning.models import ModelConfig, build_model
 from enat_lightning.models.tokens import ENATOutput
+from enat_lightning.sampling.settings import SamplerSettings
 
 # Which network a "TFLOPs incl. decoder" number adds: the MaskGIT VQGAN (vq-f16-jax.yaml).
 DEFAULT_VQ = "maskgit-f16"
@@ -45,6 +51,7 @@ class StepFlops:
     cond_gmacs: float  # official convention (logits at all positions)
     uncond_gmacs: float
     actual_gmacs: float  # what our sampler ran at this step (cond + uncond rows)
+    uncond_ran: bool = False  # the sampler ran the unconditional rows at this step
 
 
 @dataclass
@@ -58,6 +65,7 @@ class FlopReport:
     gmacs_vq_decoder: float
     per_step: list[StepFlops] = field(default_factory=list)
     gmacs_condition: float = 0.0  # once per sample, included in both totals (module docstring)
+    sampler: dict = field(default_factory=dict)
     convention: str = ("multiply-accumulates (FlopCounterMode FLOPs / 2), one image, summed over all steps, "
                        "conditional + unconditional passes; gmacs_total = official network (logits at all "
                        "positions, uncond pass at every step); tflops_paper = (gmacs_total + decoder) / 1000")
@@ -160,31 +168,35 @@ def vq_decoder_gmacs(grid: int, vq: str | dict | None = DEFAULT_VQ) -> float:
     return _macs(fc.get_total_flops())
 
 
-def count_generation(cfg: ModelConfig, steps: int, *, reuse: bool = True, schedule: str = "cosine",
-                     guided: bool = True, vq: str | dict | None = DEFAULT_VQ, seed: int = 0) -> FlopReport:
-    """GMACs to generate one image with ``cfg`` in ``steps`` steps (see the module docstring).
+def count_generation(cfg: ModelConfig, settings: SamplerSettings | None = None, *,
+                     vq: str | dict | None = DEFAULT_VQ, seed: int = 0) -> FlopReport:
+    """GMACs to generate one image with ``cfg`` under ``settings`` (see the module docstring).
 
-    ``reuse``: pass the previous output back (ENAT); a NAT ignores it anyway. ``guided``: count the
-    unconditional CFG pass (the paper does). ``vq``: decoder added to ``tflops_paper``.
+    ``settings``: the sampler (``SamplerSettings()`` = the official one); ``cfg_scale: 0`` counts
+    no unconditional pass; a NAT ignores ``reuse``. ``vq``: decoder added to ``tflops_paper``.
     """
     from enat_lightning.sampling import generate
 
+    settings = SamplerSettings() if settings is None else settings
+    steps = settings.steps
     net = build_meta(cfg)
     proxy = _CountingProxy(net, seed=seed)
     # One image with a full-length condition (label 0 / a caption of T real tokens; the cost does
-    # not depend on the values). cfg_scale only needs to be non-zero for the unconditional rows.
-    generate(proxy, net.example_condition(1), steps=steps, cfg_scale=1.0 if guided else 0.0,
-             schedule=schedule, reuse=reuse, generator=torch.Generator().manual_seed(seed))
+    # not depend on the values), driven through the real sampler loop with these settings.
+    generate(proxy, net.example_condition(1), settings, generator=torch.Generator().manual_seed(seed))
     if len(proxy.calls) != steps:
         raise RuntimeError(f"expected one network call per step ({steps}), the sampler made {len(proxy.calls)}")
+    weights, guided = settings.weights(), settings.guided
     per_step = []
     for s, c in enumerate(proxy.calls):
         one = _macs(c["official_per_row"])  # one image, one pass (every row has the same shapes)
+        official_uncond = guided and s not in settings.uncond_skip_steps and (s == 0 or weights[s] != 0)
         per_step.append(StepFlops(step=s, masked=c["masked"], new=c["new"], reused=c["reused"],
-                                  cond_gmacs=one, uncond_gmacs=one if guided else 0.0,
-                                  actual_gmacs=_macs(c["actual"])))
+                                  cond_gmacs=one, uncond_gmacs=one if official_uncond else 0.0,
+                                  actual_gmacs=_macs(c["actual"]), uncond_ran=c["rows"] == 2))
     condition = _macs(proxy.condition_flops)
-    return FlopReport(config=cfg.to_dict(), steps=steps, reuse=reuse, schedule=str(schedule),
+    return FlopReport(config=cfg.to_dict(), steps=steps, reuse=settings.reuse, schedule=str(settings.schedule),
                       gmacs_total=condition + sum(p.cond_gmacs + p.uncond_gmacs for p in per_step),
                       gmacs_actual=condition + sum(p.actual_gmacs for p in per_step),
-                      gmacs_vq_decoder=vq_decoder_gmacs(cfg.grid, vq), per_step=per_step, gmacs_condition=condition)
+                      gmacs_vq_decoder=vq_decoder_gmacs(cfg.grid, vq), per_step=per_step, gmacs_condition=condition,
+                      sampler=settings.to_dict())

@@ -1,38 +1,45 @@
 """Iterative parallel decoding (MaskGIT / ENAT sampler) with computation reuse and CFG.
 
 Shape letters: B batch, L = grid**2 tokens (raster order), Lm masked tokens in a step's input,
-V codebook size, D width, S steps.
+V codebook size, D width, S steps. Every option comes from one ``SamplerSettings`` (settings.py);
+the per-step numbers (masked counts n_s, temperatures, guidance weights w_s) from its ``plan``.
 
-One step s = 0 .. S-1 (official ``NATSchedule.generate`` semantics, fixtures README §1):
+One step s = 0 .. S-1 (official ``NATSchedule.generate`` semantics with the default settings,
+fixtures README §1):
   1. one forward over the current ids: conditional and unconditional rows batched as 2B rows,
-     each half passing its own previous output as the reuse state;
-  2. logp = log_softmax(cond + w_s (cond - uncond)) with w_s = s/S * cfg_scale (linear ramp; step 0
-     unguided because the official code updates w at the *end* of a step);
+     each half passing its own previous output as the reuse state (after a step without the
+     unconditional rows, the conditional state serves both halves). No unconditional pass where
+     w_s = 0; on ``uncond_skip_steps`` the last residual cond - uncond (at positions still masked)
+     stands in for it;
+  2. logp = log_softmax(cond + w_s (cond - uncond)); the default linear ramp w_s = s/S * cfg_scale
+     leaves step 0 unguided because the official code updates w at the *end* of a step;
   3. draw a token at every masked position from Categorical(logp / tau_samp) (Gumbel-max),
      tau_samp = max(samp_temp (1 - (s+1)/S), 1e-3);
-  4. confidence = logp of the drawn token (+inf at visible positions) + tau_mask * Gumbel noise,
-     tau_mask = mask_temp (1 - (s+1)/S);
-  5. re-mask the n_{s+1} lowest-confidence positions (schedule); visible tokens never change.
+  4. priority of every masked position (``order``): confidence = logp of the drawn token +
+     tau_mask * Gumbel noise, tau_mask = mask_temp (1 - (s+1)/S); or a random / Halton order fixed
+     before the first step; +inf at visible positions;
+  5. re-mask the n_{s+1} lowest-priority positions (schedule); visible tokens never change.
 
-Randomness comes only from the ``torch.Generator`` passed in (token draws, then re-mask noise, in
-that order per step).
+Editing (``init_ids``): tokens given in ``init_ids`` stay fixed and visible from step 0; the
+schedule counts only the [MASK] positions of ``init_ids`` (the region).
+
+Randomness comes only from the ``torch.Generator`` passed in (random order first, then per step
+token draws and re-mask noise, in that order).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from enat_lightning.models.conditioning import Condition
-from enat_lightning.models.tokens import ENATOutput, split_positions
+from enat_lightning.models.tokens import ENATOutput, check_ids, split_positions
 
-from .schedules import Schedule, masked_counts
-
-Generators = Optional[Union[torch.Generator, Sequence[torch.Generator]]]  # one for the batch, or one per sample
-
-SAMP_TEMP_FLOOR = 1e-3  # REPRO: official floor on the annealed sampling temperature
+from .noise import Generators, gumbel  # noqa: F401  (gumbel re-exported)
+from .orders import halton_priority, random_priority
+from .settings import SAMP_TEMP_FLOOR, SamplerSettings  # noqa: F401  (SAMP_TEMP_FLOOR re-exported)
 
 
 @dataclass
@@ -47,7 +54,8 @@ class StepTrace:
     cfg_weight:  guidance weight w used at this step
     had_prev:    whether a reuse state was passed to the network
     cond_logits, uncond_logits: (B, L, V) network logits, only with ``trace_logits=True``
-                 (uncond_logits is None where no unconditional pass ran, i.e. cfg_scale == 0)
+                 (uncond_logits is None where no unconditional pass ran: w = 0 or a skipped step)
+    uncond_ran:  whether this step ran the unconditional rows
     """
 
     input_ids: torch.Tensor
@@ -59,6 +67,7 @@ class StepTrace:
     had_prev: bool
     cond_logits: torch.Tensor | None = None
     uncond_logits: torch.Tensor | None = None
+    uncond_ran: bool = False
 
 
 @dataclass
@@ -71,22 +80,6 @@ class GenerationTrace:
         if any(v is None for v in values):
             raise ValueError(f"trace field {name!r} was not recorded at every step")
         return torch.stack(values)
-
-
-def gumbel(shape: tuple[int, ...], generator: Generators, device: torch.device) -> torch.Tensor:
-    """Standard Gumbel(0, 1) noise drawn on the generator's device, returned on ``device``.
-
-    ``generator`` may be a sequence of generators, one per row (``shape[0]``): row i then draws only
-    from generator i, so a sample's noise does not depend on its batch (``seeding.sample_generators``).
-    """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
-        return torch.cat([gumbel((1, *shape[1:]), g, device) for g in generator])
-    gen_device = generator.device if generator is not None else device
-    u = torch.rand(shape, generator=generator, device=gen_device)
-    u.clamp_(min=torch.finfo(u.dtype).tiny)  # rand may return exactly 0 -> -log(-log 0) = -inf
-    return (-torch.log(-torch.log(u))).to(device)
 
 
 def _concat(a: ENATOutput, b: ENATOutput) -> ENATOutput:
@@ -105,68 +98,131 @@ def _state_is_empty_when_all_masked(model) -> bool:
     return getattr(model.cfg, "reuse_tokens", "visible") == "visible"
 
 
+def resolve_settings(settings: SamplerSettings | None, overrides: dict) -> SamplerSettings:
+    """``settings`` with keyword overrides (field names of SamplerSettings only)."""
+    settings = SamplerSettings() if settings is None else settings
+    if not isinstance(settings, SamplerSettings):
+        raise TypeError(f"settings must be a SamplerSettings, got {type(settings).__name__}")
+    if overrides:
+        known = {f.name for f in dataclasses.fields(SamplerSettings)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"generate() got unknown sampler settings {unknown}; known: {sorted(known)}")
+        settings = dataclasses.replace(settings, **overrides)
+    return settings
+
+
+def _prev_pair(cond_state: ENATOutput, last: ENATOutput | None) -> ENATOutput:
+    """The 2B-row reuse state: the last batched output when the previous step ran both halves;
+    otherwise the conditional state stands in for the unconditional rows. That happens after a step
+    without an unconditional pass (step 0 with nothing visible, where the state would be empty; a
+    step with weight 0; a skipped step): an older unconditional state would hold a different number
+    of masked tokens than this step's rows, and the batched forward needs one count per batch."""
+    if last is not None:
+        return last
+    return _concat(cond_state, cond_state)
+
+
 @torch.no_grad()
-def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp: float = 1.5,
-             samp_temp: float = 6.0, schedule: Schedule = "cosine", reuse: bool = True,
-             generator: Generators = None, return_trace: bool = False,
-             trace_logits: bool = False):
+def generate(model, labels, settings: SamplerSettings | None = None, *, generator: Generators = None,
+             init_ids: torch.Tensor | None = None, return_trace: bool = False, trace_logits: bool = False,
+             **overrides):
     """Sample token grids for the condition ``labels`` -> ids (B, grid, grid) int64.
 
-    ``model`` is an ENAT or NAT (the conditioning interface of ``models/conditioning.py`` and the
-    ``(ids, cond, prev, logits_at)`` call). ``labels``: class ids (B,) for a class model,
-    ``Captions`` for a text model; ``model.prepare_condition`` turns them into the condition once
-    for all steps and ``model.null_condition`` gives the unconditional one (null label / empty
-    caption) for the CFG rows. ``reuse=False``
-    never passes the previous output (the paper's "w/o reuse" rows). With ``return_trace`` the
-    result is ``(ids, GenerationTrace)``; ``generator`` is one generator for the batch or a list of B
-    (one per sample, see ``gumbel``); ``trace_logits`` also records full (B, L, V) logits (the
-    normal path computes the output head at masked positions only).
+    ``settings``: the sampler options (``SamplerSettings()`` = the official sampler); keyword
+    ``overrides`` replace single fields (``generate(model, y, steps=4)`` is
+    ``generate(model, y, dataclasses.replace(SamplerSettings(), steps=4))``). ``model`` is an ENAT
+    or NAT (the conditioning interface of ``models/conditioning.py`` and the ``(ids, cond, prev,
+    logits_at)`` call). ``labels``: class ids (B,) for a class model, ``Captions`` for a text model;
+    ``model.prepare_condition`` turns them into the condition once for all steps and
+    ``model.null_condition`` gives the unconditional one (null label / empty caption) for the CFG
+    rows. ``init_ids`` (B, L) or (B, grid, grid): editing
+    -- its tokens stay fixed, its [MASK] positions (``model.cfg.mask_id``, the same number in every
+    row) are generated. With ``return_trace`` the result is ``(ids, GenerationTrace)``;
+    ``trace_logits`` also records full (B, L, V) logits (the normal path computes the output head at
+    masked positions only) and runs the unconditional pass at every guided step. ``generator`` is one
+    generator for the batch or a list of B (one per sample: ``seeding.sample_generators``), so a sample
+    does not depend on its batch.
     """
+    settings = resolve_settings(settings, overrides)
     cfg = model.cfg
     L, mask_id = cfg.seq_len, cfg.mask_id
     device = next(model.parameters()).device
     condition = model.prepare_condition(labels)  # B rows: label embeddings / caption keys+values, once
     B = len(condition)
-    if mask_temp < 0 or samp_temp < 0 or cfg_scale < 0:
-        raise ValueError(f"mask_temp, samp_temp and cfg_scale must be >= 0, got {mask_temp}, {samp_temp}, {cfg_scale}")
-    counts = masked_counts(L, steps, schedule)  # (S+1,)
-    guided = cfg_scale != 0.0
-    skip_uncond0 = guided and not trace_logits and _state_is_empty_when_all_masked(model)
+    if init_ids is None:
+        ids = torch.full((B, L), mask_id, dtype=torch.long, device=device)  # (B, L)
+    else:
+        ids = torch.as_tensor(init_ids).to(device).reshape(len(init_ids), -1).long()
+        check_ids(ids, L, mask_id)
+        if ids.shape[0] != B:
+            raise ValueError(f"init_ids has {ids.shape[0]} rows but there are {B} conditions")
+        split_positions(ids == mask_id, "[MASK] tokens in init_ids (the region to generate)")
+    n_region = int((ids[0] == mask_id).sum()) if B else L
+    plan = settings.plan(n_region)
+    steps, counts, weights = settings.steps, plan.counts, plan.weights
+    guided = any(w != 0 for w in weights)
+    # The step-0 unconditional pass is skipped where its weight is 0 and its reuse state would be
+    # empty (nothing visible); trace_logits keeps it (the parity fixture records it).
+    empty_state0 = n_region == L and _state_is_empty_when_all_masked(model)
+
+    def runs_uncond(s: int) -> bool:
+        if not guided or s in plan.skip_uncond:
+            return False
+        return weights[s] != 0 or trace_logits or (s == 0 and not empty_state0)
+
     logits_at = "all" if trace_logits else "masked"
     trace = GenerationTrace() if return_trace else None
+    reuse = settings.reuse
     # 2B rows for the guided passes: the condition, then the null condition of the same rows
     both_conditions = Condition.cat([condition, model.null_condition(condition)]) if guided else None
 
     was_training = model.training
     model.eval()
     try:
-        ids = torch.full((B, L), mask_id, dtype=torch.long, device=device)  # (B, L)
+        if settings.order == "random":
+            fixed_prio = random_priority(B, L, generator, device)  # (B, L), drawn before any step
+        elif settings.order == "halton":
+            fixed_prio = halton_priority(cfg.grid, B, device)  # (B, L)
+        else:
+            fixed_prio = None
         sampled = ids
-        state: ENATOutput | None = None  # previous output, B rows (cond) or 2B rows (cond; uncond)
-        w = 0.0
+        cond_state = pair = None  # reuse states: conditional B rows; the last 2B-row output if the step ran both
+        resid = resid_masking = None  # last cond - uncond at that step's masked positions
         for s in range(steps):
-            ratio = 1.0 * (s + 1) / steps
-            tau_mask = mask_temp * (1 - ratio)
-            tau_samp = max(samp_temp * (1 - ratio), SAMP_TEMP_FLOOR)
-            both = guided and not (s == 0 and skip_uncond0)
-            prev = state if reuse else None
-            if both and prev is not None and prev.feat.shape[0] == B:
-                prev = _concat(prev, prev)  # step-0 state had no visible tokens: nothing to reuse
+            w = weights[s]
+            tau_mask, tau_samp = plan.mask_temps[s], plan.samp_temps[s]
+            both = runs_uncond(s)
             if both:
+                prev = _prev_pair(cond_state, pair) if reuse and cond_state is not None else None
                 out = model(torch.cat([ids, ids]), both_conditions, prev=prev,
                             logits_at=logits_at)  # 2B rows: cond then uncond
                 cond, uncond = out.logits[:B], out.logits[B:]  # (B, Lm|L, V)
+                if reuse:
+                    cond_state, pair = out.select(slice(0, B)), out
             else:
+                prev = cond_state if reuse else None
                 out = model(ids, condition, prev=prev, logits_at=logits_at)
                 cond, uncond = out.logits, None
-            state = out if reuse else None
+                if reuse:
+                    cond_state, pair = out, None
 
             masking = ids == mask_id  # (B, L)
             _, mask_idx = split_positions(masking, "masked tokens")  # (B, Lm)
             take = (lambda t: torch.gather(t, 1, mask_idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))) \
                 if trace_logits else (lambda t: t)
             cond_m = take(cond)  # (B, Lm, V)
-            mixed = cond_m if uncond is None or w == 0.0 else cond_m + w * (cond_m - take(uncond))
+            if uncond is not None:
+                diff = cond_m - take(uncond)  # (B, Lm, V)
+                resid, resid_masking = diff, masking
+                mixed = cond_m if w == 0.0 else cond_m + w * diff
+            elif w != 0.0 and s in plan.skip_uncond:
+                # rank of each current masked position among the masked positions of the residual's
+                # step (masked sets only shrink, so every current position is there)
+                pos = (resid_masking.long().cumsum(1) - 1).gather(1, mask_idx)  # (B, Lm)
+                mixed = cond_m + w * torch.gather(resid, 1, pos.unsqueeze(-1).expand(-1, -1, resid.shape[-1]))
+            else:
+                mixed = cond_m
             logp = F.log_softmax(mixed, dim=-1)  # (B, Lm, V)
             tokens = (logp / tau_samp + gumbel(logp.shape, generator, device)).argmax(-1)  # (B, Lm)
             sampled = ids.scatter(1, mask_idx, tokens)  # (B, L)
@@ -177,8 +233,10 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
                     input_ids=ids, sampled_ids=sampled, cond_feat=out.feat[:B], confidence=conf.clone(),
                     num_masked=counts[s], cfg_weight=w, had_prev=prev is not None,
                     cond_logits=cond if trace_logits else None,
-                    uncond_logits=uncond if trace_logits else None))
-            if tau_mask > 0:
+                    uncond_logits=uncond if trace_logits else None, uncond_ran=both))
+            if fixed_prio is not None:
+                conf = torch.where(masking, fixed_prio, conf)  # order fixed before sampling
+            elif tau_mask > 0:
                 conf = conf + tau_mask * gumbel((B, L), generator, device)
             n_next = counts[s + 1]
             if n_next > 0:
@@ -186,7 +244,6 @@ def generate(model, labels, *, steps: int = 8, cfg_scale: float = 0.0, mask_temp
                 ids = sampled.scatter(1, remask, mask_id)
             else:
                 ids = sampled
-            w = ratio * cfg_scale  # REPRO: set at the end of step s, used from step s+1
     finally:
         model.train(was_training)
     out_ids = sampled.reshape(B, cfg.grid, cfg.grid)

@@ -74,7 +74,7 @@ def manifest(labels: list[int], settings: SamplerSettings, run: SampleRun, model
     """What makes a folder's samples: a rerun with an equal manifest resumes, any other is refused."""
     return {"version": MANIFEST_VERSION, "num_samples": len(labels),
             "labels_sha1": hashlib.sha1(json.dumps(labels).encode()).hexdigest(),
-            "settings": asdict(settings), "run": asdict(run), "model": model_id, "tokenizer": tokenizer_id}
+            "settings": settings.to_dict(), "run": asdict(run), "model": model_id, "tokenizer": tokenizer_id}
 
 
 def manifest_path(out_dir: Path) -> Path:
@@ -167,9 +167,7 @@ def sample_chunk(model, tokenizer, labels: torch.Tensor, start: int, settings: S
     ``Captions`` rows of a text model, ``labels`` then being prompt indices."""
     device = next(model.parameters()).device
     gens = sample_generators(seed, range(start, start + len(labels)), device)
-    ids = generate(model, labels.to(device) if condition is None else condition, steps=settings.steps, cfg_scale=settings.cfg_scale,
-                   mask_temp=settings.mask_temp, samp_temp=settings.samp_temp, schedule=settings.schedule,
-                   reuse=settings.reuse, generator=gens)  # (n, h, w)
+    ids = generate(model, labels.to(device) if condition is None else condition, settings, generator=gens)  # (n, h, w)
     out = {"tokens": ids}
     if tokenizer is not None:
         out["images"] = torch.from_numpy(sio.to_uint8(tokenizer.decode(ids)))  # (n, H, W, 3)

@@ -59,13 +59,18 @@ def mask_ratio(t: float | torch.Tensor, kind: str = "cosine") -> float | torch.T
     return min(1.0, max(0.0, _RATIO[kind](float(t))))
 
 
-def masked_counts(seq_len: int, steps: int, schedule: Schedule = "cosine") -> list[int]:
+def masked_counts(seq_len: int, steps: int, schedule: Schedule | None = None) -> list[int]:
     """Number of masked tokens in the *input* of each of the ``steps`` steps, plus the final 0.
 
     Returns S+1 counts: counts[0] = L (all masked), counts[s+1] = tokens still masked after step s,
     counts[S] = 0. ``schedule`` is a name from SCHEDULES, or a manual list of S ratios (the masked
-    fraction after each step; non-increasing, the last one 0).
+    fraction after each step; non-increasing, the last one 0); None = the sampler's default
+    (``SamplerSettings.schedule``).
     """
+    if schedule is None:
+        from .settings import SamplerSettings  # settings imports this module: read it at call time
+
+        schedule = SamplerSettings.schedule
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if isinstance(schedule, str):
@@ -85,3 +90,33 @@ def masked_counts(seq_len: int, steps: int, schedule: Schedule = "cosine") -> li
         raise ValueError(f"mask schedule must be non-increasing (decoded tokens stay decoded); "
                          f"got masked counts {counts}")
     return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Guidance schedules: the weight w_s of step s in  logits = cond + w_s (cond - uncond)
+GUIDANCE = ("linear", "constant", "power", "interval")
+
+
+def guidance_weights(kind: str, scale: float, steps: int, *, power: float = 1.0,
+                     interval: tuple[int, int] | None = None) -> list[float]:
+    """Per-step guidance weights w_0 .. w_{S-1}.
+
+    linear    w_s = s/S * scale (official ENAT: updated at the *end* of a step, so step 0 is unguided)
+    constant  w_s = scale
+    power     w_s = scale * (1 - cos(pi * (s/S)**power)) / 2 (RAR's "power-cosine" decay,
+              bytedance/1d-tokenizer; RAR writes uncond + g (cond - uncond), i.e. our w = g - 1,
+              and ramps g - 1 the same way)
+    interval  w_s = scale for first <= s <= last (inclusive), else 0
+    """
+    if kind == "linear":
+        return [(1.0 * s / steps) * scale for s in range(steps)]  # REPRO: the official float ops
+    if kind == "constant":
+        return [float(scale)] * steps
+    if kind == "power":
+        return [scale * (1 - math.cos(math.pi * (s / steps) ** power)) / 2 for s in range(steps)]
+    if kind == "interval":
+        if interval is None:
+            raise ValueError("guidance 'interval' needs guidance_interval (first and last step)")
+        first, last = interval
+        return [float(scale) if first <= s <= last else 0.0 for s in range(steps)]
+    raise ValueError(f"unknown guidance schedule {kind!r}; choose from {list(GUIDANCE)}")

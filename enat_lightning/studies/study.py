@@ -7,7 +7,8 @@ A study spec (``experiments/studies/*.yaml``) is plain data:
     title: "Compute allocation N_E/N_D (paper Table 2)"
     base: [experiments/enat_s.yaml]           # composed first for every row (optional)
     metrics: [gflops, fid]                   # columns; the paper's numbers use the same keys
-    sampling: {steps: 8, cfg_scale: 2.5}     # for FID / GFLOPs (reuse follows each row's reuse_prob)
+    sampling: {steps: 8, cfg_scale: 2.5}     # SamplerSettings fields for FID / GFLOPs (omitted: its
+                                             # defaults; reuse follows each row's reuse_prob)
     rows:
       - name: "8/8"
         configs: [experiments/ablations/table2_8_8.yaml]
@@ -41,6 +42,7 @@ from enat_lightning.training_config import get as _get
 
 from enat_lightning.analysis.attention import load_tokens, masked_token_loss
 from enat_lightning.analysis.report import markdown_table, write_csv
+from enat_lightning.sampling.settings import SamplerSettings
 
 KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
 METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",
@@ -116,11 +118,20 @@ def load_study(path: str | os.PathLike) -> Study:
             raise ValueError(f"{path}: rows[{i}].paper keys {badp} unknown; choose from {list(KNOWN_METRICS)}")
         rows.append(StudyRow(str(r["name"]), [resolve_path(c, path) for c in r.get("configs") or []], paper,
                              dict(r.get("sampling") or {})))
+        check_sampling(path, f"rows[{i}].sampling", {**(d.get("sampling") or {}), **rows[-1].sampling})
     names = [r.name for r in rows]
     if len(set(map(slug, names))) != len(names):
         raise ValueError(f"{path}: row names must be distinct (after slugging): {names}")
     return Study(str(d.get("name") or path.stem), str(d.get("title") or path.stem), path,
                  [resolve_path(c, path) for c in d.get("base") or []], metrics, dict(d.get("sampling") or {}), rows)
+
+
+def check_sampling(path: Path, key: str, sampling: dict) -> SamplerSettings:
+    """The SamplerSettings of a spec's ``sampling`` mapping; a bad key or value names the file and key."""
+    try:
+        return SamplerSettings.from_dict(sampling)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {key}: {e}") from None
 
 
 def find_studies_for(config: Path, search: Path | None = None) -> list[tuple[Study, list[int]]]:
@@ -200,16 +211,17 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     return ckpt
 
 
-def sampling_for(study: Study, row: StudyRow, composed: dict, cfg) -> dict:
-    """Sampler settings of a row: study defaults < row overrides; reuse follows the row's training
-    (a model trained with reuse_prob 0 is sampled without reuse, a NAT never reuses)."""
-    s = {"steps": 8, "cfg_scale": 2.5, "mask_temp": 1.5, "samp_temp": 6.0, **study.sampling, **row.sampling}
+def sampling_for(study: Study, row: StudyRow, composed: dict, cfg) -> SamplerSettings:
+    """Sampler settings of a row: SamplerSettings defaults < study ``sampling`` < row ``sampling``;
+    unless given, reuse follows the row's training (a model trained with reuse_prob 0 is sampled
+    without reuse, a NAT never reuses)."""
+    s = {**study.sampling, **row.sampling}
     if "reuse" not in s:
         s["reuse"] = bool((_get(composed, "model.reuse_prob", 0.5) or 0) > 0) and cfg.supports_reuse
-    return s
+    return check_sampling(study.path, f"row {row.name!r} sampling", s)
 
 
-def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: dict, *, sample_metric=None,
+def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: SamplerSettings, *, sample_metric=None,
                  val_limit: int | None = None, device: str = "cpu", trust_checkpoint: bool = False) -> dict:
     """Our numbers for one trained row."""
     from enat_lightning.sampling.checkpoint import load_generator
@@ -225,7 +237,7 @@ def evaluate_row(ckpt: Path, composed: dict, metrics: list[str], sampling: dict,
         from enat_lightning.evaluation.flops import count_generation
 
         # ablation-table convention: network only, conditional + unconditional passes, no VQ decoder
-        res["gflops"] = count_generation(cfg, sampling["steps"], reuse=sampling["reuse"], vq=None).gmacs_total
+        res["gflops"] = count_generation(cfg, sampling, vq=None).gmacs_total
     if sample_metric is not None:
         res.update(sample_metric(net, sampling))
     return res
@@ -300,20 +312,24 @@ def write_results(study: Study, rows: list[dict], out_dir: Path) -> dict[str, Pa
 
 
 # -- sample quality through the evaluation package -----------------------------------------------------
-def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_scale: float = 2.5,
-                          mask_temp: float = 1.5, samp_temp: float = 6.0, seed: int = 0,
+def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *, num_samples: int, seed: int = 0,
                           fid_stats: str | None = None, tokenizer: str | None = None, feature: str | None = None,
-                          batch_size: int = 64, device: str = "cpu"):
+                          batch_size: int = 64, device: str = "cpu", **overrides):
     """A callable ``(model, sampling=None) -> dict`` scoring ``num_samples`` samples of a model.
 
     kind "demo-fid": demo tokenizer + demo classifier, against the demo train digits -> demo_fid,
     demo_is, accuracy. kind "fid": ``tokenizer`` (VQGAN path or JSON spec), Inception weights
-    (``feature``, a .pth path) and reference ``fid_stats`` (.npz) -> fid, is. ``sampling`` (a study row's
-    settings) overrides the defaults given here.
+    (``feature``, a .pth path) and reference ``fid_stats`` (.npz) -> fid, is. ``settings`` (keyword
+    ``overrides`` replace fields) is the sampler; ``sampling`` given to the callable (a study row's
+    SamplerSettings, or a mapping of fields to replace) takes its place.
     """
+    import dataclasses
     import json
 
-    from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
+    from enat_lightning.evaluation import evaluate, load_feature_extractor
+    from enat_lightning.sampling.iterative import resolve_settings
+
+    base = resolve_settings(settings, overrides)
 
     if kind == "demo-fid":
         from enat_lightning.data.demo import ensure_demo_data
@@ -341,14 +357,12 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
         raise ValueError(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
     if hasattr(tok, "to"):
         tok = tok.to(device)
-    defaults = {"steps": steps, "cfg_scale": cfg_scale, "mask_temp": mask_temp, "samp_temp": samp_temp}
 
-    def metric(model, sampling: dict | None = None) -> dict:
-        s = {**defaults, **(sampling or {})}
-        reuse = bool(s.get("reuse", model.supports_reuse))
-        settings = SamplerSettings(steps=int(s["steps"]), cfg_scale=float(s["cfg_scale"]),
-                                   mask_temp=float(s["mask_temp"]), samp_temp=float(s["samp_temp"]),
-                                   schedule=str(s.get("schedule", "cosine")), reuse=reuse)
+    def metric(model, sampling: SamplerSettings | dict | None = None) -> dict:
+        if isinstance(sampling, SamplerSettings):
+            settings = sampling
+        else:
+            settings = dataclasses.replace(base, **(sampling or {}))
         r = evaluate(model, tok, extractor, num_samples=num_samples, ref=ref, settings=settings, seed=seed,
                      batch_size=batch_size)
         out = {f"{prefix}fid": r["fid"]}

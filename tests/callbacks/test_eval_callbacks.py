@@ -45,8 +45,8 @@ def read_scalars(log_dir) -> dict:
 def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
     tok, cls, stats = demo_files
     fid_cb = FIDCallback(ref_stats=str(stats), feature=f"demo:{cls}", tokenizer=f"demo:{tok}", every_n_steps=2,
-                         num_samples=20, steps=3, cfg_scale=1.0, batch_size=10, is_splits=2, seed=5)
-    flops_cb = GFLOPsCallback(steps=3, vq=None)
+                         num_samples=20, sampler=SamplerSettings(steps=3, cfg_scale=1.0), batch_size=10, is_splits=2, seed=5)
+    flops_cb = GFLOPsCallback(sampler=SamplerSettings(steps=3), vq=None)
     logger = TensorBoardLogger(tmp_path, name="tb")
     trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=logger, callbacks=[fid_cb, flops_cb],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -71,7 +71,7 @@ def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
     scalars = read_scalars(logger.log_dir)
     assert [s for s, _ in scalars["eval/fid"]] == [2, 4]
     assert "eval/is_mean" in scalars and "eval/accuracy" in scalars
-    rep = count_generation(CFG, 3, vq=None)
+    rep = count_generation(CFG, SamplerSettings(steps=3), vq=None)
     assert scalars["flops/gmacs_total"][0][1] == pytest.approx(rep.gmacs_total, rel=1e-6)
     assert module.hparams["flops"]["gmacs_actual"] == pytest.approx(rep.gmacs_actual)
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from enat_lightning.sampling.settings import SamplerSettings
 from enat_lightning.callbacks.sample_grid import SampleGrid, heatmap, save_png, tile
 from enat_lightning.data.synthetic import SyntheticTokenDataModule
 from enat_lightning.models import ENATConfig
@@ -29,7 +30,7 @@ def test_missing_tokenizer_file_fails_at_construction(tmp_path):
 
 def test_logs_a_heatmap_grid_every_n_steps(tmp_path):
     cfg = ENATConfig(codebook_size=32, num_classes=4, grid=4, width=32, heads=2, enc_depth=2, dec_depth=1)
-    cb = SampleGrid(every_n_steps=2, num_samples=4, steps=4)
+    cb = SampleGrid(every_n_steps=2, num_samples=4, sampler=SamplerSettings(steps=4))
     logger = pl.loggers.TensorBoardLogger(tmp_path, name="", version="")
     tr = pl.Trainer(accelerator="cpu", max_steps=4, logger=logger, callbacks=[cb], enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
@@ -50,7 +51,7 @@ def test_decodes_through_the_demo_tokenizer():
     paths = ensure_demo_data()  # seconds; built from data bundled with scikit-learn
     cfg = ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
     module = ENATModule(cfg)
-    cb = SampleGrid(num_samples=3, nrow=3, steps=2, tokenizer={"kind": "demo", "path": str(paths.tokenizer)})
+    cb = SampleGrid(num_samples=3, nrow=3, sampler=SamplerSettings(steps=2), tokenizer={"kind": "demo", "path": str(paths.tokenizer)})
     cb.setup(None, module, "fit")
     grid = cb.sample_grid(module)
     assert grid.shape == (3, 16 + 4, 3 * (16 + 2) + 2)  # 16x16 px images
@@ -65,7 +66,7 @@ def test_text_models_sample_their_prompts():
     text = ENATConfig(codebook_size=32, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1, condition="text",
                       text_dim=12, text_len=6)
     module = ENATModule(text)
-    cb = SampleGrid(num_samples=3, nrow=3, steps=2, prompts=["a cat", "a dog"], text_encoder="hash:dim=12,length=6")
+    cb = SampleGrid(num_samples=3, nrow=3, sampler=SamplerSettings(steps=2), prompts=["a cat", "a dog"], text_encoder="hash:dim=12,length=6")
     cb.setup(None, module, "fit")
     grid = cb.sample_grid(module)
     assert grid.shape == (3, 32 + 4, 3 * (32 + 2) + 2)  # three 4x4 heatmaps (prompts cycled)

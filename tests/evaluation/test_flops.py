@@ -4,6 +4,7 @@ from functools import lru_cache
 
 import pytest
 
+from enat_lightning.sampling.settings import SamplerSettings
 from enat_lightning.evaluation.flops import count_generation, vq_decoder_gmacs
 from enat_lightning.errors import UserError
 from enat_lightning.training_config import model_config, resolve_training_config
@@ -13,7 +14,7 @@ from enat_lightning.models import ENATConfig, preset
 
 @lru_cache(maxsize=None)
 def count(name: str, steps: int, reuse: bool):
-    return count_generation(preset(name), steps, reuse=reuse)
+    return count_generation(preset(name), SamplerSettings(steps=steps, reuse=reuse))
 
 
 def test_enat_s_8_steps_matches_table_6a():
@@ -43,8 +44,8 @@ def test_attention_removal_variants_cost_the_same():
     from enat_lightning.models import NATConfig
 
     tiny = dict(grid=4, width=32, heads=2, depth=2, num_classes=10, codebook_size=16)
-    full = count_generation(NATConfig(**tiny), 3, vq=None).gmacs_total
-    cut = count_generation(NATConfig(**tiny, attention_removal="mask_to_visible"), 3, vq=None).gmacs_total
+    full = count_generation(NATConfig(**tiny), SamplerSettings(steps=3), vq=None).gmacs_total
+    cut = count_generation(NATConfig(**tiny, attention_removal="mask_to_visible"), SamplerSettings(steps=3), vq=None).gmacs_total
     assert cut == pytest.approx(full)
 
 
@@ -71,7 +72,7 @@ def test_vq_decoder_cost():
 
 def test_unguided_counts_half():
     tiny = ENATConfig(grid=4, width=32, heads=2, enc_depth=2, dec_depth=1, num_classes=10, codebook_size=16)
-    g, u = count_generation(tiny, 4, vq=None), count_generation(tiny, 4, guided=False, vq=None)
+    g, u = count_generation(tiny, SamplerSettings(steps=4), vq=None), count_generation(tiny, SamplerSettings(steps=4, cfg_scale=0.0), vq=None)
     assert u.gmacs_total == pytest.approx(g.gmacs_total / 2)
     assert all(s.uncond_gmacs == 0 for s in u.per_step)
 
@@ -146,4 +147,4 @@ def test_checkpoint_config_source(tmp_path, capsys):
     assert main(["flops", "--ckpt", str(ckpt), "--steps", "2", "--vq", "none", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["config"] == cfg.to_dict() and d["gmacs_vq_decoder"] == 0.0
-    assert d["gmacs_total"] == pytest.approx(count_generation(cfg, 2, vq=None).gmacs_total)
+    assert d["gmacs_total"] == pytest.approx(count_generation(cfg, SamplerSettings(steps=2), vq=None).gmacs_total)
