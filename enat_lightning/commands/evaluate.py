@@ -63,7 +63,6 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)
         sampler: sampler settings (defaults: the official ImageNet-256 setting)
     """
-    import dataclasses
     import json
 
     from enat_lightning.commands.common import (check_device, check_output_file, feature_spec, load_features,
@@ -82,7 +81,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
                "samples": str(samples) if samples else None, "ref": str(ref) if ref else None,
                "feature": feature_spec(inception, feature, None), "tokenizer": tokenizer, "num_samples": num_samples,
                "prompts_from": prompts_from, "per_class_balanced": per_class_balanced, "seed": seed,
-               "is_splits": is_splits, "sampler": dataclasses.asdict(sampler)}
+               "is_splits": is_splits, "sampler": sampler.to_dict()}  # JSON form: tuples as lists
 
     def same_run(path: Path) -> bool:
         try:
