@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from enat_lightning.data.demo import ensure_demo_data
+from enat_lightning.demo.data import ensure_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "experiments" / "demo.yaml")

@@ -316,13 +316,14 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
     from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
 
     if kind == "demo-fid":
-        from enat_lightning.data.demo import ensure_demo_data
-        from enat_lightning.evaluation.reference import demo_reference_stats
+        from enat_lightning.demo.data import DIGITS, ensure_demo_data
+        from enat_lightning.evaluation.reference import load_reference
         from enat_lightning.tokenizers.demo import DemoTokenizer
 
-        tok = DemoTokenizer.load(ensure_demo_data().tokenizer)
-        extractor = load_feature_extractor("demo", device=device)
-        ref = demo_reference_stats(extractor, "train")
+        # the tiny study rows (experiments/studies/demo_tiny.yaml) train on the sklearn digits
+        tok = DemoTokenizer.load(ensure_demo_data(dataset=DIGITS).tokenizer)
+        extractor = load_feature_extractor("demo:digits", device=device)
+        ref = load_reference("demo:digits:train", extractor)
         prefix = "demo_"
     elif kind == "fid":
         from enat_lightning.evaluation.frechet import load_stats
