@@ -1,10 +1,42 @@
-"""enat_lightning/data/demo.py (named test_demo_data: tests/tokenizers/test_demo.py exists)."""
+"""enat_lightning/demo/data.py: the demo's MNIST digits and the tests' sklearn digits."""
 import json
 
+import pytest
 import torch
 
-from enat_lightning.demo.data import (CODEBOOK_SIZE, build_demo_data, ensure_demo_data, fit_demo_tokenizer,
-                                      load_digit_images)
+from enat_lightning.demo.data import (DIGITS, MNIST, build_demo_data, demo_paths, ensure_demo_data,
+                                      fit_demo_tokenizer, get_dataset, load_digit_images, load_mnist_images)
+
+CODEBOOK_SIZE = DIGITS.codebook_size
+
+
+def test_mnist_from_the_installed_wheel_padded_and_split():
+    images, labels, is_val = load_mnist_images()
+    assert images.shape == (5000, 3, 32, 32) and images.dtype == torch.float32
+    assert 0 <= images.min() and images.max() == 1 and images[:, :, :2].abs().max() == 0  # 2-pixel black border
+    assert torch.equal(images[:, 0], images[:, 2])  # grey replicated to RGB
+    assert torch.bincount(labels).tolist() == [500] * 10
+    assert int(is_val.sum()) == 500 and torch.bincount(labels[is_val]).tolist() == [50] * 10
+    for c in range(10):  # the last 50 of every class are held out
+        v = is_val[labels == c]
+        assert not v[:450].any() and v[450:].all()
+    assert (MNIST.grid, MNIST.codebook_size) == (8, 256) and demo_paths().root.name == "demo"
+
+
+def test_committed_mnist_tokenizer_round_trips_held_out_digits():
+    from enat_lightning.tokenizers.demo import DemoTokenizer, default_demo_tokenizer
+
+    tok = DemoTokenizer.load(default_demo_tokenizer())
+    assert (tok.codebook_size, tok.latent_side, tok.patch) == (256, 8, 4)
+    images, _, is_val = load_mnist_images()
+    ids = tok.encode(images[is_val])
+    assert ids.shape == (500, 8, 8)
+    assert (tok.decode(ids) - images[is_val]).pow(2).mean() < 0.01
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(ValueError, match="'cifar'.*digits.*mnist"):
+        get_dataset("cifar")
 from enat_lightning.tokenizers.demo import DemoTokenizer
 
 
