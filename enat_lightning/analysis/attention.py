@@ -447,15 +447,13 @@ def analyze_attention_maps(ckpt, out_dir, *, steps: int = 8, num_samples: int = 
 def default_val_data(cfg) -> str:
     """The embedded demo validation shards (MNIST or the sklearn digits) when the network fits them;
     otherwise ask for --data."""
-    from enat_lightning.demo.data import DATASETS, NUM_CLASSES, ensure_demo_data
+    from enat_lightning.demo.data import dataset_for, ensure_demo_data
 
-    for ds in DATASETS.values():
-        if (cfg.codebook_size, cfg.grid, cfg.num_classes) == (ds.codebook_size, ds.grid, NUM_CLASSES):
-            return str(ensure_demo_data(dataset=ds).val)
-    fits = "; ".join(f"{d.name}: codebook_size {d.codebook_size}, grid {d.grid}" for d in DATASETS.values())
-    raise ValueError(f"pass --data with validation token shards for this checkpoint (codebook_size "
-                     f"{cfg.codebook_size}, grid {cfg.grid}, {cfg.num_classes} classes); the built-in demo data "
-                     f"only fits {NUM_CLASSES} classes and ({fits})")
+    try:
+        ds = dataset_for(cfg)
+    except ValueError as e:
+        raise ValueError(f"pass --data with validation token shards for this checkpoint: {e}") from None
+    return str(ensure_demo_data(dataset=ds).val)
 
 
 def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str | None = None,

@@ -73,6 +73,16 @@ def get_dataset(name: str | DemoDataset) -> DemoDataset:
     return DATASETS[name]
 
 
+def dataset_for(cfg) -> DemoDataset:
+    """The demo data set a network config fits (codebook size, token grid, 10 classes)."""
+    for ds in DATASETS.values():
+        if (cfg.codebook_size, cfg.grid, cfg.num_classes) == (ds.codebook_size, ds.grid, NUM_CLASSES):
+            return ds
+    fits = "; ".join(f"{d.name}: codebook_size {d.codebook_size}, grid {d.grid}" for d in DATASETS.values())
+    raise ValueError(f"no demo data set fits codebook_size {cfg.codebook_size}, grid {cfg.grid}, "
+                     f"{cfg.num_classes} classes (the demo data: {NUM_CLASSES} classes and {fits})")
+
+
 @dataclass(frozen=True)
 class DemoPaths:
     root: Path

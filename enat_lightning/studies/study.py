@@ -316,14 +316,23 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
     from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
 
     if kind == "demo-fid":
-        from enat_lightning.demo.data import DIGITS, ensure_demo_data
+        from enat_lightning.demo.data import dataset_for, ensure_demo_data
         from enat_lightning.evaluation.reference import load_reference
         from enat_lightning.tokenizers.demo import DemoTokenizer
 
-        # the tiny study rows (experiments/studies/demo_tiny.yaml) train on the sklearn digits
-        tok = DemoTokenizer.load(ensure_demo_data(dataset=DIGITS).tokenizer)
-        extractor = load_feature_extractor("demo:digits", device=device)
-        ref = load_reference("demo:digits:train", extractor)
+        cache: dict = {}
+
+        def demo_setup(model):
+            """The demo data set the model fits (MNIST of `make demo`, or the sklearn digits of the tiny
+            study rows in experiments/studies/demo_tiny.yaml): tokenizer, classifier, train-digit stats."""
+            ds = dataset_for(model.cfg)
+            if ds.name not in cache:
+                ex = load_feature_extractor(f"demo:{ds.name}", device=device)
+                cache[ds.name] = (DemoTokenizer.load(ensure_demo_data(dataset=ds).tokenizer), ex,
+                                  load_reference(f"demo:{ds.name}:train", ex))
+            return cache[ds.name]
+
+        tok = extractor = ref = None
         prefix = "demo_"
     elif kind == "fid":
         from enat_lightning.evaluation.frechet import load_stats
@@ -342,6 +351,7 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
         raise ValueError(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
     if hasattr(tok, "to"):
         tok = tok.to(device)
+    setup = demo_setup if kind == "demo-fid" else (lambda model: (tok, extractor, ref))
     defaults = {"steps": steps, "cfg_scale": cfg_scale, "mask_temp": mask_temp, "samp_temp": samp_temp}
 
     def metric(model, sampling: dict | None = None) -> dict:
@@ -350,7 +360,8 @@ def sample_quality_metric(kind: str, *, num_samples: int, steps: int = 8, cfg_sc
         settings = SamplerSettings(steps=int(s["steps"]), cfg_scale=float(s["cfg_scale"]),
                                    mask_temp=float(s["mask_temp"]), samp_temp=float(s["samp_temp"]),
                                    schedule=str(s.get("schedule", "cosine")), reuse=reuse)
-        r = evaluate(model, tok, extractor, num_samples=num_samples, ref=ref, settings=settings, seed=seed,
+        m_tok, m_extractor, m_ref = setup(model)
+        r = evaluate(model, m_tok, m_extractor, num_samples=num_samples, ref=m_ref, settings=settings, seed=seed,
                      batch_size=batch_size)
         out = {f"{prefix}fid": r["fid"]}
         if "is_mean" in r:
