@@ -35,7 +35,7 @@ def test_fid_stats_demo_then_evaluate_ckpt_and_samples(demo_setup, capsys):
     assert main(["fid-stats", "--demo", "--feature", f"demo:{cls}", "--out", str(stats)]) == 0
     info = json.loads(capsys.readouterr().out)
     ref = load_stats(stats)
-    assert info["num_samples"] == ref.num_samples == 1438 and ref.feature.startswith("demo-classifier")
+    assert info["num_samples"] == ref.num_samples == 4500 and ref.feature.startswith("demo-classifier")
     assert info["sha256"] == sha256_file(stats)
 
     out, samples = root / "results.json", root / "samples.npz"
