@@ -211,27 +211,26 @@ def upscale(grid, factor: int):
     return grid.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def dashboard_layout():
-    """TensorBoard custom-scalars layout: what a user looks at first (loss, accuracy, FID, GFLOPs, speed).
-    Tags are regular expressions over every run under the demo directory (train and eval)."""
-    from tensorboard.plugins.custom_scalar import layout_pb2
-
-    def chart(title: str, *tags: str):
-        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(tags)))
-
-    main = layout_pb2.Category(title="ENAT demo: what matters", chart=[
-        chart("loss (masked-token cross-entropy)", r"^train/loss$", r"^val/loss$"),
-        chart("accuracy (demo classifier on samples; masked tokens)", r"^demo_classifier/accuracy$",
-              r"^demo/accuracy_.*", r"^train/acc$"),
-        chart("FID (Inception-v3 at the end; demo-classifier features during training)", r"^demo/fid_.*",
-              r"^demo_classifier/fid$"),
-        chart("GFLOPs per image", r"^demo/gflops_.*", r"^flops/gmacs_total$"),
-        chart("ms per image (sampler, CPU)", r"^demo/ms_per_image_.*"),
-    ])
-    training = layout_pb2.Category(title="training", closed=True, chart=[
-        chart("learning rate", r"^lr$"), chart("gradient norm", r"^grad_norm$"),
-        chart("throughput", r"^samples/s$", r"^tokens/s$")])
-    return layout_pb2.Layout(category=[main, training])
+def dashboard_layout() -> dict:
+    """TensorBoard custom-scalars layout (``SummaryWriter.add_custom_scalars`` writes it as a
+    ``layout_pb2.Layout``): what a user looks at first. Tags are regular expressions matched over every
+    run under the demo directory (train and eval); dicts keep their order, so loss comes first."""
+    return {
+        "ENAT demo: what matters": {
+            "loss (masked-token cross-entropy)": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+            "accuracy (demo classifier on samples; masked tokens)": [
+                "Multiline", [r"^demo_classifier/accuracy$", r"^demo/accuracy_.*", r"^train/acc$"]],
+            "FID (Inception-v3 at the end; demo-classifier features during training)": [
+                "Multiline", [r"^demo/fid_.*", r"^demo_classifier/fid$"]],
+            "GFLOPs per image": ["Multiline", [r"^demo/gflops_.*", r"^flops/gmacs_total$"]],
+            "ms per image (sampler, CPU)": ["Multiline", [r"^demo/ms_per_image_.*"]],
+        },
+        "training": {
+            "learning rate": ["Multiline", [r"^lr$"]],
+            "gradient norm": ["Multiline", [r"^grad_norm$"]],
+            "throughput": ["Multiline", [r"^samples/s$", r"^tokens/s$"]],
+        },
+    }
 
 
 def log_to_tensorboard(run_dir: Path, rows: list[dict], settings: DemoSettings, grid, step: int) -> None:
