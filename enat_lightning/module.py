@@ -165,7 +165,7 @@ class ENATModule(pl.LightningModule):
         self.log("train/mask_ratio", masking.float().mean())
         self.log("train/reuse", float(reuse))
         skipped = getattr(getattr(self.trainer, "datamodule", None), "skipped_samples", None)
-        if skipped is not None:  # bad samples dropped under data.skip_bad_samples
+        if skipped:  # bad samples dropped under data.skip_bad_samples (no always-zero card in TensorBoard)
             self.log("data/skipped_samples", float(skipped))
         return loss
 

@@ -15,11 +15,11 @@ def trained_demo_nat():
     steps (no Lightning, ~10 s on one core): enough that the network reads visible tokens (masked loss
     ~3.0 vs log 128 = 4.85)."""
     from enat_lightning.analysis.attention import load_tokens
-    from enat_lightning.data.demo import ensure_demo_data
+    from enat_lightning.demo.data import ensure_demo_data
     from enat_lightning.masking import apply_mask, masked_ce, sample_mask, sample_mask_ratio
     from enat_lightning.models import NAT, NATConfig
 
-    paths = ensure_demo_data()
+    paths = ensure_demo_data(dataset="digits")
     tr, ytr = load_tokens(str(paths.train))
     va, yva = load_tokens(str(paths.val))
     threads = torch.get_num_threads()

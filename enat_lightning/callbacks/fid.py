@@ -19,8 +19,9 @@ METRIC_KEYS = ("fid", "is_mean", "is_std", "accuracy")
 class FIDCallback(pl.Callback):
     """Args:
         ref_stats:     reference ``.npz`` (mu, sigma) made with the same feature network; None -> IS only;
-                       'demo:val' / 'demo:train' -> the demo digits under the demo classifier
-        feature:       'demo', 'demo:PATH' or 'inception:PATH' (local pt_inception-2015-12-05 weights)
+                       'demo:val' / 'demo:train' / 'demo:digits:val' -> those real digits under ``feature``
+        feature:       'inception' (offline, [eval] extra), 'inception:PATH' (local pt_inception-2015-12-05
+                       weights: FID and IS), 'demo', 'demo:digits' or 'demo:PATH' (demo classifier)
         tokenizer:     'demo', 'demo:PATH' or a VQGAN checkpoint path (decodes tokens to pixels)
         every_n_steps: evaluate when global_step is a multiple of this (0: only at the end)
         num_samples:   K samples per evaluation (per-class balanced labels by default)
@@ -51,16 +52,13 @@ class FIDCallback(pl.Callback):
         # Fail at the start of fit, not hours later: missing weights / stats files raise here.
         if stage != "fit":
             return
-        from enat_lightning.evaluation.frechet import load_stats
         from enat_lightning.data.tokenize import resolve_tokenizer
 
-        self._extractor = load_feature_extractor(self.feature, device=pl_module.device)
-        if self.ref_stats and str(self.ref_stats).startswith("demo:"):  # demo digits, computed on the fly
-            from enat_lightning.evaluation.reference import demo_reference_stats
+        from enat_lightning.evaluation.reference import load_reference
 
-            self._ref = demo_reference_stats(self._extractor, split=str(self.ref_stats).split(":", 1)[1])
-        else:
-            self._ref = load_stats(self.ref_stats) if self.ref_stats else None
+        self._extractor = load_feature_extractor(self.feature, device=pl_module.device)
+        # 'demo:val' etc.: the demo digits under this extractor, computed on the fly; else an .npz file
+        self._ref = load_reference(self.ref_stats, self._extractor) if self.ref_stats else None
         self._tokenizer = resolve_tokenizer(self.tokenizer_spec)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

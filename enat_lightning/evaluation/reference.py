@@ -2,7 +2,7 @@
 
 Sources: a folder of images (ADM centre crop to the evaluation resolution, as the ADM reference
 batches were made), token shards decoded with their tokenizer (the tokenizer's reconstruction
-ceiling: what a perfect generator of those tokens would score), or the demo digits.
+ceiling: what a perfect generator of those tokens would score), or in-memory images (the demo digits).
 """
 from __future__ import annotations
 
@@ -80,12 +80,24 @@ def stats_from_shards(spec: str | os.PathLike, tokenizer, extractor: FeatureExtr
     return _stats(chunks(), extractor, limit)
 
 
-def demo_reference_stats(extractor: FeatureExtractor, split: str = "train") -> FeatureStats:
-    """The demo digits (``train``, ``val`` or ``all``) as 16x16 RGB images."""
-    from enat_lightning.data.demo import load_digit_images
+def reference_stats(images: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 100) -> FeatureStats:
+    """Float images (N, 3, H, W) in [0, 1] (e.g. the demo's held-out digits) -> statistics."""
+    return _stats((to_uint8(images[i:i + batch_size]) for i in range(0, len(images), batch_size)), extractor, None)
 
-    images, _, is_val = load_digit_images()
-    keep = {"train": ~is_val, "val": is_val, "all": torch.ones_like(is_val)}.get(split)
-    if keep is None:
-        raise ValueError(f"demo split must be 'train', 'val' or 'all', got {split!r}")
-    return stats_from_features(extract(extractor, to_uint8(images[keep]))[0], extractor.name)
+
+# spec prefix -> "module:function(rest of spec, extractor)"; the demo registers its digits here, so that
+# ``ref_stats: demo:val`` works in a config without this package importing enat_lightning.demo
+PLUGINS: dict[str, str] = {"demo": "enat_lightning.demo.classifier:demo_reference_stats"}
+
+
+def load_reference(spec: str, extractor: FeatureExtractor) -> FeatureStats:
+    """``demo:SPLIT`` / ``demo:DATASET:SPLIT`` (the demo digits under ``extractor``) or a statistics .npz."""
+    import importlib
+
+    from enat_lightning.evaluation.frechet import load_stats
+
+    head, _, rest = str(spec).partition(":")
+    if head in PLUGINS and rest:
+        module, _, fn = PLUGINS[head].partition(":")
+        return getattr(importlib.import_module(module), fn)(rest, extractor)
+    return load_stats(spec)

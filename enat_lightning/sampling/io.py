@@ -79,14 +79,15 @@ def to_uint8(images) -> np.ndarray:
     return np.floor(x).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> one uint8 image with ``nrow`` images per row (default ~sqrt(N))."""
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: int = 0) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> one uint8 image with ``nrow`` images per row (default ~sqrt(N)), padding
+    of grey level ``fill``. The package's one grid tiler."""
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
         raise ValueError(f"make_grid expects a non-empty uint8 (N, H, W, 3) array, got {images.shape}")
     n, h, w, _ = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
-    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), dtype=np.uint8)
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), fill, dtype=np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, nrow)
         y, x = pad + r * (h + pad), pad + c * (w + pad)

@@ -147,19 +147,13 @@ def _evaluator(ev: dict, device: str):
     """(tokenizer, extractor, reference stats) of the spec's evaluation section."""
     from enat_lightning.data.tokenize import resolve_tokenizer
     from enat_lightning.evaluation import load_feature_extractor
-    from enat_lightning.evaluation.frechet import load_stats
+    from enat_lightning.evaluation.reference import load_reference
 
     tok = resolve_tokenizer(ev["tokenizer"])
     if hasattr(tok, "to"):
         tok = tok.to(device)
     extractor = load_feature_extractor(ev["feature"], device=device)
-    ref_spec = ev["ref_stats"]
-    if ref_spec and str(ref_spec).startswith("demo:"):
-        from enat_lightning.evaluation.reference import demo_reference_stats
-
-        ref = demo_reference_stats(extractor, split=str(ref_spec).split(":", 1)[1])
-    else:
-        ref = load_stats(ref_spec) if ref_spec else None
+    ref = load_reference(ev["ref_stats"], extractor) if ev["ref_stats"] else None  # demo:[DATASET:]SPLIT or .npz
     return tok, extractor, ref
 
 

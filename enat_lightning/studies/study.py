@@ -332,13 +332,23 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
     base = resolve_settings(settings, overrides)
 
     if kind == "demo-fid":
-        from enat_lightning.data.demo import ensure_demo_data
-        from enat_lightning.evaluation.reference import demo_reference_stats
+        from enat_lightning.demo.data import dataset_for, ensure_demo_data
+        from enat_lightning.evaluation.reference import load_reference
         from enat_lightning.tokenizers.demo import DemoTokenizer
 
-        tok = DemoTokenizer.load(ensure_demo_data().tokenizer)
-        extractor = load_feature_extractor("demo", device=device)
-        ref = demo_reference_stats(extractor, "train")
+        cache: dict = {}
+
+        def demo_setup(model):
+            """The demo data set the model fits (MNIST of `make demo`, or the sklearn digits of the tiny
+            study rows in experiments/studies/demo_tiny.yaml): tokenizer, classifier, train-digit stats."""
+            ds = dataset_for(model.cfg)
+            if ds.name not in cache:
+                ex = load_feature_extractor(f"demo:{ds.name}", device=device)
+                cache[ds.name] = (DemoTokenizer.load(ensure_demo_data(dataset=ds).tokenizer), ex,
+                                  load_reference(f"demo:{ds.name}:train", ex))
+            return cache[ds.name]
+
+        tok = extractor = ref = None
         prefix = "demo_"
     elif kind == "fid":
         from enat_lightning.evaluation.frechet import load_stats
@@ -357,13 +367,15 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
         raise ValueError(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
     if hasattr(tok, "to"):
         tok = tok.to(device)
+    setup = demo_setup if kind == "demo-fid" else (lambda model: (tok, extractor, ref))
 
     def metric(model, sampling: SamplerSettings | dict | None = None) -> dict:
         if isinstance(sampling, SamplerSettings):
             settings = sampling
         else:
             settings = dataclasses.replace(base, **(sampling or {}))
-        r = evaluate(model, tok, extractor, num_samples=num_samples, ref=ref, settings=settings, seed=seed,
+        m_tok, m_extractor, m_ref = setup(model)
+        r = evaluate(model, m_tok, m_extractor, num_samples=num_samples, ref=m_ref, settings=settings, seed=seed,
                      batch_size=batch_size)
         out = {f"{prefix}fid": r["fid"]}
         if "is_mean" in r:

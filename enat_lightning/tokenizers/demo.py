@@ -1,8 +1,8 @@
-"""DemoTokenizer: a patch k-means vector quantiser for the embedded demo data (8x8 digits).
+"""DemoTokenizer: a patch k-means vector quantiser for the embedded demo data (MNIST, 8x8 digits).
 
 Each non-overlapping p x p patch of the grey image is replaced by the id of its nearest centroid
 (squared Euclidean distance); decoding pastes the centroids back. No network, so it is exact,
-tiny (a few KB of centroids) and fits on CPU in seconds (enat_lightning/data/demo.py fits it).
+tiny (a few KB of centroids) and fits on CPU in seconds (enat_lightning/demo/data.py fits it).
 
 Shapes: B batch, H = W image side, p patch side, h = w = H / p token side, K codebook size.
 """
@@ -17,6 +17,17 @@ import numpy as np
 import torch
 
 from enat_lightning.fileio import atomic_write_bytes
+
+
+def default_data_root() -> Path:
+    """data/ of the source checkout when the package runs from one, else ./data."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo / "data" if (repo / "pyproject.toml").is_file() else Path("data").resolve()
+
+
+def default_demo_tokenizer() -> Path:
+    """The demo's committed tokenizer file (``data/demo/tokenizer.npz``: MNIST, 2x2 patches, 64 codes)."""
+    return default_data_root() / "demo" / "tokenizer.npz"
 
 
 class DemoTokenizer:
@@ -93,7 +104,7 @@ class DemoTokenizer:
     def load(cls, path: str | os.PathLike) -> "DemoTokenizer":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"demo tokenizer file {path} not found (build it: enat tokenize demo)")
+            raise FileNotFoundError(f"demo tokenizer file {path} not found (build it: enat tokenize demo, or make demo)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(torch.from_numpy(z["centroids"].astype(np.float32)), int(z["patch"]),

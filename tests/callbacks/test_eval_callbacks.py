@@ -10,7 +10,7 @@ from enat_lightning.callbacks.fid import FIDCallback
 from enat_lightning.callbacks.flops import GFLOPsCallback
 from enat_lightning.data.synthetic import SyntheticTokenDataModule
 from enat_lightning.evaluation import SamplerSettings, evaluate, load_feature_extractor
-from enat_lightning.evaluation.reference import demo_reference_stats
+from enat_lightning.evaluation.reference import load_reference
 from enat_lightning.models import ENATConfig
 from enat_lightning.module import ENATModule
 
@@ -19,8 +19,8 @@ CFG = ENATConfig(codebook_size=32, num_classes=10, grid=4, width=32, heads=2, en
 
 @pytest.fixture(scope="module")
 def demo_files(tmp_path_factory):
-    from enat_lightning.data.demo import fit_demo_tokenizer, load_digit_images
-    from enat_lightning.evaluation.demo_classifier import build_demo_classifier
+    from enat_lightning.demo.data import fit_demo_tokenizer, load_digit_images
+    from enat_lightning.demo.classifier import build_demo_classifier
 
     root = tmp_path_factory.mktemp("cb")
     images, _, _ = load_digit_images()
@@ -28,9 +28,9 @@ def demo_files(tmp_path_factory):
     if not shared_tok.is_file():
         fit_demo_tokenizer(images[:300], codebook_size=32).save(shared_tok)
     tok = shared_tok
-    cls = build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt")  # session cache
+    cls = build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt", dataset="digits")  # session cache
     ex = load_feature_extractor(f"demo:{cls}")
-    stats = save_stats(root / "stats.npz", demo_reference_stats(ex, "val"))
+    stats = save_stats(root / "stats.npz", load_reference("demo:digits:val", ex))
     return tok, cls, stats
 
 

@@ -46,9 +46,9 @@ def test_logs_a_heatmap_grid_every_n_steps(tmp_path):
 
 
 def test_decodes_through_the_demo_tokenizer():
-    from enat_lightning.data import ensure_demo_data
+    from enat_lightning.demo.data import ensure_demo_data
 
-    paths = ensure_demo_data()  # seconds; built from data bundled with scikit-learn
+    paths = ensure_demo_data(dataset="digits")  # seconds; built from data bundled with scikit-learn
     cfg = ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
     module = ENATModule(cfg)
     cb = SampleGrid(num_samples=3, nrow=3, sampler=SamplerSettings(steps=2), tokenizer={"kind": "demo", "path": str(paths.tokenizer)})

@@ -13,8 +13,8 @@ from enat_lightning.sampling.checkpoint import save_generator_checkpoint
 
 @pytest.fixture(scope="module")
 def demo_setup(tmp_path_factory):
-    from enat_lightning.data.demo import fit_demo_tokenizer, load_digit_images
-    from enat_lightning.evaluation.demo_classifier import build_demo_classifier
+    from enat_lightning.demo.data import fit_demo_tokenizer, load_digit_images
+    from enat_lightning.demo.classifier import build_demo_classifier
 
     root = tmp_path_factory.mktemp("demo_eval")
     images, _, _ = load_digit_images()
@@ -22,7 +22,7 @@ def demo_setup(tmp_path_factory):
     if not shared_tok.is_file():
         fit_demo_tokenizer(images[:300], codebook_size=32).save(shared_tok)
     (root / "tokenizer.npz").write_bytes(shared_tok.read_bytes())
-    cls = build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt")  # session cache
+    cls = build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt", dataset="digits")  # session cache
     cfg = ENATConfig(codebook_size=32, num_classes=10, grid=4, width=32, heads=2, enc_depth=2, dec_depth=1)
     torch.manual_seed(0)
     ckpt = save_generator_checkpoint(root / "gen.ckpt", cfg, build_model(cfg).state_dict())
@@ -35,7 +35,7 @@ def test_fid_stats_demo_then_evaluate_ckpt_and_samples(demo_setup, capsys):
     assert main(["fid-stats", "--demo", "--feature", f"demo:{cls}", "--out", str(stats)]) == 0
     info = json.loads(capsys.readouterr().out)
     ref = load_stats(stats)
-    assert info["num_samples"] == ref.num_samples == 1438 and ref.feature.startswith("demo-classifier")
+    assert info["num_samples"] == ref.num_samples == 4500 and ref.feature.startswith("demo-classifier")
     assert info["sha256"] == sha256_file(stats)
 
     out, samples = root / "results.json", root / "samples.npz"
@@ -67,7 +67,7 @@ def test_fid_stats_demo_then_evaluate_ckpt_and_samples(demo_setup, capsys):
 def test_fid_stats_from_shards_and_images(demo_setup, tmp_path, capsys):
     from PIL import Image
 
-    from enat_lightning.data.demo import load_digit_images
+    from enat_lightning.demo.data import load_digit_images
     from enat_lightning.data.tokenize import tokenize_imagefolder
     from enat_lightning.data.tokenize import resolve_tokenizer
 

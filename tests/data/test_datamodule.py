@@ -6,14 +6,14 @@ from shard_helpers import sample_index
 from test_reader import _poison
 
 from enat_lightning.data.datamodule import TokenShardDataModule
-from enat_lightning.data.demo import ensure_demo_data, load_digit_images
+from enat_lightning.demo.data import ensure_demo_data, load_digit_images
 from enat_lightning.data.format import BadDataError
 from enat_lightning.tokenizers.demo import DemoTokenizer
 
 
 def test_demo_round_trip_batches_equal_tokens():
     """digits -> demo tokenizer -> shards -> DataModule batches give back the same ids and labels."""
-    paths = ensure_demo_data()
+    paths = ensure_demo_data(dataset="digits")
     tok = DemoTokenizer.load(paths.tokenizer)
     images, labels, is_val = load_digit_images()
     want = tok.encode(images[is_val]).reshape(-1, 16)  # (N, L)

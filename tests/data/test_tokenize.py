@@ -5,14 +5,14 @@ from PIL import Image
 
 from enat_lightning.cli import main
 from enat_lightning.data.datamodule import TokenShardDataModule
-from enat_lightning.data.demo import ensure_demo_data, load_digit_images
+from enat_lightning.demo.data import ensure_demo_data, load_digit_images
 from enat_lightning.data.tokenize import adm_center_crop, list_imagefolder, load_image, tokenize_imagefolder, tokenize_list
 from enat_lightning.tokenizers.demo import DemoTokenizer
 
 
 @pytest.fixture(scope="module")
 def tok() -> DemoTokenizer:
-    return DemoTokenizer.load(ensure_demo_data().tokenizer)
+    return DemoTokenizer.load(ensure_demo_data(dataset="digits").tokenizer)
 
 
 def _digit_folder(root, n_per_class=3, classes=(3, 7, 1)):
@@ -81,7 +81,7 @@ def test_list_and_cli(tmp_path, tok):
     assert res.manifest.sample_count == 6 and res.manifest.num_classes == 5 and not res.manifest.has_flip
     out = tmp_path / "cli"
     args = ["tokenize", "imagefolder", "--root", str(root), "--resolution", "16", "--tokenizer",
-            f"demo:{ensure_demo_data().tokenizer}", "--out", str(out), "--shard-size", "4", "--no-progress"]
+            f"demo:{ensure_demo_data(dataset='digits').tokenizer}", "--out", str(out), "--shard-size", "4", "--no-progress"]
     assert main(args) == 0 and (out / "manifest.json").exists()
     assert main(args) == 0  # finished output: nothing to do
     assert main(args[:-1] + ["--no-flip"]) == 2  # a different job into the same directory is refused

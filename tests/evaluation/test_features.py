@@ -66,3 +66,34 @@ def test_evaluation_and_analysis_import_no_lightning():
             "enat_lightning.evaluation.frechet, enat_lightning.evaluation.flops; "
             "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_low_packages_never_import_the_demo():
+    """The demo sits above tokenizers/, data/, evaluation/, callbacks/, models/, sampling/: none of their
+    modules imports enat_lightning.demo (the demo classifier is reached through the PLUGINS tables), and
+    the feature extractors live apart from their factory (no evaluation.features <-> classifier cycle)."""
+    import ast
+    from pathlib import Path
+
+    import enat_lightning
+
+    root = Path(enat_lightning.__file__).parent
+
+    def imports(path: Path) -> set[str]:
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                base = node.module if node.level == 0 else ".".join(
+                    [*path.relative_to(root.parent).with_suffix("").parts[:-node.level], node.module])
+                out.add(base)
+        return out
+
+    for pkg in ("tokenizers", "data", "evaluation", "callbacks", "models", "sampling"):
+        for path in (root / pkg).rglob("*.py"):
+            bad = sorted(m for m in imports(path) if m.startswith("enat_lightning.demo"))
+            assert not bad, f"{path.relative_to(root)} imports {bad}"
+    classifier = imports(root / "demo" / "classifier.py")
+    assert "enat_lightning.evaluation.extractors" in classifier
+    assert "enat_lightning.evaluation.features" not in classifier

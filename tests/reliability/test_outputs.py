@@ -16,9 +16,9 @@ from enat_lightning.cli import main
 
 @pytest.fixture(scope="module")
 def cls(tmp_path_factory):
-    from enat_lightning.evaluation.demo_classifier import build_demo_classifier
+    from enat_lightning.demo.classifier import build_demo_classifier
 
-    return build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt")  # session cache
+    return build_demo_classifier(tmp_path_factory.getbasetemp() / "shared_demo_classifier.pt", dataset="digits")  # session cache
 
 
 @pytest.fixture

@@ -45,11 +45,12 @@ def test_bad_specs_name_the_file_and_key(tmp_path, text, match):
 
 
 def test_zoo_runs_on_a_tiny_model(tmp_path):
-    from enat_lightning.data.demo import CODEBOOK_SIZE, NUM_CLASSES
+    from enat_lightning.demo.data import DIGITS, NUM_CLASSES, ensure_demo_data
     from enat_lightning.sampling.checkpoint import save_generator_checkpoint
 
     torch.manual_seed(0)
-    cfg = ENATConfig(codebook_size=CODEBOOK_SIZE, num_classes=NUM_CLASSES, grid=4, width=32, heads=2, enc_depth=2,
+    tokenizer = ensure_demo_data(dataset=DIGITS).tokenizer  # the tests' small digits set: 4x4 tokens, 128 codes
+    cfg = ENATConfig(codebook_size=DIGITS.codebook_size, num_classes=NUM_CLASSES, grid=DIGITS.grid, width=32, heads=2, enc_depth=2,
                      dec_depth=1)
     net = ENAT(cfg)
     with torch.no_grad():
@@ -62,7 +63,8 @@ def test_zoo_runs_on_a_tiny_model(tmp_path):
         "guidance: {linear: {}, interval: {guidance_interval: [1, 2]}}\n"
         "variants: {skip: {uncond_skip_steps: [2]}}\n"
         "rows: [{name: autonat, sampler: {strategy: strat.yaml}}]\n"
-        "evaluation: {num_samples: 20, batch_size: 20, time_samples: 4, time_repeats: 1}\n")
+        "evaluation: {num_samples: 20, batch_size: 20, time_samples: 4, time_repeats: 1, feature: 'demo:digits',\n"
+        f"             ref_stats: 'demo:digits:val', tokenizer: 'demo:{tokenizer}'}}\n")
     (tmp_path / "strat.yaml").write_text("manual_ratios: [0.8, 0.5, 0.2]\nmanual_temp: [1.0, 0.5, 0.2]\n"
                                          "manual_samp_temp: [1.0, 1.0, 1.0, 1.0]\nmanual_cfg: [0.0, 1.0, 2.0, 2.0]\n")
     spec = load_zoo(spec_path)

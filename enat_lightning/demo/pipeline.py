@@ -1,0 +1,261 @@
+"""`make demo` / `enat demo`: the whole framework end to end on real MNIST digits, on CPU.
+
+1. builds the demo shards (MNIST 32x32 -> 16x16 = 256 tokens) and the demo classifier if absent;
+2. trains ``experiments/demo.yaml`` (a small ENAT with reuse-aware training) through LightningCLI,
+   resuming ``last.ckpt`` when a previous run was interrupted;
+3. samples a class-conditional grid (one row per class) with the EMA weights;
+4. evaluates, with and without computation reuse: FID with the real Inception-v3 (torchmetrics'
+   ``FrechetInceptionDistance`` over the offline TF-Inception of the [eval] extra) against the 500
+   held-out digits, the class accuracy of the samples under the demo classifier, GFLOPs per image
+   in the paper's convention, and time per image, in one table;
+5. writes ``demo_results.json``, TensorBoard panels (a custom-scalars layout that opens on loss /
+   accuracy / FID / GFLOPs), and prints where everything is.
+
+FID of 500 samples against 500 digits is biased upwards by the small sample count: compare demo runs
+with each other, never with ImageNet FID-50K.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from enat_lightning.fileio import atomic_write_text
+from enat_lightning.sampling.settings import SamplerSettings, as_settings
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml"
+TRAIN_RUN, EVAL_RUN = "train", "eval"  # TensorBoard run names under the demo directory
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo samples and evaluates, and the feature network of its FID (``inception``: the
+    offline TF Inception-v3; ``demo``: the demo classifier's features, for quick tests).
+
+    ``sampler`` None: the sampler of the config's FIDCallback (``sampler:`` in experiments/demo.yaml,
+    tuned on the demo model; docs/demo.md) -- the demo declares no sampler defaults of its own."""
+
+    sampler: SamplerSettings | None = None
+    eval_samples: int = 500
+    grid_per_class: int = 10
+    seed: int = 0
+    feature: str = "inception"
+    timing_samples: int = 100
+
+
+def config_sampler(config: Path) -> SamplerSettings:
+    """The SamplerSettings of the FIDCallback in a training config (SamplerSettings() if none is set)."""
+    import yaml
+
+    data = yaml.safe_load(Path(config).read_text()) or {}
+    for cb in (data.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("FIDCallback"):
+            return as_settings((cb.get("init_args") or {}).get("sampler"))
+    return SamplerSettings()
+
+
+def train(config: Path, run_dir: Path, extra_args: list[str]) -> Path:
+    """Runs (or resumes) the demo fit into ``run_dir/train``; returns the last checkpoint."""
+    from enat_lightning.errors import UserError
+    from enat_lightning.training_cli import run_lightning_cli
+
+    last = run_dir / TRAIN_RUN / "checkpoints" / "last.ckpt"
+    args = ["fit", "-c", str(config), f"--trainer.logger.init_args.save_dir={run_dir}",
+            f"--trainer.logger.init_args.name={TRAIN_RUN}", "--trainer.logger.init_args.version=", *extra_args]
+    if last.is_file():
+        print(f"[demo] resuming from {last}")
+    args += ["--ckpt_path", "last"]  # resumes the newest valid checkpoint; starts fresh when there is none
+    rc = run_lightning_cli(args)
+    if rc != 0:
+        raise UserError(f"training failed (exit code {rc}); see the messages above")
+    if not last.is_file():
+        raise UserError(f"training finished but {last} was not written")
+    return last
+
+
+def class_grid(model, tokenizer, num_classes: int, per_class: int, sampler: SamplerSettings, seed: int) -> torch.Tensor:
+    """(num_classes * per_class, 3, H, W) images in [0, 1], row c holding class c."""
+    from enat_lightning.sampling import generate
+
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    ids = generate(model, labels, sampler, generator=torch.Generator().manual_seed(seed))
+    return tokenizer.decode(ids).clamp(0, 1)
+
+
+def seconds_per_image(model, num_classes: int, sampler: SamplerSettings, n: int) -> float:
+    """Wall time of the sampler alone (network + sampling, no decoding), best of 3 runs."""
+    from enat_lightning.sampling import generate
+
+    labels = torch.arange(n) % num_classes
+    best = float("inf")
+    for rep in range(3):
+        t = time.perf_counter()
+        generate(model, labels, sampler, generator=torch.Generator().manual_seed(rep))
+        best = min(best, time.perf_counter() - t)
+    return best / n
+
+
+def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, dataset: str = "mnist",
+                  extractor=None) -> list[dict]:
+    """ENAT with and without computation reuse: FID, accuracy, GFLOPs and time per image.
+
+    FID: torchmetrics' ``FrechetInceptionDistance`` with the feature network as its custom extractor;
+    the real side (the held-out digits) is fed once and kept across the two samplers."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from enat_lightning.evaluation import generate_images, sample_labels, score_images
+    from enat_lightning.evaluation.features import load_feature_extractor, to_uint8
+    from enat_lightning.evaluation.flops import count_generation
+
+    from .classifier import load_demo_features
+    from .data import load_images
+
+    extractor = extractor or load_feature_extractor(s.feature)
+    classifier = load_demo_features(dataset)
+    fid = FrechetInceptionDistance(feature=FeatureModule(extractor), reset_real_features=False)
+    images, _, is_val = load_images(dataset)
+    for i in range(0, int(is_val.sum()), 250):
+        fid.update(to_uint8(images[is_val][i:i + 250]), real=True)
+    labels = sample_labels(s.eval_samples, model.cfg.num_classes)
+    rows = []
+    for reuse in (True, False):
+        settings = dataclasses.replace(sampler, reuse=reuse)
+        _, fake = generate_images(model, tokenizer, labels, settings, seed=s.seed, batch_size=250)
+        fid.reset()  # the fake side only (reset_real_features=False)
+        for i in range(0, len(fake), 250):
+            fid.update(fake[i:i + 250], real=False)
+        flops = count_generation(model.cfg, settings, vq=None)
+        rows.append({"sampler": "ENAT, reuse" if reuse else "ENAT, w/o reuse", "reuse": reuse,
+                     "fid": float(fid.compute()), "feature_network": getattr(extractor, "description", extractor.name),
+                     "feature": extractor.name, "fid_real_samples": int(is_val.sum()), "fid_fake_samples": len(fake),
+                     "accuracy": score_images(fake, labels, classifier, None)["accuracy"],
+                     "gflops_per_image": flops.gmacs_total,
+                     "ms_per_image": 1e3 * seconds_per_image(model, model.cfg.num_classes, settings,
+                                                             s.timing_samples)})
+    return rows
+
+
+class FeatureModule(torch.nn.Module):
+    """A FeatureExtractor as the ``nn.Module`` (uint8 (N, 3, H, W) -> (N, F)) torchmetrics expects."""
+
+    def __init__(self, extractor):
+        super().__init__()
+        self.extractor = extractor
+        self.num_features = extractor.num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.extractor(images).features
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Demo evaluation (FID: {rows[0]['feature_network']}; {rows[0]['fid_fake_samples']} "
+                        f"samples vs {rows[0]['fid_real_samples']} held-out digits. GFLOPs: MACs, cond + uncond, "
+                        f"all steps)")
+    for col in ("sampler", "FID ↓", "class accuracy ↑", "GFLOPs/image ↓", "ms/image ↓"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["sampler"], f"{r['fid']:.2f}", f"{100 * r['accuracy']:.1f} %",
+                      f"{r['gflops_per_image']:.4f}", f"{r['ms_per_image']:.2f}")
+    Console(width=140).print(table)
+
+
+def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), settings: DemoSettings = DemoSettings(),
+             extra_args: list[str] | None = None) -> dict:
+    from enat_lightning.evaluation.features import load_feature_extractor
+    from enat_lightning.sampling.checkpoint import load_checkpoint_dict, load_generator
+    from enat_lightning.sampling.io import make_grid, save_png, to_uint8
+    from enat_lightning.tokenizers.demo import DemoTokenizer
+
+    from .classifier import build_demo_classifier
+    from .data import ensure_demo_data
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    print("[demo] 1/5 demo data (MNIST -> 16x16 tokens) and demo classifier")
+    paths = ensure_demo_data()
+    build_demo_classifier()
+    extractor = load_feature_extractor(settings.feature)  # a missing [eval] extra fails now, not after training
+
+    print(f"[demo] 2/5 training {config} (TensorBoard logs in {run_dir})")
+    ckpt = train(Path(config), run_dir, list(extra_args or []))
+    t_train = time.time()
+
+    print("[demo] 3/5 sampling a class-conditional grid with the EMA weights")
+    model, cfg = load_generator(ckpt)
+    tokenizer = DemoTokenizer.load(paths.tokenizer)
+    sampler = settings.sampler or config_sampler(Path(config))
+    images = class_grid(model, tokenizer, cfg.num_classes, settings.grid_per_class, sampler, settings.seed)
+    grid = make_grid(to_uint8(images), nrow=settings.grid_per_class)
+    grid_path = save_png(run_dir / "demo_grid.png", upscale(grid, 2))
+
+    print(f"[demo] 4/5 evaluating with and without computation reuse (FID: {settings.feature})")
+    rows = compare_reuse(model, tokenizer, settings, sampler, extractor=extractor)
+    print_table(rows)
+
+    step = int(load_checkpoint_dict(ckpt).get("global_step", 0))
+    results = {"checkpoint": str(ckpt), "grid": str(grid_path),
+               "settings": {**asdict(settings), "sampler": sampler.to_dict()}, "rows": rows,
+               "train_steps": step, "minutes": (time.time() - t0) / 60, "train_minutes": (t_train - t0) / 60}
+    results_path = atomic_write_text(run_dir / "demo_results.json", json.dumps(results, indent=2))
+    log_to_tensorboard(run_dir, rows, grid, step)
+
+    print("[demo] 5/5 done in {:.1f} min".format(results["minutes"]))
+    print(f"  grid (one row per class 0-9):  {grid_path}")
+    print(f"  checkpoint (EMA inside):       {ckpt}")
+    print(f"  results:                       {results_path}")
+    print(f"  TensorBoard:                   tensorboard --logdir {run_dir}   (open the CUSTOM SCALARS tab first)")
+    return results
+
+
+def upscale(grid, factor: int):
+    """Nearest-neighbour upscaling so the small digits are visible in an image viewer."""
+    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def dashboard_layout() -> dict:
+    """TensorBoard custom-scalars layout (``SummaryWriter.add_custom_scalars`` writes it as a
+    ``layout_pb2.Layout``): what a user looks at first. Tags are regular expressions matched over every
+    run under the demo directory (train and eval); dicts keep their order, so loss comes first."""
+    return {
+        "ENAT demo: what matters": {
+            "loss (masked-token cross-entropy)": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+            "accuracy (demo classifier on samples; masked tokens)": [
+                "Multiline", [r"^demo_classifier/accuracy$", r"^demo/accuracy_.*", r"^train/acc$"]],
+            "FID (Inception-v3 at the end; demo-classifier features during training)": [
+                "Multiline", [r"^demo/fid_.*", r"^demo_classifier/fid$"]],
+            "GFLOPs per image": ["Multiline", [r"^demo/gflops_.*", r"^flops/gmacs_total$"]],
+            "ms per image (sampler, CPU)": ["Multiline", [r"^demo/ms_per_image_.*"]],
+        },
+        "training": {
+            "learning rate": ["Multiline", [r"^lr$"]],
+            "gradient norm": ["Multiline", [r"^grad_norm$"]],
+            "throughput": ["Multiline", [r"^samples/s$", r"^tokens/s$"]],
+        },
+    }
+
+
+def log_to_tensorboard(run_dir: Path, rows: list[dict], grid, step: int) -> None:
+    """The evaluation run ``eval`` beside ``train``: final metrics, the class grid, the dashboard layout."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / EVAL_RUN))
+    writer.add_custom_scalars(dashboard_layout())
+    writer.add_image("demo/class_grid", grid, step, dataformats="HWC")
+    for r in rows:
+        tag = "reuse" if r["reuse"] else "no_reuse"
+        for key, name in (("fid", "fid"), ("accuracy", "accuracy"), ("gflops_per_image", "gflops"),
+                          ("ms_per_image", "ms_per_image")):
+            writer.add_scalar(f"demo/{name}_{tag}", r[key], step)
+    writer.add_text("demo/results", "\n".join(
+        [f"FID network: {rows[0]['feature_network']}", "",
+         "| sampler | FID | accuracy | GFLOPs/image | ms/image |", "|---|---|---|---|---|"]
+        + [f"| {r['sampler']} | {r['fid']:.2f} | {100 * r['accuracy']:.1f} % | {r['gflops_per_image']:.4f} | "
+           f"{r['ms_per_image']:.2f} |" for r in rows]), step)
+    writer.close()
