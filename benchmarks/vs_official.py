@@ -282,7 +282,7 @@ def bench_training(official: Official, sd: dict, batch: dict, rounds: int, steps
         off.step(batch)  # warm-up (allocates AdamW state)
         module = ENATModule(cfg, reuse_prob=reuse_prob, mask_ratio_beta=BETA_MEAN_08, warmup_steps=5000)
         module.net.load_state_dict(converted)
-        module.ema.load_state_dict(converted)
+        getattr(module.ema, "module", module.ema).load_state_dict(converted)  # AveragedModel wraps the copy
         res[mode] = {"official": [], "ours": [], "official_cpu": [], "ours_cpu": []}
         for r in range(rounds):
             first = ("official", "ours") if r % 2 == 0 else ("ours", "official")

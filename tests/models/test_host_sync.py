@@ -106,8 +106,9 @@ def test_training_step_forwards_do_not_sync(reuse_prob):
     module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
     module.log = lambda *a, **k: None
     _perturbed(module.net).train()
-    module.ema.load_state_dict(module.net.state_dict())
-    online, teacher = _Probe(module.net), _Probe(module.ema)
+    ema_net = getattr(module.ema, "module", module.ema)  # the network inside the EMA wrapper
+    ema_net.load_state_dict(module.net.state_dict())
+    online, teacher = _Probe(module.net), _Probe(ema_net)
     g = torch.Generator().manual_seed(0)
     batch = {"tokens": torch.randint(0, 32, (4, 16), generator=g), "label": torch.randint(0, 5, (4,), generator=g)}
     for step in range(3):  # different masks and reuse draws
