@@ -99,27 +99,45 @@ def apply_mask(tokens: torch.Tensor, masking: torch.Tensor, mask_id: int) -> tor
     return tokens.masked_fill(masking, mask_id)
 
 
+def _masked_targets(targets: torch.Tensor, masking: torch.Tensor, num_masked: int | None) -> torch.Tensor:
+    """targets (B, L) at the masked positions, raster order within each row, rows in order -> (B*Lm,).
+
+    With the per-row count known (``num_masked``) this is a gather of fixed size; boolean indexing
+    would read the count back from the device (a host sync on a GPU).
+    """
+    if num_masked is None:
+        return targets[masking]
+    L = masking.shape[1]
+    idx = torch.argsort(masking.to(torch.uint8), dim=1, stable=True)[:, L - num_masked:]  # (B, Lm)
+    return targets.gather(1, idx).reshape(-1)
+
+
 def masked_ce(logits: torch.Tensor, targets: torch.Tensor, masking: torch.Tensor,
-              smoothing: float = 0.1) -> torch.Tensor:
+              smoothing: float = 0.1, num_masked: int | None = None) -> torch.Tensor:
     """Cross-entropy on masked positions only, mean over masked tokens, with label smoothing.
 
     logits: (B, L, V) for every position, or (B, Lm, V) for the masked positions in raster order
-    (``logits_at="masked"``); targets (B, L) original ids; masking (B, L) bool.
+    (``logits_at="masked"``); targets (B, L) original ids; masking (B, L) bool. ``num_masked``:
+    the [MASK] count of every row when the caller knows it (no device read-back for the layout
+    (B, Lm, V)).
     """
-    tgt = targets[masking]  # (B*Lm,) raster order within each row, rows in order
     if logits.shape[:2] == masking.shape:
-        flat = logits[masking]  # (B*Lm, V)
+        tgt, flat = targets[masking], logits[masking]  # (B*Lm,), (B*Lm, V)
     else:
+        tgt = _masked_targets(targets, masking, num_masked)  # (B*Lm,) raster order within each row
         flat = logits.reshape(-1, logits.shape[-1])  # (B*Lm, V), already the masked positions
     if flat.shape[0] != tgt.shape[0]:
         raise ValueError(f"logits {tuple(logits.shape)} do not match {tgt.shape[0]} masked positions")
     return F.cross_entropy(flat.float(), tgt, label_smoothing=smoothing)
 
 
-def masked_accuracy(logits: torch.Tensor, targets: torch.Tensor, masking: torch.Tensor) -> torch.Tensor:
+def masked_accuracy(logits: torch.Tensor, targets: torch.Tensor, masking: torch.Tensor,
+                    num_masked: int | None = None) -> torch.Tensor:
     """Share of masked positions whose argmax equals the target (same layouts as ``masked_ce``)."""
-    tgt = targets[masking]
-    flat = logits[masking] if logits.shape[:2] == masking.shape else logits.reshape(-1, logits.shape[-1])
+    if logits.shape[:2] == masking.shape:
+        tgt, flat = targets[masking], logits[masking]
+    else:
+        tgt, flat = _masked_targets(targets, masking, num_masked), logits.reshape(-1, logits.shape[-1])
     return (flat.argmax(dim=-1) == tgt).float().mean()
 
 

@@ -111,12 +111,14 @@ def test_with_a_check_every_step_the_bad_update_is_never_applied(tmp_path):
         assert torch.equal(v, poison.weights[k]), k
 
 
-def test_adamw_is_fused_on_cuda_and_foreach_on_cpu():
+def test_adamw_is_fused_on_cuda_and_cpu():
+    # fused on CPU too: 3.4x the per-tensor loop on ENAT-S, and foreach was slower (docs/performance.md)
     assert adamw_implementation(torch.device("cuda", 0)) == {"fused": True}
-    assert adamw_implementation(torch.device("cpu")) == {"foreach": True}
+    assert adamw_implementation(torch.device("cpu")) == {"fused": True}
+    assert adamw_implementation(torch.device("mps")) == {"foreach": True}
     m = ENATModule(ENATConfig(**TINY))
     opt = m.configure_optimizers()["optimizer"]
-    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+    assert opt.defaults["fused"] is True
 
 
 def test_compile_flag_keeps_parameter_names():

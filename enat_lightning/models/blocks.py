@@ -99,13 +99,17 @@ class Block(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.n_mod * dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, ctx_kv: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, ctx_kv: torch.Tensor | None = None,
+                ctx_is_normed: bool = False) -> torch.Tensor:
         # x (B, n, D) own tokens, updated; cond (B, D); ctx (B, Lc, D) read only; ctx_kv (B, T, 2D)
-        # precomputed context keys/values (kv.A of modulated caption tokens, models/conditioning.py)
+        # precomputed context keys/values (kv.A of modulated caption tokens, models/conditioning.py);
+        # ctx_is_normed: ctx is already through plain_norm (blocks sharing one context let the
+        # caller normalise it once per forward)
         (sh_self, sc_self, sh_ctx, sc_ctx, gate_attn,
          sh_mlp, sc_mlp, gate_mlp) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
         own = modulate(plain_norm(x), sh_self, sc_self)
-        ctx_in = None if ctx is None or ctx.shape[1] == 0 else modulate(plain_norm(ctx), sh_ctx, sc_ctx)
+        ctx_in = None if ctx is None or ctx.shape[1] == 0 else \
+            modulate(ctx if ctx_is_normed else plain_norm(ctx), sh_ctx, sc_ctx)
         x = gated_residual(x, gate_attn, self.attn(own, ctx_in, attn_mask, ctx_kv))
         return gated_residual(x, gate_mlp, self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp)))
 
@@ -131,13 +135,13 @@ class SelfCrossBlock(nn.Module):
         del self.cross_attn.kv.B
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, ctx_is_normed: bool = False) -> torch.Tensor:
         (sh_self, sc_self, sh_ctx, sc_ctx, gate_self, gate_cross, sh_mlp, sc_mlp, gate_mlp,
          sh_q, sc_q) = self.adaLN_modulation(cond).chunk(self.n_mod, dim=-1)
         x = gated_residual(x, gate_self, self.self_attn(modulate(plain_norm(x), sh_self, sc_self)))
         if ctx is not None and ctx.shape[1] > 0:
             q_in = modulate(plain_norm(x), sh_q, sc_q)  # (B, n, D)
-            kv_in = modulate(plain_norm(ctx), sh_ctx, sc_ctx)  # (B, Lc, D)
+            kv_in = modulate(ctx if ctx_is_normed else plain_norm(ctx), sh_ctx, sc_ctx)  # (B, Lc, D)
             x = gated_residual(x, gate_cross, self._cross(q_in, kv_in))
         return gated_residual(x, gate_mlp, self.mlp(modulate(plain_norm(x), sh_mlp, sc_mlp)))
 

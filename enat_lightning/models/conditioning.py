@@ -127,7 +127,8 @@ class ClassCondition(nn.Module):
     def adapt_block(self, blk: nn.Module) -> None:
         pass  # label models use the blocks as built (adaLN-Zero from the label embedding)
 
-    def prepare(self, labels, blocks, batch: int | None = None) -> Condition:
+    def prepare(self, labels, blocks, batch: int | None = None, values: bool = True) -> Condition:
+        # values=False: shape/dtype checks only, no read-back of the label range (trusted callers)
         if isinstance(labels, Condition):
             return labels
         if isinstance(labels, Captions):
@@ -135,7 +136,7 @@ class ClassCondition(nn.Module):
         labels = torch.as_tensor(labels, dtype=torch.long) if not isinstance(labels, torch.Tensor) else labels
         if batch is None:
             labels = labels.reshape(-1)
-        labels = check_labels(labels, labels.shape[0] if batch is None else batch, self.num_classes)  # (B,)
+        labels = check_labels(labels, labels.shape[0] if batch is None else batch, self.num_classes, values)  # (B,)
         return Condition(self.embedding_table(labels.to(self.embedding_table.weight.device)))  # (B, D)
 
     def null(self, cond: Condition, blocks) -> Condition:
@@ -237,7 +238,7 @@ class TextCondition(nn.Module):
         self.null_text.copy_(text.to(self.null_text.dtype))
         self.null_mask.copy_(mask.bool())
 
-    def prepare(self, captions, blocks, batch: int | None = None) -> Condition:
+    def prepare(self, captions, blocks, batch: int | None = None, values: bool = True) -> Condition:
         if isinstance(captions, Condition):
             return captions
         if not isinstance(captions, Captions):
@@ -298,9 +299,10 @@ class ConditionedNetwork(nn.Module):
         """Whether the network has a computation-reuse path (ENAT yes, NAT no)."""
         return self.cfg.supports_reuse
 
-    def prepare_condition(self, cond, batch: int | None = None) -> Condition:
-        """Raw condition (labels (B,) / ``Captions``) -> ``Condition``; a ``Condition`` is returned as is."""
-        return self.conditioner.prepare(cond, self.condition_blocks(), batch)
+    def prepare_condition(self, cond, batch: int | None = None, values: bool = True) -> Condition:
+        """Raw condition (labels (B,) / ``Captions``) -> ``Condition``; a ``Condition`` is returned as is.
+        ``values=False``: no read-back of label values (callers that made them, see ENAT.forward)."""
+        return self.conditioner.prepare(cond, self.condition_blocks(), batch, values)
 
     def null_condition(self, cond: Condition) -> Condition:
         """The unconditional (CFG null) condition for the rows of ``cond``."""

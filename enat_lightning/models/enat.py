@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Block, OutputHead, ReuseProjection, SelfCrossBlock, TokenEmbedding, init_transformer_weights
+from .blocks import Block, OutputHead, ReuseProjection, SelfCrossBlock, TokenEmbedding, init_transformer_weights, plain_norm
 from .conditioning import ClassCondition, Condition, ConditionedNetwork, TextCondition
 from .config import ENATConfig
-from .tokens import ENATOutput, check_ids, put, split_positions, take
+from .tokens import ENATOutput, check_ids, count_per_row, positions_order, put, take
 
 
 class ENAT(ConditionedNetwork):
@@ -59,36 +59,65 @@ class ENAT(ConditionedNetwork):
                                  blocks=[b for b in self.condition_blocks() if isinstance(b.adaLN_modulation, nn.Sequential)])
 
     def forward(self, ids: torch.Tensor, cond, prev: ENATOutput | None = None,
-                logits_at: str = "all") -> ENATOutput:
+                logits_at: str = "all", *, num_masked: int | None = None) -> ENATOutput:
         """ids (B, L) with codebook_size = [MASK]; cond: class labels (B,), ``Captions`` or a prepared
-        ``Condition`` (``prepare_condition``); prev: this network's output at the previous step."""
+        ``Condition`` (``prepare_condition``); prev: this network's output at the previous step;
+        logits_at: "all", "masked" or "none" (features only, e.g. for a reuse teacher).
+
+        ``num_masked``: the [MASK] count of every row when the caller knows it (training: from the
+        mask ratio; sampling: from the schedule). The input is then trusted: ids, labels and
+        ``prev`` get shape/dtype checks only and nothing is read back from the device (no host
+        sync on a GPU). Without it every value is validated (clear ValueErrors).
+        """
         cfg = self.cfg
-        masking = check_ids(ids, cfg.seq_len, cfg.mask_id)  # (B, L)
-        cond = self.prepare_condition(cond, batch=ids.shape[0])
+        if logits_at not in ("all", "masked", "none"):
+            raise ValueError(f"logits_at must be 'all', 'masked' or 'none', got {logits_at!r}")
+        trusted = num_masked is not None
+        masking = check_ids(ids, cfg.seq_len, cfg.mask_id, values=not trusted)  # (B, L)
+        cond = self.prepare_condition(cond, batch=ids.shape[0], values=not trusted)
         if len(cond) != ids.shape[0]:
             raise ValueError(f"the condition has {len(cond)} rows but ids has {ids.shape[0]}")
         x = self.embed(ids)  # (B, L, D)
-        vis_idx, mask_idx = split_positions(masking, "masked tokens")  # (B, Lv), (B, Lm)
+        L = cfg.seq_len
+        n_masked = num_masked if trusted else count_per_row(masking, "masked tokens")
+        order = positions_order(masking)  # (B, L): visible positions, then masked ones, each in raster order
+        vis_idx, mask_idx = order[:, : L - n_masked], order[:, L - n_masked:]  # (B, Lv), (B, Lm)
 
         if prev is None:
             visible, layer_feats = self._encode(take(x, vis_idx), vis_idx, cond)  # (B, Lv, D)
         else:
-            visible, layer_feats = self._encode_reusing(x, masking, vis_idx, cond, prev)
+            visible, layer_feats = self._encode_reusing(x, masking, n_masked, cond, prev, trusted)
 
         masked = take(x, mask_idx)  # (B, Lm, D)
         if masked.shape[1] > 0:
             n_keys = visible.shape[1] + masked.shape[1]
+            ctx = plain_norm(visible)  # every decoder block reads the same visible set: normalise once
             for i, blk in enumerate(self.decoder, cfg.enc_depth):
-                masked = blk(masked, cond.vector, ctx=visible, **cond.block_inputs(i, n_keys))
+                masked = blk(masked, cond.vector, ctx=ctx, ctx_is_normed=True, **cond.block_inputs(i, n_keys))
 
-        feat = put(put(torch.zeros_like(x), vis_idx, visible), mask_idx, masked)  # (B, L, D)
+        # one scatter of [visible ; masked] through the permutation (no zero fill, no second copy)
+        feat = torch.empty_like(x).scatter_(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]),
+                                            torch.cat([visible, masked], dim=1))  # (B, L, D)
+        logits = None
         if logits_at == "all":
             logits = self.head(feat, self.embed.word_embeddings.weight)  # (B, L, V)
         elif logits_at == "masked":
             logits = self.head(masked, self.embed.word_embeddings.weight)  # (B, Lm, V)
-        else:
-            raise ValueError(f"logits_at must be 'all' or 'masked', got {logits_at!r}")
-        return ENATOutput(logits, feat, masking, layer_feats)
+        return ENATOutput(logits, feat, masking, layer_feats, n_masked)
+
+    def idle_parameters(self, reuse: bool, context: bool = True, new_tokens: bool = True) -> list[nn.Parameter]:
+        """Parameters a training forward leaves out of the graph: without reuse, the reuse
+        projection and the encoder's context-only parts; with reuse, the context-only parts when
+        the previous step had no visible token (``context=False``) and the whole encoder when it
+        reveals no new token (``new_tokens=False``). The module gives them an exact-zero gradient
+        (DDP without ``find_unused_parameters``); touching only these keeps that cheap.
+        """
+        if reuse and not new_tokens:
+            return list(self.encoder.parameters())
+        mods = [] if reuse else [self.reuse_proj]
+        if not reuse or not context:
+            mods += [blk.attn.kv.A if isinstance(blk, Block) else blk.cross_attn for blk in self.encoder]
+        return [p for m in mods for p in m.parameters()]
 
     # -- encoder paths -------------------------------------------------------------------------
     def _encode(self, vis: torch.Tensor, vis_idx: torch.Tensor, cond: Condition):
@@ -108,18 +137,24 @@ class ENAT(ConditionedNetwork):
                 vis.new_zeros(self.cfg.enc_depth, B, self.cfg.seq_len, D)
         return vis, layer_feats
 
-    def _encode_reusing(self, x, masking, vis_idx, cond: Condition, prev: ENATOutput):
-        """Reuse encoder (§4.2): encode only newly revealed tokens against f(previous features)."""
+    def _encode_reusing(self, x, masking, n_masked: int, cond: Condition, prev: ENATOutput, trusted: bool):
+        """Reuse encoder (§4.2): encode only newly revealed tokens against f(previous features).
+
+        Returns the visible set (B, Lv, D) in raster order and the layer features (layerwise only).
+        """
         cfg = self.cfg
+        B, L, D = x.shape
         if prev.masking.shape != masking.shape or prev.feat.shape != x.shape:
             raise ValueError(f"prev does not match the input: prev masking {tuple(prev.masking.shape)} / "
                              f"feat {tuple(prev.feat.shape)} vs ids {tuple(masking.shape)} / width {x.shape[-1]}")
-        if bool((masking & ~prev.masking).any()):
+        if not trusted and bool((masking & ~prev.masking).any()):
             raise ValueError("prev is not an earlier step of this input: some token visible in prev "
                              "is [MASK] now (visible tokens must stay visible)")
-        prev_vis_idx, _ = split_positions(prev.masking, "previously masked tokens")  # (B, Lp)
-        newly = ~masking & prev.masking  # (B, L)
-        _, new_idx = split_positions(newly, "newly revealed tokens")  # (B, Ln)
+        n_prev = prev.num_masked if prev.num_masked is not None else \
+            count_per_row(prev.masking, "previously masked tokens")
+        prev_vis_idx = positions_order(prev.masking)[:, : L - n_prev]  # (B, Lp)
+        n_new = n_prev - n_masked  # masking is a subset of prev.masking
+        new_idx = positions_order(~masking & prev.masking)[:, L - n_new:]  # (B, Ln) newly revealed
 
         if cfg.reuse_tokens == "all":
             reused_all = self.reuse_proj(prev.feat)  # (B, L, D)
@@ -134,19 +169,22 @@ class ENAT(ConditionedNetwork):
             raise ValueError("reuse_layers='layerwise' needs prev.layer_feats from a model of the same kind")
         inputs = []
         if new.shape[1] > 0:
+            ctx = None if layerwise else plain_norm(context)  # the same context for every block: normalise once
             for i, blk in enumerate(self.encoder):
                 if layerwise:
                     inputs.append(new)
-                    context = self.reuse_proj(take(prev.layer_feats[i], prev_vis_idx))  # (B, Lp, D)
-                new = blk(new, cond.vector, ctx=context, **cond.block_inputs(i, context.shape[1] + new.shape[1]))
+                    ctx = plain_norm(self.reuse_proj(take(prev.layer_feats[i], prev_vis_idx)))  # (B, Lp, D)
+                new = blk(new, cond.vector, ctx=ctx, ctx_is_normed=True,
+                          **cond.block_inputs(i, ctx.shape[1] + new.shape[1]))
 
-        full = put(put(torch.zeros_like(x), prev_vis_idx, reused), new_idx, new)  # (B, L, D)
         layer_feats = None
         if layerwise:
             layer_feats = prev.layer_feats.clone()
             for i, inp in enumerate(inputs):
                 layer_feats[i] = put(layer_feats[i], new_idx, inp)
-        return take(full, vis_idx), layer_feats
+        # [reused ; new] back into raster order: the visible positions are exactly prev_vis_idx and new_idx
+        raster = torch.argsort(torch.cat([prev_vis_idx, new_idx], dim=1), dim=1)  # (B, Lv)
+        return take(torch.cat([reused, new], dim=1), raster), layer_feats
 
 
 _LEGACY_TEXT_KEYS = {"text_proj.": "text_embed.proj.", "null_text": "text_embed.null_text",

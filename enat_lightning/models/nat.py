@@ -56,25 +56,29 @@ class NAT(ConditionedNetwork):
                                  blocks=self.blocks)
 
     def forward(self, ids: torch.Tensor, labels, prev: ENATOutput | None = None,
-                logits_at: str = "all", attention_removal: str | None = None) -> ENATOutput:
+                logits_at: str = "all", attention_removal: str | None = None, *,
+                num_masked: int | None = None) -> ENATOutput:
         """``prev`` is accepted and ignored: a NAT re-encodes every token at every step.
 
         ``attention_removal`` overrides the config's variant for this call (inference-time cut).
+        ``num_masked``: as in ``ENAT.forward`` (trusted input, no device read-back).
         """
         cfg = self.cfg
-        masking = check_ids(ids, cfg.seq_len, cfg.mask_id)  # (B, L)
-        cond = self.prepare_condition(labels, batch=ids.shape[0]).vector  # (B, D)
+        if logits_at not in ("all", "masked", "none"):
+            raise ValueError(f"logits_at must be 'all', 'masked' or 'none', got {logits_at!r}")
+        trusted = num_masked is not None
+        masking = check_ids(ids, cfg.seq_len, cfg.mask_id, values=not trusted)  # (B, L)
+        cond = self.prepare_condition(labels, batch=ids.shape[0], values=not trusted).vector  # (B, D)
         if cond.shape[0] != ids.shape[0]:
             raise ValueError(f"the condition has {cond.shape[0]} rows but ids has {ids.shape[0]}")
         allowed = attention_allowed(masking, attention_removal or cfg.attention_removal)
         x = self.embed(ids)  # (B, L, D)
         for blk in self.blocks:
             x = blk(x, cond, attn_mask=allowed)
+        logits = None
         if logits_at == "all":
             logits = self.head(x, self.embed.word_embeddings.weight)  # (B, L, V)
         elif logits_at == "masked":
-            _, mask_idx = split_positions(masking, "masked tokens")
+            _, mask_idx = split_positions(masking, "masked tokens", num_masked)
             logits = self.head(take(x, mask_idx), self.embed.word_embeddings.weight)  # (B, Lm, V)
-        else:
-            raise ValueError(f"logits_at must be 'all' or 'masked', got {logits_at!r}")
-        return ENATOutput(logits, x, masking)
+        return ENATOutput(logits, x, masking, num_masked=num_masked)
