@@ -13,12 +13,12 @@ from enat_lightning.sampling.edit import region_token_mask
 
 
 def test_sample_edit_writes_the_edited_grid_beside_the_input(tmp_path, capsys):
-    from enat_lightning.data.demo import CODEBOOK_SIZE, NUM_CLASSES, ensure_demo_data
+    from enat_lightning.demo.data import DIGITS, NUM_CLASSES, ensure_demo_data
     from enat_lightning.tokenizers.demo import DemoTokenizer
 
-    paths = ensure_demo_data()
+    paths = ensure_demo_data(dataset=DIGITS)  # the tests' small digits set: 16x16 pixels, 4x4 tokens
     torch.manual_seed(0)
-    cfg = ENATConfig(codebook_size=CODEBOOK_SIZE, num_classes=NUM_CLASSES, grid=4, width=32, heads=2, enc_depth=1,
+    cfg = ENATConfig(codebook_size=DIGITS.codebook_size, num_classes=NUM_CLASSES, grid=DIGITS.grid, width=32, heads=2, enc_depth=1,
                      dec_depth=1)
     ckpt = save_generator_checkpoint(tmp_path / "m.ckpt", cfg, ENAT(cfg).state_dict())
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
