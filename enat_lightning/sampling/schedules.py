@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt")
+OFFICIAL_SCHEDULE = "cosine"  # the official sampler's mask schedule: the default of SamplerSettings.schedule
 
 _RATIO = {
     "cosine": lambda t: math.cos(math.pi / 2 * t),
@@ -64,13 +65,11 @@ def masked_counts(seq_len: int, steps: int, schedule: Schedule | None = None) ->
 
     Returns S+1 counts: counts[0] = L (all masked), counts[s+1] = tokens still masked after step s,
     counts[S] = 0. ``schedule`` is a name from SCHEDULES, or a manual list of S ratios (the masked
-    fraction after each step; non-increasing, the last one 0); None = the sampler's default
-    (``SamplerSettings.schedule``).
+    fraction after each step; non-increasing, the last one 0); None = the official schedule
+    (``OFFICIAL_SCHEDULE``, also the default of ``SamplerSettings.schedule``).
     """
     if schedule is None:
-        from .settings import SamplerSettings  # settings imports this module: read it at call time
-
-        schedule = SamplerSettings.schedule
+        schedule = OFFICIAL_SCHEDULE
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if isinstance(schedule, str):

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from .orders import ORDERS
-from .schedules import GUIDANCE, SCHEDULES, guidance_weights, masked_counts
+from .schedules import GUIDANCE, OFFICIAL_SCHEDULE, SCHEDULES, guidance_weights, masked_counts
 
 SAMP_TEMP_FLOOR = 1e-3  # REPRO: official floor on the annealed sampling temperature
 
@@ -58,7 +58,7 @@ class SamplerSettings:
     cfg_scale: float = 2.5
     mask_temp: float = 1.5
     samp_temp: float = 6.0
-    schedule: str | tuple[float, ...] = "cosine"
+    schedule: str | tuple[float, ...] = OFFICIAL_SCHEDULE
     reuse: bool = True
     order: Literal["confidence", "random", "halton"] = "confidence"
     guidance: Literal["linear", "constant", "power", "interval"] = "linear"
