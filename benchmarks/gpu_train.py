@@ -18,6 +18,7 @@ Needs a CUDA GPU except with --smoke / --memory-table. Not run on a GPU yet (doc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -73,14 +74,14 @@ class _FullLogits(torch.nn.Module):
         self.inner = net
         self.cfg = net.cfg
 
-    def forward(self, ids, labels, prev=None, logits_at: str = "all"):
-        out = self.inner(ids, labels, prev=prev, logits_at="all")  # (B, L, V)
+    def forward(self, ids, labels, prev=None, logits_at: str = "all", num_masked: int | None = None):
+        out = self.inner(ids, labels, prev=prev, logits_at="all", num_masked=num_masked)  # (B, L, V)
         if logits_at != "masked":
             return out
         masking = ids == self.cfg.mask_id
         B, V = ids.shape[0], out.logits.shape[-1]
         logits = out.logits[masking].reshape(B, -1, V)  # (B, Lm, V): every row masks the same count
-        return type(out)(logits, out.feat, out.masking, out.layer_feats)
+        return dataclasses.replace(out, logits=logits)
 
     def __getattr__(self, name):
         try:

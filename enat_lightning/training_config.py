@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,12 +32,13 @@ def _no_global_side_effects():
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     seed_log = logging.getLogger("lightning.fabric.utilities.seed")
-    level, argv = seed_log.level, sys.argv
+    level = seed_log.level
     seed_log.setLevel(logging.WARNING)
-    sys.argv = sys.argv[:1]  # LightningCLI warns when args= comes with a non-empty command line
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*seed set to.*")
+            # args= is passed on purpose while sys.argv holds our own command (`enat flops ...`)
+            warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
             yield
     finally:
         random.setstate(states[0])
@@ -50,7 +50,6 @@ def _no_global_side_effects():
             else:
                 os.environ[k] = v
         seed_log.setLevel(level)
-        sys.argv = argv
 
 
 def _override_arg(item: str) -> str:

@@ -52,14 +52,14 @@ class FIDCallback(pl.Callback):
         # Fail at the start of fit, not hours later: missing weights / stats files raise here.
         if stage != "fit":
             return
-        from enat_lightning.data.tokenize import resolve_tokenizer
+        from enat_lightning.tokenizers import load_tokenizer
 
         from enat_lightning.evaluation.reference import load_reference
 
         self._extractor = load_feature_extractor(self.feature, device=pl_module.device)
         # 'demo:val' etc.: the demo digits under this extractor, computed on the fly; else an .npz file
         self._ref = load_reference(self.ref_stats, self._extractor) if self.ref_stats else None
-        self._tokenizer = resolve_tokenizer(self.tokenizer_spec)
+        self._tokenizer = load_tokenizer(self.tokenizer_spec)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

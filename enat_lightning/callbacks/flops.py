@@ -1,8 +1,9 @@
 """GFLOPsCallback: the generation cost of the model being trained, in the paper's convention.
 
 At fit start it counts one generation (``evaluation.flops.count_generation``, meta device: no
-memory, seconds) with the configured sampler settings, logs the totals and stores them in the
-module's hyper-parameters, so every checkpoint carries ``hyper_parameters["flops"]``.
+memory, seconds) with the configured sampler settings and logs the totals. The numbers are the
+callback's own state (``state_dict``): Lightning saves them under ``checkpoint["callbacks"]``, beside
+the module's hyper-parameters, which stay the module's constructor arguments only.
 """
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ class GFLOPsCallback(pl.Callback):
                         "gmacs_total": rep.gmacs_total, "gmacs_actual": rep.gmacs_actual,
                         "gmacs_vq_decoder": rep.gmacs_vq_decoder, "tflops_paper": rep.tflops_paper,
                         "convention": "MACs per image, all steps, cond+uncond passes"}
-        pl_module.hparams["flops"] = self.summary
         metrics = {f"{self.prefix}/{k}": float(self.summary[k])
                    for k in ("gmacs_total", "gmacs_actual", "gmacs_vq_decoder", "tflops_paper")}
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self.summary is not None:
-            checkpoint.setdefault("hyper_parameters", {})["flops"] = self.summary
+    def state_dict(self) -> dict:
+        return {} if self.summary is None else {"summary": self.summary}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.summary = state_dict.get("summary")

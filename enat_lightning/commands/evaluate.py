@@ -107,7 +107,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         res = score_images(images, labels, extractor, stats, is_splits=is_splits)
         res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
     else:
-        from enat_lightning.data.tokenize import resolve_tokenizer
+        from enat_lightning.tokenizers import load_tokenizer
         from enat_lightning.evaluation import evaluate as run_evaluation
         conditions = None
         if prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
@@ -116,7 +116,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
             conditions = eval_captions(model, prompts_from, num_samples, seed=seed)
         elif model.cfg.condition == "text":
             raise UserError(f"{ckpt} is a text model: give --prompts_from SHARDS (captions to sample)")
-        tok = resolve_tokenizer(tokenizer)
+        tok = load_tokenizer(tokenizer)
         if hasattr(tok, "to"):
             tok = tok.to(device)
         res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,

@@ -48,9 +48,9 @@ def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = 
     else:
         if tokenizer is None:
             raise UserError("--shards needs --tokenizer ('demo', 'demo:PATH' or a VQGAN checkpoint)")
-        from enat_lightning.data.tokenize import resolve_tokenizer
+        from enat_lightning.tokenizers import load_tokenizer
 
-        stats = stats_from_shards(shards, resolve_tokenizer(tokenizer), extractor, batch_size=batch_size, limit=limit)
+        stats = stats_from_shards(shards, load_tokenizer(tokenizer), extractor, batch_size=batch_size, limit=limit)
     path = save_stats(out, stats)
     info = {"out": str(path), "sha256": sha256_file(path), "num_samples": stats.num_samples,
             "feature": stats.feature, "source": source}

@@ -31,10 +31,10 @@ class TokenizeOptions:
 
 def _tokenizer(o: TokenizeOptions):
     from enat_lightning.commands.common import check_device
-    from enat_lightning.data import tokenize as T
+    from enat_lightning.tokenizers import load_tokenizer
 
     check_device(o.device)
-    tok = T.resolve_tokenizer(o.tokenizer)
+    tok = load_tokenizer(o.tokenizer)
     return tok.to(o.device) if o.device is not None and hasattr(tok, "to") else tok
 
 

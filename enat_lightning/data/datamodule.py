@@ -106,9 +106,7 @@ class TokenShardDataModule(L.LightningDataModule):
         """Refuses shards tokenized with a tokenizer other than ``spec`` (ValueError naming both)."""
         from enat_lightning.tokenizers import load_tokenizer
 
-        from .tokenize import resolve_tokenizer
-
-        want = (load_tokenizer(spec) if isinstance(spec, dict) else resolve_tokenizer(spec)).identity()
+        want = load_tokenizer(spec).identity()
         splits = ["train"] + (["val"] if self.hparams.val_shards else [])
         for split in splits:
             m, _, where = self._resolve(split)

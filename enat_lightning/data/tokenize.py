@@ -86,32 +86,6 @@ def read_list(path: str | os.PathLike) -> list[tuple[str, int]]:
     return items
 
 
-def resolve_tokenizer(spec: str):
-    """A tokenizer from a command-line spec: ``demo`` (the demo's committed tokenizer
-    file, data/demo/tokenizer.npz), ``demo:PATH`` or ``PATH.npz`` (a demo tokenizer file), a JSON object such as
-    ``{"kind": "vqgan", "path": "vq.ckpt", "config": "..."}``, or a VQGAN checkpoint path; all but
-    the demo forms go to enat_lightning.tokenizers.load_tokenizer."""
-    spec = str(spec)
-    if spec == "demo" or spec.startswith("demo:") or spec.endswith(".npz"):
-        from enat_lightning.tokenizers.demo import DemoTokenizer
-
-        if spec == "demo":
-            from enat_lightning.tokenizers.demo import default_demo_tokenizer
-
-            return DemoTokenizer.load(default_demo_tokenizer())
-        return DemoTokenizer.load(spec.split(":", 1)[1] if spec.startswith("demo:") else spec)
-    from enat_lightning.tokenizers import load_tokenizer
-
-    if spec.lstrip().startswith("{"):
-        import json
-
-        try:
-            return load_tokenizer(json.loads(spec))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"tokenizer spec {spec!r} is not valid JSON ({e})") from e
-    return load_tokenizer(spec)
-
-
 @dataclass
 class TokenizeResult:
     manifest: Manifest

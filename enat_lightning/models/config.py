@@ -1,7 +1,7 @@
 """Network configurations as frozen dataclasses, and the paper's presets (Table 7) as data."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 ATTENTION_REMOVALS = ("none", "mask_to_visible", "visible_to_mask", "visible_to_visible", "mask_to_mask")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 
 from .config import ENATConfig
 from .enat import ENAT

@@ -145,11 +145,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
 
 def _evaluator(ev: dict, device: str):
     """(tokenizer, extractor, reference stats) of the spec's evaluation section."""
-    from enat_lightning.data.tokenize import resolve_tokenizer
+    from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.evaluation import load_feature_extractor
     from enat_lightning.evaluation.reference import load_reference
 
-    tok = resolve_tokenizer(ev["tokenizer"])
+    tok = load_tokenizer(ev["tokenizer"])
     if hasattr(tok, "to"):
         tok = tok.to(device)
     extractor = load_feature_extractor(ev["feature"], device=device)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import re
-import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,17 +192,16 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
         args += ["--trainer.logger.init_args.save_dir", str(out_dir / "logs")]
     args += [_override_arg(s) for s in sets]
     _quiet_known_warnings()
-    # LightningCLI warns when args= comes with a non-empty sys.argv (ours is `enat study ...`): present
-    # the row's arguments as the command line instead, as training_cli.run_lightning_cli does.
-    saved_argv, sys.argv = sys.argv, [sys.argv[0] if sys.argv else "enat", *args]
     try:
-        cli = ENATLightningCLI(ENATModule, datamodule_class=None, auto_configure_optimizers=False,
-                               save_config_kwargs={"overwrite": True}, run=False)
+        with warnings.catch_warnings():
+            # the row's arguments go in as args= (sys.argv holds `enat study ...`): LightningCLI's
+            # "args and sys.argv both given" warning does not apply (as in training_cli.run_lightning_cli)
+            warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+            cli = ENATLightningCLI(ENATModule, datamodule_class=None, auto_configure_optimizers=False,
+                                   save_config_kwargs={"overwrite": True}, run=False, args=args)
     except SystemExit as e:
         raise ValueError(f"LightningCLI rejected the composed config {[str(c) for c in configs]} + {list(sets)} "
                          f"(exit {e.code}); its message is printed above") from e
-    finally:
-        sys.argv = saved_argv
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = out_dir / "final.ckpt"
     with atomic_writer(ckpt) as tmp:
@@ -324,7 +323,6 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
     SamplerSettings, or a mapping of fields to replace) takes its place.
     """
     import dataclasses
-    import json
 
     from enat_lightning.evaluation import evaluate, load_feature_extractor
     from enat_lightning.sampling.iterative import resolve_settings
@@ -359,7 +357,7 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
         if missing:
             raise ValueError(f"--metric fid needs {', '.join(missing)} (reference stats from `enat fid-stats`, the "
                              f"VQGAN checkpoint, the Inception-v3 weights file)")
-        tok = load_tokenizer(json.loads(tokenizer) if tokenizer.lstrip().startswith("{") else tokenizer)
+        tok = load_tokenizer(tokenizer)
         extractor = load_feature_extractor(feature, device=device)
         ref = load_stats(fid_stats)
         prefix = ""

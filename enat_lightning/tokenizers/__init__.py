@@ -13,21 +13,41 @@ VQGAN_SUFFIXES = (".ckpt", ".pt", ".pth")
 
 
 def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
-    """A tokenizer in eval mode from a spec.
+    """A tokenizer in eval mode from a spec -- the one parser of tokenizer specs (YAML, command line, Python).
 
-    spec: a path to a VQGAN checkpoint (``.ckpt``/``.pt``/``.pth``, e.g. ``vqgan_jax_strongaug.ckpt``,
-    official architecture assumed), or a dict ``{"kind": "vqgan", "path": ..., "config": ...}``
-    (config: VQGANConfig fields, the official ddconfig layout or a preset name; optional
-    ``"trust_pickle": true``) or ``{"kind": "demo", "path": ...}`` for the demo patch-VQ.
+    spec:
+      * ``"demo"`` (the demo's tokenizer file, data/demo/tokenizer.npz), ``"demo:PATH"`` or ``"PATH.npz"``:
+        the demo patch-VQ;
+      * a path to a VQGAN checkpoint (``.ckpt``/``.pt``/``.pth``, e.g. ``vqgan_jax_strongaug.ckpt``,
+        official architecture assumed);
+      * a dict, or its JSON text: ``{"kind": "vqgan", "path": ..., "config": ...}`` (config: VQGANConfig
+        fields, the official ddconfig layout or a preset name; optional ``"trust_pickle": true``) or
+        ``{"kind": "demo", "path": ...}``.
     """
     if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if path.suffix.lower() not in VQGAN_SUFFIXES:
-            raise ValueError(f"tokenizer path {path} should end in one of {list(VQGAN_SUFFIXES)} (a VQGAN "
-                             "checkpoint); for other tokenizers pass a dict {'kind': ..., 'path': ...}")
-        return VQGAN.from_checkpoint(path)
+        text = str(spec)
+        if text.lstrip().startswith("{"):
+            import json
+
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"tokenizer spec {text!r} is not valid JSON ({e})") from e
+        elif text == "demo" or text.startswith("demo:") or text.endswith(".npz"):
+            from .demo import DemoTokenizer, default_demo_tokenizer
+
+            path = default_demo_tokenizer() if text == "demo" else text.split(":", 1)[1] if text.startswith("demo:") else text
+            return DemoTokenizer.load(path)
+        else:
+            path = Path(text)
+            if path.suffix.lower() not in VQGAN_SUFFIXES:
+                raise ValueError(f"tokenizer {path} should end in one of {list(VQGAN_SUFFIXES)} (a VQGAN checkpoint) "
+                                 "or be 'demo' / a demo tokenizer .npz; for other tokenizers pass "
+                                 "{'kind': ..., 'path': ...}")
+            return VQGAN.from_checkpoint(path)
     if not isinstance(spec, dict):
-        raise TypeError(f"tokenizer spec must be a path or a dict, got {type(spec).__name__}")
+        raise TypeError(f"tokenizer spec must be a path or a dict (or a spec string such as 'demo'), got "
+                        f"{type(spec).__name__}")
     kind = spec.get("kind")
     if "path" not in spec:
         raise ValueError(f"tokenizer spec {spec} lacks 'path'")
@@ -38,7 +58,6 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
                              "allowed: kind, path, config, trust_pickle")
         return VQGAN.from_checkpoint(spec["path"], spec.get("config"), trust_pickle=bool(spec.get("trust_pickle")))
     if kind == "demo":
-        # --- demo branch: the patch-VQ of the demo data pipeline (module owned by the data code) ---
         from .demo import DemoTokenizer
 
         return DemoTokenizer.load(spec["path"])

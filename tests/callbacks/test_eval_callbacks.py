@@ -58,10 +58,10 @@ def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
     assert [h["step"] for h in fid_cb.history] == [2, 4]
     last = fid_cb.history[-1]
     # The logged numbers are evaluate() on the EMA network with the configured sampler settings.
-    from enat_lightning.data.tokenize import resolve_tokenizer
+    from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.evaluation.frechet import load_stats
 
-    direct = evaluate(module.ema_net, resolve_tokenizer(f"demo:{tok}"), load_feature_extractor(f"demo:{cls}"),
+    direct = evaluate(module.ema_net, load_tokenizer(f"demo:{tok}"), load_feature_extractor(f"demo:{cls}"),
                       num_samples=20, ref=load_stats(stats), seed=5, batch_size=10, is_splits=2,
                       settings=SamplerSettings(steps=3, cfg_scale=1.0))
     assert last["eval/fid"] == pytest.approx(direct["fid"], rel=1e-9)
@@ -73,12 +73,18 @@ def test_fid_and_flops_callbacks_in_fit(demo_files, tmp_path):
     assert "eval/is_mean" in scalars and "eval/accuracy" in scalars
     rep = count_generation(CFG, SamplerSettings(steps=3), vq=None)
     assert scalars["flops/gmacs_total"][0][1] == pytest.approx(rep.gmacs_total, rel=1e-6)
-    assert module.hparams["flops"]["gmacs_actual"] == pytest.approx(rep.gmacs_actual)
+    assert flops_cb.summary["gmacs_actual"] == pytest.approx(rep.gmacs_actual)
+    assert "flops" not in module.hparams  # the callback keeps its numbers in its own state
 
     ckpt_path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(ckpt_path)
-    hp = torch.load(ckpt_path, weights_only=False)["hyper_parameters"]
-    assert hp["flops"]["gmacs_total"] == pytest.approx(rep.gmacs_total) and hp["flops"]["steps"] == 3
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert "flops" not in ckpt["hyper_parameters"]
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("GFLOPsCallback")]
+    assert state["summary"]["gmacs_total"] == pytest.approx(rep.gmacs_total) and state["summary"]["steps"] == 3
+    restored = GFLOPsCallback()
+    restored.load_state_dict(state)
+    assert restored.summary == flops_cb.summary
 
 
 def test_fid_callback_fails_early_on_missing_files(tmp_path):

@@ -69,7 +69,7 @@ def test_fid_stats_from_shards_and_images(demo_setup, tmp_path, capsys):
 
     from enat_lightning.demo.data import load_digit_images
     from enat_lightning.data.tokenize import tokenize_imagefolder
-    from enat_lightning.data.tokenize import resolve_tokenizer
+    from enat_lightning.tokenizers import load_tokenizer
 
     root, cls, _ = demo_setup
     images, _, _ = load_digit_images()
@@ -86,7 +86,7 @@ def test_fid_stats_from_shards_and_images(demo_setup, tmp_path, capsys):
 
     # Token shards of the same images, decoded by their tokenizer: the reconstruction ceiling.
     tok_spec = f"demo:{root / 'tokenizer.npz'}"
-    tokenize_imagefolder(tmp_path / "imgs", resolve_tokenizer(tok_spec), tmp_path / "shards", 16, flip=False,
+    tokenize_imagefolder(tmp_path / "imgs", load_tokenizer(tok_spec), tmp_path / "shards", 16, flip=False,
                          progress=False)
     shard_stats = tmp_path / "shards.npz"
     assert main(["fid-stats", "--shards", str(tmp_path / "shards"), "--tokenizer", tok_spec, "--feature",

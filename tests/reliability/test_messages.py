@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from commands_helpers import one_line_error, tiny_checkpoint
 
-from enat_lightning.cli import main
 
 
 def test_missing_token_shards_name_enat_tokenize_demo(tmp_path):

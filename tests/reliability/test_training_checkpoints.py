@@ -4,7 +4,6 @@ load and says so; a bad explicit checkpoint is one line."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 
 from enat_lightning.checkpointing import AtomicCheckpointIO, checkpoint_problem, newest_valid_checkpoint
 from enat_lightning.fileio import verify_checksum
-from training_helpers import REPO, enat_env, fit_here, step_of, tiny_config
+from training_helpers import enat_env, fit_here, step_of, tiny_config
 
 
 def test_checkpoint_io_writes_beside_the_target_never_in_tmp(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from training_helpers import enat_env, enat_popen, fit_here, step_of, tiny_config
+from training_helpers import enat_popen, fit_here, step_of, tiny_config
 
 
 def test_end_of_training_saves_last_even_between_intervals(tmp_path):

@@ -1,5 +1,4 @@
 """SamplerSettings: the one definition of every sampler option and default (issue 13.2)."""
-import argparse
 import ast
 import dataclasses
 import inspect
