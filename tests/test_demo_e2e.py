@@ -38,6 +38,11 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     for r in rows.values():
         assert r["fid"] > 0 and 0 <= r["accuracy"] <= 1 and r["ms_per_image"] > 0
         assert r["feature_network"].startswith("demo classifier") and r["fid_real_samples"] == 500
+    # for scale: real training digits and the tokenizer's reconstructions, in the same FID
+    ref = {r["reference"]: r for r in saved["reference"]}
+    assert set(ref) == {"real training digits", "tokenizer reconstructions"}
+    assert ref["real training digits"]["fid_fake_samples"] == 60 and ref["real training digits"]["accuracy"] > 0.8
+    assert 0 < ref["real training digits"]["fid"] < min(r["fid"] for r in rows.values())  # a tiny model on 40 steps
 
     # runs are named (train, eval); nothing is logged into the demo directory itself (a run called ".")
     assert not list(run_dir.glob("events.out.tfevents.*"))

@@ -100,11 +100,13 @@ def seconds_per_image(model, num_classes: int, sampler: SamplerSettings, n: int)
 
 
 def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, dataset: str = "mnist",
-                  extractor=None) -> list[dict]:
-    """ENAT with and without computation reuse: FID, accuracy, GFLOPs and time per image.
+                  extractor=None) -> tuple[list[dict], list[dict]]:
+    """ENAT with and without computation reuse: FID, accuracy, GFLOPs and time per image; and, for scale,
+    the same FID of real training digits and of the tokenizer's reconstructions of the held-out digits
+    (what no model on these tokens can beat) -> (sampler rows, reference rows).
 
     FID: torchmetrics' ``FrechetInceptionDistance`` with the feature network as its custom extractor;
-    the real side (the held-out digits) is fed once and kept across the two samplers."""
+    the real side (the held-out digits) is fed once and kept across every row."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     from enat_lightning.evaluation import generate_images, sample_labels, score_images
@@ -117,7 +119,7 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
     extractor = extractor or load_feature_extractor(s.feature)
     classifier = load_demo_features(dataset)
     fid = FrechetInceptionDistance(feature=FeatureModule(extractor), reset_real_features=False)
-    images, _, is_val = load_images(dataset)
+    images, image_labels, is_val = load_images(dataset)
     for i in range(0, int(is_val.sum()), 250):
         fid.update(to_uint8(images[is_val][i:i + 250]), real=True)
     labels = sample_labels(s.eval_samples, model.cfg.num_classes)
@@ -136,7 +138,22 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
                      "gflops_per_image": flops.gmacs_total,
                      "ms_per_image": 1e3 * seconds_per_image(model, model.cfg.num_classes, settings,
                                                              s.timing_samples)})
-    return rows
+    val_images, val_labels = images[is_val], image_labels[is_val]
+    train_pick = torch.randperm(int((~is_val).sum()), generator=torch.Generator().manual_seed(s.seed))
+    train_pick = train_pick[:s.eval_samples]
+    references = {
+        "real training digits": (images[~is_val][train_pick], image_labels[~is_val][train_pick]),
+        "tokenizer reconstructions": (tokenizer.decode(tokenizer.encode(val_images)).clamp(0, 1), val_labels),
+    }
+    reference = []
+    for name, (imgs, labs) in references.items():
+        fid.reset()
+        fake = to_uint8(imgs)
+        for i in range(0, len(fake), 250):
+            fid.update(fake[i:i + 250], real=False)
+        reference.append({"reference": name, "fid": float(fid.compute()), "fid_fake_samples": len(fake),
+                          "accuracy": score_images(fake, labs, classifier, None)["accuracy"]})
+    return rows, reference
 
 
 class FeatureModule(torch.nn.Module):
@@ -196,12 +213,14 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
     grid_path = save_png(run_dir / "demo_grid.png", upscale(grid, 2))
 
     print(f"[demo] 4/5 evaluating with and without computation reuse (FID: {settings.feature})")
-    rows = compare_reuse(model, tokenizer, settings, sampler, extractor=extractor)
+    rows, reference = compare_reuse(model, tokenizer, settings, sampler, extractor=extractor)
     print_table(rows)
+    for r in reference:
+        print(f"  for scale: {r['reference']}: FID {r['fid']:.2f}, class accuracy {100 * r['accuracy']:.1f} %")
 
     step = int(load_checkpoint_dict(ckpt).get("global_step", 0))
     results = {"checkpoint": str(ckpt), "grid": str(grid_path),
-               "settings": {**asdict(settings), "sampler": sampler.to_dict()}, "rows": rows,
+               "settings": {**asdict(settings), "sampler": sampler.to_dict()}, "rows": rows, "reference": reference,
                "train_steps": step, "minutes": (time.time() - t0) / 60, "train_minutes": (t_train - t0) / 60}
     results_path = atomic_write_text(run_dir / "demo_results.json", json.dumps(results, indent=2))
     log_to_tensorboard(run_dir, rows, grid, step)

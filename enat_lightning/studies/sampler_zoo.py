@@ -12,7 +12,7 @@ Spec (``experiments/studies/sampler_zoo.yaml``)::
 
     kind: sampler_zoo
     name: sampler_zoo
-    checkpoint: runs/demo/checkpoints/last.ckpt  # or --ckpt
+    checkpoint: runs/demo/train/checkpoints/last.ckpt  # or --ckpt
     base: {cfg_scale: 3.0}                       # SamplerSettings fields shared by every row
     orders: [confidence, random, halton]
     guidance:                                    # name -> fields added for that schedule
