@@ -21,7 +21,13 @@ def test_the_repository_spec_has_every_order_x_guidance_and_the_skip_variant():
             assert (order, g, ()) in combos
         assert (order, "linear", (3, 5, 7)) in combos
     assert len(spec.rows) == 15
-    assert all(r.sampler.cfg_scale == 3.0 for r in spec.rows)
+    # the base is the demo's sampler (the FIDCallback's `sampler:` in experiments/demo.yaml)
+    from enat_lightning.demo.pipeline import config_sampler
+
+    demo = config_sampler(SPEC.parents[1] / "demo.yaml")
+    assert demo.cfg_scale == 5.0
+    assert all((r.sampler.cfg_scale, r.sampler.mask_temp, r.sampler.samp_temp)
+               == (demo.cfg_scale, demo.mask_temp, demo.samp_temp) for r in spec.rows)
 
 
 def test_pareto_front():
