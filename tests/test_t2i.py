@@ -370,3 +370,43 @@ def test_masked_token_loss_on_text_shards(coco_shards):
     assert m["loss"] > 0 and 0 <= m["acc"] <= 1
     blank = Captions(torch.zeros_like(caps.text), torch.zeros_like(caps.mask))
     assert masked_token_loss(model, tokens, blank, batch_size=2)["loss"] != m["loss"]  # captions are read
+
+
+def test_fid_callback_samples_captions_for_a_text_model(coco_shards, tmp_path, monkeypatch):
+    """FIDCallback on a text model: sample i is conditioned on the i-th val caption (prompts_from); a text
+    model without prompts_from, or a class model with it, is refused at setup."""
+    from types import SimpleNamespace
+
+    import enat_lightning.callbacks.fid as fid_module
+    from enat_lightning.callbacks.fid import FIDCallback
+    from enat_lightning.evaluation.features import Features
+    from enat_lightning.evaluation.frechet import save_stats, stats_from_features
+    from enat_lightning.sampling.settings import SamplerSettings
+
+    class Features16:  # stands in for Inception: 16x16 images -> 4 features
+        name, num_features, predicts_labels = "toy16", 4, False
+        w = torch.randn(3 * 16 * 16, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+        def __call__(self, images):
+            return Features(images.flatten(1).double() / 255.0 @ self.w, None)
+
+    monkeypatch.setattr(fid_module, "load_feature_extractor", lambda spec, device="cpu": Features16())
+    ref = tmp_path / "ref.npz"
+    save_stats(ref, stats_from_features(torch.randn(20, 4, generator=torch.Generator().manual_seed(0),
+                                                    dtype=torch.float64), "toy16"))
+    tok = tokenizer().save(tmp_path / "tok.npz")
+    model = tiny_model()
+    module = SimpleNamespace(cfg=model.cfg, net=model, ema_net=model, device=torch.device("cpu"))
+    trainer = SimpleNamespace(global_step=7, callback_metrics={}, is_global_zero=True, loggers=[])
+
+    with pytest.raises(ValueError, match="prompts_from"):
+        FIDCallback(ref_stats=str(ref), feature="toy", tokenizer=f"demo:{tok}").setup(trainer, module, "fit")
+    cb = FIDCallback(ref_stats=str(ref), feature="toy", tokenizer=f"demo:{tok}", num_samples=3, batch_size=2,
+                     is_splits=1, sampler=SamplerSettings(steps=3, cfg_scale=1.0), prompts_from=str(coco_shards))
+    cb.setup(trainer, module, "fit")
+    res = cb.run(trainer, module)
+    assert res["num_samples"] == 3 and res["fid"] > 0 and len(cb._captions) == 3
+    assert trainer.callback_metrics["eval/fid"] == pytest.approx(res["fid"])
+    class_module = SimpleNamespace(cfg=ENATConfig(), device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="class models sample labels"):
+        cb.setup(trainer, class_module, "fit")

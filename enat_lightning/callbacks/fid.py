@@ -29,12 +29,15 @@ class FIDCallback(pl.Callback):
         seed:          the same seed at every evaluation, so curves compare like with like
         use_ema:       sample with ``pl_module.ema_net`` when the module has one
         prefix:        metric names are ``{prefix}/fid`` etc.
+        prompts_from:  text models: `enat tokenize coco` val shards; sample i is conditioned on the i-th caption
+                       (the FID-30K protocol of ``enat evaluate --prompts_from``, in miniature)
     """
 
     def __init__(self, ref_stats: str | None = None, feature: str = "demo", tokenizer: str = "demo",
                  every_n_steps: int = 0, num_samples: int = 1000, sampler: SamplerSettings | None = None,
                  per_class_balanced: bool = True, seed: int = 0, batch_size: int = 64, is_splits: int = 10,
-                 at_fit_end: bool = True, use_ema: bool = True, prefix: str = "eval"):
+                 at_fit_end: bool = True, use_ema: bool = True, prefix: str = "eval",
+                 prompts_from: str | None = None):
         super().__init__()
         if every_n_steps < 0 or num_samples < 1:
             raise ValueError(f"FIDCallback: every_n_steps must be >= 0 and num_samples >= 1, got "
@@ -44,6 +47,8 @@ class FIDCallback(pl.Callback):
         self.settings = as_settings(sampler)
         self.per_class_balanced, self.seed, self.batch_size = per_class_balanced, seed, batch_size
         self.is_splits, self.use_ema, self.prefix = is_splits, use_ema, prefix
+        self.prompts_from = prompts_from
+        self._captions = None  # text models: the captions of the first num_samples val images, read once
         self.history: list[dict] = []  # one entry per evaluation: step + metrics
         self._ref = self._extractor = self._tokenizer = None
         self._last_step = -1
@@ -52,6 +57,11 @@ class FIDCallback(pl.Callback):
         # Fail at the start of fit, not hours later: missing weights / stats files raise here.
         if stage != "fit":
             return
+        text_model = getattr(pl_module.cfg, "condition", "class") == "text"
+        if text_model != (self.prompts_from is not None):
+            raise ValueError("FIDCallback: a text model (condition: text) samples captions: set init_args.prompts_from "
+                             "to val text shards (`enat tokenize coco`)" if text_model else
+                             "FIDCallback: prompts_from is for text models (condition: text); class models sample labels")
         from enat_lightning.tokenizers import load_tokenizer
 
         from enat_lightning.evaluation.reference import load_reference
@@ -80,9 +90,13 @@ class FIDCallback(pl.Callback):
         if hasattr(self._extractor, "net"):
             self._extractor.net.to(device)
             self._extractor.device = device
+        if self.prompts_from is not None and self._captions is None:
+            from enat_lightning.data.coco import eval_captions
+
+            self._captions = eval_captions(net, self.prompts_from, self.num_samples, seed=self.seed)
         res = evaluate(net, tok, self._extractor, num_samples=self.num_samples, ref=self._ref, settings=self.settings,
                        per_class_balanced=self.per_class_balanced, seed=self.seed, batch_size=self.batch_size,
-                       is_splits=self.is_splits)
+                       is_splits=self.is_splits, conditions=self._captions)
         metrics = {f"{self.prefix}/{k}": float(res[k]) for k in METRIC_KEYS if k in res}
         step = trainer.global_step
         self._last_step = step
