@@ -15,3 +15,14 @@ def official_enat() -> dict:
 @pytest.fixture(scope="session")
 def official_vqgan() -> dict:
     return load_fixture("official_vqgan_tiny.pt")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: threads only add contention on a shared 2-core machine (use with pytestmark)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

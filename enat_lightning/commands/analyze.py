@@ -1,34 +1,36 @@
 """Interaction analyses: feature similarity across steps (Fig. 5), attention maps and cuts (Fig. 2)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional
 
 from enat_lightning.sampling.settings import SamplerSettings
 
 
-def _writer(tensorboard: Optional[Path]):
+@contextmanager
+def _tensorboard(tensorboard: Optional[Path]):
+    """A SummaryWriter on --tensorboard (closed afterwards), or None."""
     if tensorboard is None:
-        return None
+        yield None
+        return
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(tensorboard))
+    writer = SummaryWriter(str(tensorboard))
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def _captions(prompts: Optional[Path], text_encoder: Optional[str]):
     """--prompts through --text_encoder -> Captions (text models), else None."""
     if prompts is None:
         return None
-    from enat_lightning.errors import UserError
-    from enat_lightning.text import build_text_encoder, encode_prompts, read_prompts
+    from enat_lightning.commands.common import prompt_encoder
+    from enat_lightning.text import encode_prompts, read_prompts
 
-    if not text_encoder:
-        raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
-    if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
-        from enat_lightning.commands.common import require_extra
-
-        require_extra("transformers>=4.40")
-    return encode_prompts(read_prompts(prompts), build_text_encoder(text_encoder))
+    return encode_prompts(read_prompts(prompts), prompt_encoder(text_encoder))
 
 
 def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[list[int]] = None,
@@ -58,15 +60,11 @@ def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[li
 
     check_device(device)
     check_output_dir(out)
-    writer = _writer(tensorboard)
-    try:
+    with _tensorboard(tensorboard) as writer:
         res, paths = analyze_similarity(ckpt, out, sampler, num_samples=num_samples, labels=labels,
                                         layers=layer, show_samples=show_samples, seed=seed, device=device,
                                         batch_size=batch_size, logger=writer, trust=trust_checkpoint,
                                         captions=_captions(prompts, text_encoder))
-    finally:
-        if writer is not None:
-            writer.close()
     final = res.layers.index("final")
     print("mean similarity of adjacent steps (final features):")
     print("pair    " + "  ".join(f"{g:>18}" for g in GROUPS))
@@ -101,14 +99,10 @@ def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optiona
 
     check_device(device)
     check_output_dir(out)
-    writer = _writer(tensorboard)
-    try:
+    with _tensorboard(tensorboard) as writer:
         res, paths = analyze_attention_maps(ckpt, out, sampler, num_samples=num_samples, labels=labels,
                                             seed=seed, device=device, batch_size=batch_size, logger=writer,
                                             trust=trust_checkpoint, captions=_captions(prompts, text_encoder))
-    finally:
-        if writer is not None:
-            writer.close()
     mv = res.masses["mask_to_visible"]
     print("[MASK] -> visible attention mass (blocks x steps):")
     for li, layer in enumerate(res.layers):

@@ -155,3 +155,14 @@ def writing(path: Path):
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}; nothing was written there (free some space or "
                         f"choose another location, then rerun)") from e
+
+
+def prompt_encoder(text_encoder: Optional[str]):
+    """The text encoder for ``--prompts`` (``--text_encoder`` is required; CLIP needs the [t2i] extra)."""
+    from enat_lightning.text import build_text_encoder
+
+    if not text_encoder:
+        raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
+    if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
+        require_extra("transformers>=4.40")
+    return build_text_encoder(text_encoder)

@@ -92,17 +92,13 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
                                    trust_checkpoint)
     conditions, extra = None, None
     if prompts is not None:  # text model: sample i is conditioned on its prompt; labels = prompt line indices
-        from enat_lightning.text import build_text_encoder, encode_prompts, prompts_sha1, read_prompts
+        from enat_lightning.commands.common import prompt_encoder
+        from enat_lightning.text import encode_prompts, prompts_sha1, read_prompts
 
-        if not text_encoder:
-            raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
-        if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
-            from enat_lightning.commands.common import require_extra
-
-            require_extra("transformers>=4.40")
+        encoder = prompt_encoder(text_encoder)
         lines = read_prompts(prompts)
         wanted = [i for i in range(len(lines)) for _ in range(per_class or 1)]
-        conditions = encode_prompts(lines, build_text_encoder(text_encoder), model.cfg)[torch.tensor(wanted)]
+        conditions = encode_prompts(lines, encoder, model.cfg)[torch.tensor(wanted)]
         model_id = {**model_id, "prompts_sha1": prompts_sha1(lines), "text_encoder": text_encoder}
         extra = {"prompts.txt": ("\n".join(lines) + "\n").encode()}  # labels in samples.npz index its lines
     elif model.cfg.condition == "text":
