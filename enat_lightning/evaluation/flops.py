@@ -28,6 +28,7 @@ and every block's caption keys/values, for the caption and, guided, the empty ca
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from enat_lightning.models import ModelConfig, build_model
+from enat_lightning.models.conditioning import Condition
 from enat_lightning.models.tokens import ENATOutput
 from enat_lightning.sampling.settings import SamplerSettings
 
@@ -110,7 +112,7 @@ class _CountingProxy(nn.Module):
         return out
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
-                logits_at: str = "all") -> ENATOutput:
+                logits_at: str = "all", num_masked: int | None = None) -> ENATOutput:
         net = self._net[0]
         masking = ids == self.cfg.mask_id  # (R, L) real CPU
         rows, L = ids.shape
@@ -123,9 +125,16 @@ class _CountingProxy(nn.Module):
         with FlopCounterMode(display=False) as fc:
             out = net(ids, labels, prev=prev, logits_at=logits_at, **extra)
         actual = fc.get_total_flops()
+        # The official network computes every block's adaLN modulation at every step; our sampler
+        # caches it in the condition after the first (Condition.caching_modulation): count a pass
+        # without the cache.
+        official = actual
+        if isinstance(labels, Condition) and labels.modulation_cache is not None:
+            with FlopCounterMode(display=False) as fo:
+                net(ids, dataclasses.replace(labels, modulation_cache=None), prev=prev, logits_at=logits_at, **extra)
+            official = fo.get_total_flops()
         # The official network runs the output head at every position: add the head over the
         # visible positions our masked-only path skipped (the head is per-position, so this is exact).
-        official = actual
         if logits_at == "masked" and L > n_masked:
             with FlopCounterMode(display=False) as fh:
                 net.head(torch.empty(rows, L - n_masked, net.cfg.width, device="meta"),

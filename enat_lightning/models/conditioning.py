@@ -35,7 +35,8 @@ exists; ours follows U-ViT's MS-COCO model):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -77,6 +78,25 @@ class Condition:
     vector: torch.Tensor
     kv: tuple[torch.Tensor | None, ...] = ()
     mask: torch.Tensor | None = None
+    # per block index: adaLN_modulation(vector) (B, n_mod * D), filled on first use; None = no cache
+    modulation_cache: dict[int, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def caching_modulation(self) -> "Condition":
+        """This condition with a cache for every block's adaLN output. The sampler's steps share one
+        condition, so each block's modulation (a (D, n_mod * D) weight read per block) is computed
+        once per sample instead of once per step. The cache is filled and read only when no
+        gradient is recorded, and belongs to the weights it was computed with: make a new one
+        after changing them."""
+        return dataclasses.replace(self, modulation_cache={})
+
+    def modulation(self, index: int, block: nn.Module) -> torch.Tensor | None:
+        """Block ``index``'s adaLN output from the cache (computed on first use), or None when this
+        condition has no cache or gradients are recorded (the block then computes it itself)."""
+        if self.modulation_cache is None or torch.is_grad_enabled():
+            return None
+        if index not in self.modulation_cache:
+            self.modulation_cache[index] = block.adaLN_modulation(self.vector)
+        return self.modulation_cache[index]
 
     def __len__(self) -> int:
         return self.vector.shape[0]

@@ -93,7 +93,8 @@ class ENAT(ConditionedNetwork):
             n_keys = visible.shape[1] + masked.shape[1]
             ctx = plain_norm(visible)  # every decoder block reads the same visible set: normalise once
             for i, blk in enumerate(self.decoder, cfg.enc_depth):
-                masked = blk(masked, cond.vector, ctx=ctx, ctx_is_normed=True, **cond.block_inputs(i, n_keys))
+                masked = blk(masked, cond.vector, ctx=ctx, ctx_is_normed=True, modulation=cond.modulation(i, blk),
+                             **cond.block_inputs(i, n_keys))
 
         # one scatter of [visible ; masked] through the permutation (no zero fill, no second copy)
         feat = torch.empty_like(x).scatter_(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]),
@@ -128,7 +129,7 @@ class ENAT(ConditionedNetwork):
             for i, blk in enumerate(self.encoder):
                 if record:
                     inputs.append(vis)
-                vis = blk(vis, cond.vector, **cond.block_inputs(i, vis.shape[1]))
+                vis = blk(vis, cond.vector, modulation=cond.modulation(i, blk), **cond.block_inputs(i, vis.shape[1]))
         layer_feats = None
         if record:
             B, _, D = vis.shape
@@ -174,7 +175,7 @@ class ENAT(ConditionedNetwork):
                 if layerwise:
                     inputs.append(new)
                     ctx = plain_norm(self.reuse_proj(take(prev.layer_feats[i], prev_vis_idx)))  # (B, Lp, D)
-                new = blk(new, cond.vector, ctx=ctx, ctx_is_normed=True,
+                new = blk(new, cond.vector, ctx=ctx, ctx_is_normed=True, modulation=cond.modulation(i, blk),
                           **cond.block_inputs(i, ctx.shape[1] + new.shape[1]))
 
         layer_feats = None

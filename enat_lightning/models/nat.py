@@ -68,13 +68,13 @@ class NAT(ConditionedNetwork):
             raise ValueError(f"logits_at must be 'all', 'masked' or 'none', got {logits_at!r}")
         trusted = num_masked is not None
         masking = check_ids(ids, cfg.seq_len, cfg.mask_id, values=not trusted)  # (B, L)
-        cond = self.prepare_condition(labels, batch=ids.shape[0], values=not trusted).vector  # (B, D)
-        if cond.shape[0] != ids.shape[0]:
-            raise ValueError(f"the condition has {cond.shape[0]} rows but ids has {ids.shape[0]}")
+        cond = self.prepare_condition(labels, batch=ids.shape[0], values=not trusted)  # vector (B, D)
+        if len(cond) != ids.shape[0]:
+            raise ValueError(f"the condition has {len(cond)} rows but ids has {ids.shape[0]}")
         allowed = attention_allowed(masking, attention_removal or cfg.attention_removal)
         x = self.embed(ids)  # (B, L, D)
-        for blk in self.blocks:
-            x = blk(x, cond, attn_mask=allowed)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cond.vector, attn_mask=allowed, modulation=cond.modulation(i, blk))
         logits = None
         if logits_at == "all":
             logits = self.head(x, self.embed.word_embeddings.weight)  # (B, L, V)

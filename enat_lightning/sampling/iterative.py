@@ -85,7 +85,7 @@ class GenerationTrace:
 def _concat(a: ENATOutput, b: ENATOutput) -> ENATOutput:
     lf = None if a.layer_feats is None else torch.cat([a.layer_feats, b.layer_feats], dim=1)
     return ENATOutput(torch.cat([a.logits, b.logits]), torch.cat([a.feat, b.feat]),
-                      torch.cat([a.masking, b.masking]), lf)
+                      torch.cat([a.masking, b.masking]), lf, a.num_masked)
 
 
 def _state_is_empty_when_all_masked(model) -> bool:
@@ -148,7 +148,9 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
     cfg = model.cfg
     L, mask_id = cfg.seq_len, cfg.mask_id
     device = next(model.parameters()).device
-    condition = model.prepare_condition(labels)  # B rows: label embeddings / caption keys+values, once
+    # B rows: label embeddings / caption keys+values, once; every block's adaLN output is cached
+    # in the condition at the first step (the condition does not change over the steps)
+    condition = model.prepare_condition(labels).caching_modulation()
     B = len(condition)
     if init_ids is None:
         ids = torch.full((B, L), mask_id, dtype=torch.long, device=device)  # (B, L)
@@ -175,7 +177,8 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
     trace = GenerationTrace() if return_trace else None
     reuse = settings.reuse
     # 2B rows for the guided passes: the condition, then the null condition of the same rows
-    both_conditions = Condition.cat([condition, model.null_condition(condition)]) if guided else None
+    both_conditions = Condition.cat([condition, model.null_condition(condition)]).caching_modulation() \
+        if guided else None
 
     was_training = model.training
     model.eval()
@@ -195,20 +198,20 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
             both = runs_uncond(s)
             if both:
                 prev = _prev_pair(cond_state, pair) if reuse and cond_state is not None else None
-                out = model(torch.cat([ids, ids]), both_conditions, prev=prev,
-                            logits_at=logits_at)  # 2B rows: cond then uncond
+                out = model(torch.cat([ids, ids]), both_conditions, prev=prev, logits_at=logits_at,
+                            num_masked=counts[s])  # 2B rows: cond then uncond
                 cond, uncond = out.logits[:B], out.logits[B:]  # (B, Lm|L, V)
                 if reuse:
                     cond_state, pair = out.select(slice(0, B)), out
             else:
                 prev = cond_state if reuse else None
-                out = model(ids, condition, prev=prev, logits_at=logits_at)
+                out = model(ids, condition, prev=prev, logits_at=logits_at, num_masked=counts[s])
                 cond, uncond = out.logits, None
                 if reuse:
                     cond_state, pair = out, None
 
             masking = ids == mask_id  # (B, L)
-            _, mask_idx = split_positions(masking, "masked tokens")  # (B, Lm)
+            _, mask_idx = split_positions(masking, "masked tokens", counts[s])  # (B, Lm)
             take = (lambda t: torch.gather(t, 1, mask_idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))) \
                 if trace_logits else (lambda t: t)
             cond_m = take(cond)  # (B, Lm, V)
