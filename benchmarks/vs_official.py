@@ -6,7 +6,7 @@
 stored in this repository. At run time this script imports its network (``libs/models.py``, with the
 ``timm`` copy vendored in that checkout; needs ``einops``) and its sampler (``libs/nat_misc.py``
 ``NATSchedule.generate``), and extracts ``LSimple`` / ``mask_by_confidence`` from ``train.py`` and
-``ema`` from ``utils.py`` by source (those two files import the training stack: accelerate, loguru,
+``ema`` / ``get_grad_norm_`` from ``utils.py`` by source (those two files import the training stack: accelerate, loguru,
 the data set), executing only those functions. The official ENAT-S network (random init, then every
 weight perturbed so the adaLN blocks compute something) is loaded into ours with ``from_official``.
 
@@ -19,9 +19,15 @@ changes hit both sides alike; only the ratios are meaningful):
   timed runs use the default settings (mask_temp 1.5, samp_temp 6).
 * training step: batch 16, mask ratio fixed at the Beta(12, 3) mean (0.8: Beta(12e6, 3e6) on both
   sides), reuse forced off and on (the 50/50 mix is their mean). Official: ``optimizer.zero_grad()``,
-  ``LSimple`` (EMA teacher), ``backward``, AdamW step, LambdaLR step, ``ema`` update, as its
-  ``train.py``. Ours: ``ENATModule`` under a real ``lightning.Trainer`` (per-batch time from a
-  callback; the first batch of each ``fit`` is dropped). Losses must be equal: the official
+  ``LSimple`` (EMA teacher), ``backward``, AdamW step, LambdaLR step, ``ema`` update and the
+  gradient norm it logs (``get_grad_norm_``), as its ``train_step``. Ours: ``ENATModule`` under a
+  real ``lightning.Trainer`` logging every step (loss, accuracy, grad norm, lr, throughput;
+  per-batch time from a callback; the first batch of each ``fit`` is dropped). A reuse step's cost
+  depends on its draw U (k = round(U * #visible) tokens newly revealed): step i of a round runs at
+  the same U = (i + 0.5) / n on both sides (strata of Uniform(0, 1); the official ``torch.rand(1)``
+  returns it, ours gets it through ``sample_reuse_mask(fraction=)``) and the round's reuse time is
+  the mean over them; no-reuse steps are alike, their median is taken. Each round times both modes
+  (a process slows down over a long run, so a mode timed entirely after the other would pay for it). Losses must be equal: the official
   ``LSimple`` is run with a recorder on its networks and our network + ``masked_ce`` replay the
   recorded inputs (eval mode, so no dropout or label drop differs).
 
@@ -49,7 +55,8 @@ from _peak import matmul_peak_gflops  # noqa: E402
 import lightning.pytorch as pl  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from enat_lightning.masking import masked_ce  # noqa: E402
+import enat_lightning.module as module_code  # noqa: E402
+from enat_lightning.masking import masked_ce, sample_reuse_mask  # noqa: E402
 from enat_lightning.models import from_official, preset  # noqa: E402
 from enat_lightning.module import ENATModule  # noqa: E402
 from enat_lightning.sampling import generate  # noqa: E402
@@ -69,6 +76,22 @@ def _functions_from_source(path: Path, names: tuple[str, ...], namespace: dict) 
         node.decorator_list = []
     exec(compile(ast.Module(body=found, type_ignores=[]), str(path), "exec"), namespace)
     return namespace
+
+
+class _FixedScalarDraws:
+    """``torch`` for the official ``LSimple``: everything as torch, except that a one-element
+    ``torch.rand(1)`` (its reuse coin and its U in k = round(U * #visible)) returns ``value`` when set,
+    so both codes can be timed at the same k. Larger draws (the mask positions) stay random."""
+
+    def __init__(self):
+        self.value: float | None = None
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def rand(self, *size, **kwargs):
+        out = torch.rand(*size, **kwargs)
+        return out.fill_(self.value) if self.value is not None and out.numel() == 1 else out
 
 
 class Official:
@@ -92,10 +115,12 @@ class Official:
         self.args = types.SimpleNamespace(
             enc_dec=(cfg.enc_depth, cfg.dec_depth), seq_len=cfg.seq_len, reuse_prob=reuse_prob, ema_for_cond=1,
             mask_temp=1.5, samp_temp=6.0, cfg_scale=2.5)
-        ns = {"torch": torch, "np": np, "args": self.args, "device": torch.device("cpu")}
+        self.reuse_u = _FixedScalarDraws()
+        ns = {"torch": self.reuse_u, "np": np, "args": self.args, "device": torch.device("cpu")}
         _functions_from_source(repo / "train.py", ("LSimple", "mask_by_confidence"), ns)
         self.LSimple = ns["LSimple"]
-        self.ema = _functions_from_source(repo / "utils.py", ("ema",), {"nn": torch.nn})["ema"]
+        utils = _functions_from_source(repo / "utils.py", ("ema", "get_grad_norm_"), {"nn": torch.nn, "torch": torch})
+        self.ema, self.get_grad_norm_ = utils["ema"], utils["get_grad_norm_"]
 
     def network(self):
         c = self.cfg
@@ -224,11 +249,29 @@ class _FixedBatches(Dataset):
         return self.batch
 
 
+def strata(n: int) -> list[float]:
+    """U of the reuse draw k = round(U * #visible) for n timed steps: the midpoints of n equal
+    strata of Uniform(0, 1), so the mean step time over them estimates the expected one."""
+    return [(j + 0.5) / n for j in range(n)]
+
+
+_OUR_REUSE_FRACTION = [0.5]
+
+
+def _our_reuse_mask(masking, generator, shard=(0, 1)):
+    return sample_reuse_mask(masking, generator, shard, fraction=_OUR_REUSE_FRACTION[0])
+
+
 class _StepTimer(pl.Callback):
-    def __init__(self):
+    """Per-batch times; before batch i (i >= 1; batch 0, the dropped warm-up, runs at U = 0.5) sets
+    the reuse fraction of our ``sample_reuse_mask`` to the i-th stratum."""
+
+    def __init__(self, fractions: list[float]):
         self.times: list[tuple[float, float]] = []  # (wall, process CPU) seconds per batch
+        self.fractions = fractions
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        _OUR_REUSE_FRACTION[0] = 0.5 if batch_idx == 0 else self.fractions[batch_idx - 1]
         self._t = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -236,8 +279,9 @@ class _StepTimer(pl.Callback):
 
 
 def ours_train_steps(module: ENATModule, batch: dict, steps: int) -> list[tuple[float, float]]:
-    """Per-step seconds of ``steps`` optimizer steps of our module under a real Trainer (+1 dropped)."""
-    timer = _StepTimer()
+    """Per-step seconds of ``steps`` optimizer steps of our module under a real Trainer (+1 dropped);
+    reuse steps at the U of ``strata(steps)``, in order."""
+    timer = _StepTimer(strata(steps))
     loader = DataLoader(_FixedBatches(batch, steps + 1), batch_size=None, num_workers=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + 1, logger=False, callbacks=[timer],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -247,7 +291,9 @@ def ours_train_steps(module: ENATModule, batch: dict, steps: int) -> list[tuple[
 
 
 class OfficialTrainer:
-    """The official train_step: zero_grad, LSimple, backward, AdamW, LambdaLR, EMA (its train.py)."""
+    """The official train_step (its train.py): zero_grad, LSimple, backward, AdamW, LambdaLR, EMA, and
+    the loss and gradient norm it logs every step (``metric_logger.update``; accelerate's gather of
+    the loss is the identity in one process)."""
 
     def __init__(self, official: Official, sd: dict, no_reuse: bool):
         self.official, self.no_reuse = official, no_reuse
@@ -260,38 +306,49 @@ class OfficialTrainer:
         self.schedule = official.schedule()
         self.step_no = 0
 
-    def step(self, batch: dict) -> tuple[float, float]:
+    def step(self, batch: dict, fraction: float = 0.5) -> tuple[float, float]:
+        self.official.reuse_u.value = fraction
         t, c = time.perf_counter(), time.process_time()
         self.opt.zero_grad()
         loss, _ = self.official.LSimple(batch["tokens"], self.nnet, self.schedule, nnet_ema=self.nnet_ema,
                                         no_reuse=self.no_reuse, context=batch["label"])
+        self.logged = {"loss": loss.detach().mean()}
         loss.mean().backward()
         self.opt.step()
         self.sched.step(self.step_no)
         self.official.ema(self.nnet_ema, self.nnet, 0.9999)
+        self.logged["grad_norm"] = self.official.get_grad_norm_(self.opt.param_groups[0]["params"])
         self.step_no += 1
         return time.perf_counter() - t, time.process_time() - c
 
 
 def bench_training(official: Official, sd: dict, batch: dict, rounds: int, steps: int) -> dict:
-    cfg = official.cfg
     converted = from_official(official.config_dict(), sd).state_dict()
-    res = {}
-    for mode, reuse_prob in (("no_reuse", 0.0), ("reuse", 1.0)):
+    modes = {"no_reuse": 0.0, "reuse": 1.0}
+    sides = ("official", "ours", "official_cpu", "ours_cpu")
+    contestants = {}
+    for mode, reuse_prob in modes.items():
         off = OfficialTrainer(official, sd, no_reuse=reuse_prob == 0.0)
         off.step(batch)  # warm-up (allocates AdamW state)
-        module = ENATModule(cfg, reuse_prob=reuse_prob, mask_ratio_beta=BETA_MEAN_08, warmup_steps=5000)
+        module = ENATModule(official.cfg, reuse_prob=reuse_prob, mask_ratio_beta=BETA_MEAN_08, warmup_steps=5000)
         module.net.load_state_dict(converted)
         getattr(module.ema, "module", module.ema).load_state_dict(converted)  # AveragedModel wraps the copy
-        res[mode] = {"official": [], "ours": [], "official_cpu": [], "ours_cpu": []}
+        contestants[mode] = (off, module)
+    res = {mode: {side: [] for side in sides} for mode in modes}
+    module_code.sample_reuse_mask = _our_reuse_mask  # our module draws its k at the stratum's U
+    try:
         for r in range(rounds):
-            first = ("official", "ours") if r % 2 == 0 else ("ours", "official")
-            for side in first:
-                runs = [off.step(batch) for _ in range(steps)] if side == "official" else \
-                    ours_train_steps(module, batch, steps)
-                res[mode][side].append(statistics.median(w for w, _ in runs))
-                res[mode][side + "_cpu"].append(statistics.median(c for _, c in runs))
-    sides = ("official", "ours", "official_cpu", "ours_cpu")
+            for mode in modes:
+                off, module = contestants[mode]
+                # no reuse: alike steps, their median; reuse: the mean over the U strata
+                average = statistics.median if mode == "no_reuse" else statistics.mean
+                for side in (("official", "ours") if r % 2 == 0 else ("ours", "official")):
+                    runs = [off.step(batch, u) for u in strata(steps)] if side == "official" else \
+                        ours_train_steps(module, batch, steps)
+                    res[mode][side].append(average(w for w, _ in runs))
+                    res[mode][side + "_cpu"].append(average(c for _, c in runs))
+    finally:
+        module_code.sample_reuse_mask = sample_reuse_mask
     res["mix"] = {side: [(a + b) / 2 for a, b in zip(res["no_reuse"][side], res["reuse"][side])] for side in sides}
     for k in ("no_reuse", "reuse", "mix"):
         res[k]["ratios"] = [o / u for o, u in zip(res[k]["official"], res[k]["ours"])]
@@ -309,7 +366,7 @@ def main() -> None:
     ap.add_argument("--official-repo", type=Path, required=True, help="a checkout of github.com/LeapLabTHU/ENAT")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved official/ours rounds")
-    ap.add_argument("--train-steps", type=int, default=3, help="timed optimizer steps per side, mode and round")
+    ap.add_argument("--train-steps", type=int, default=5, help="timed optimizer steps per side, mode and round")
     ap.add_argument("--sample-batch", type=int, default=8)
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--skip", choices=("sampling", "training"), default=None)

@@ -78,17 +78,23 @@ def sample_mask(tokens: torch.Tensor, ratio: float, generator: torch.Generator,
     return random_positions((B, L), num_masked(L, ratio), generator, shard=shard).to(tokens.device)
 
 
-def sample_reuse_mask(masking: torch.Tensor, generator: torch.Generator, shard: Shard = (0, 1)) -> torch.Tensor:
+def sample_reuse_mask(masking: torch.Tensor, generator: torch.Generator, shard: Shard = (0, 1),
+                      fraction: float | None = None) -> torch.Tensor:
     """The "previous step" mask of a reuse forward (§3.1): a superset of ``masking`` (B, L).
 
     k = round(U * #visible) further visible tokens are masked, U ~ Uniform(0, 1) one scalar per
     batch, the same k on every row, chosen uniformly among each row's visible tokens.
+    ``fraction``: a fixed U in [0, 1] instead of the draw (the generator advances as with a draw),
+    e.g. for timing both codes at the same k (benchmarks/vs_official.py).
     """
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     visible = ~masking.cpu()  # (B, L)
     n_vis = visible.sum(dim=1)
     if bool((n_vis != n_vis[0]).any()):
         raise ValueError(f"every row must have the same number of visible tokens, got {n_vis.tolist()}")
     u = float(torch.rand((), generator=generator))
+    u = u if fraction is None else fraction
     k = int(round(int(n_vis[0]) * u))
     extra = random_positions(tuple(masking.shape), k, generator, eligible=visible, shard=shard)
     return masking | extra.to(masking.device)

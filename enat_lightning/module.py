@@ -20,7 +20,6 @@ import dataclasses
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import grad_norm
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -155,8 +154,10 @@ class ENATModule(pl.LightningModule):
             prev_mask = sample_reuse_mask(masking_cpu, g, shard)  # (B, L) on CPU
             n_prev = int(prev_mask[0].sum())  # a CPU tensor: no device sync
             prev_ids = apply_mask(tokens, prev_mask.to(tokens.device, non_blocking=True), cfg.mask_id)  # (B, L)
-            with torch.no_grad():  # §3.1: stop-gradient; the EMA network is the teacher (features only)
-                prev = self.ema(prev_ids, lab.data, logits_at="none", num_masked=n_prev)
+            with torch.no_grad():  # §3.1: stop-gradient; the EMA network is the teacher (features only;
+                # no decoder unless the reuse path reads [MASK] features: its output would go unread)
+                prev = self.ema(prev_ids, lab.data, logits_at="none", decode=self.net.reuse_reads_masked,
+                                num_masked=n_prev)
         # Dropout draws from the global RNG: seed it from (seed, step, rank) so a resumed run repeats them.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(mix_seed(hp.recipe_seed, 3, self.global_step, micro, self.global_rank))
@@ -182,12 +183,16 @@ class ENATModule(pl.LightningModule):
         update_ema(self.ema, self.net)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # After AMP unscaling and before clipping (Trainer.gradient_clip_val): the raw update size.
-        # Lightning's grad_norm reads every parameter's norm on the host: only on logging steps.
+        # After AMP unscaling and before clipping (Trainer.gradient_clip_val): the raw update size,
+        # on logging steps only. torch's get_total_norm (foreach norms, as clip_grad_norm_) rather
+        # than Lightning's grad_norm, which builds a per-parameter dict of norms (~2% of a CPU step).
         if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
-            norms = grad_norm(self.net, norm_type=2)
-            if norms:
-                self.log("grad_norm", norms["grad_2.0_norm_total"])
+            grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+            if grads:
+                total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+                if self._device_mesh is not None:  # FSDP2: a DTensor; the norm of the whole gradient
+                    total = total.full_tensor()
+                self.log("grad_norm", total)
 
     def on_after_backward(self) -> None:
         # Sharded (FSDP2): the parameters idle on this step get an exact-zero gradient, as

@@ -73,6 +73,18 @@ def test_reuse_mask_is_a_superset_with_equal_counts():
         sample_reuse_mask(torch.tensor([[True, False, False], [True, True, False]]), g)
 
 
+def test_reuse_mask_with_a_fixed_fraction():
+    m = sample_mask(torch.zeros(4, 16, dtype=torch.long), 0.5, gen(3))  # 8 visible per row
+    for fraction, k in ((0.0, 0), (0.5, 4), (1.0, 8)):
+        a, b = gen(5), gen(5)
+        prev = sample_reuse_mask(m, a, fraction=fraction)
+        assert ((prev & ~m).sum(1) == k).all() and (prev | m).eq(prev).all()
+        sample_reuse_mask(m, b)
+        assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))  # same stream as a draw
+    with pytest.raises(ValueError, match="fraction"):
+        sample_reuse_mask(m, gen(), fraction=1.5)
+
+
 def test_random_positions_respects_eligibility():
     eligible = torch.tensor([[True, False, True, False], [False, True, True, True]])
     m = random_positions((2, 4), 2, gen(), eligible=eligible)

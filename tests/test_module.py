@@ -119,6 +119,16 @@ def test_bad_settings_name_the_key():
         m.training_step({"tokens": torch.zeros(2, 9, dtype=torch.long), "label": torch.zeros(2)}, 0)
 
 
+@pytest.mark.parametrize("reuse_tokens, teacher_decodes", [("visible", False), ("all", True)])
+def test_reuse_teacher_skips_the_decoder_when_its_output_goes_unread(reuse_tokens, teacher_decodes):
+    m = attach(tiny_module(reuse_prob=1.0, net=ENATConfig(**TINY, reuse_tokens=reuse_tokens))).train()
+    calls = {"teacher": 0, "online": 0}
+    m.ema.module.decoder[0].register_forward_hook(lambda *a: calls.update(teacher=calls["teacher"] + 1))
+    m.net.decoder[0].register_forward_hook(lambda *a: calls.update(online=calls["online"] + 1))
+    m.training_step(batch_of(), 0).backward()
+    assert calls == {"teacher": int(teacher_decodes), "online": 1}
+
+
 def test_reuse_step_teacher_gets_no_gradient_and_projection_does():
     m = attach(tiny_module(reuse_prob=1.0)).train()
     with torch.no_grad():  # adaLN-Zero starts every block as the identity, which blocks all context gradients
@@ -152,6 +162,24 @@ def test_same_step_same_draws():
     b.load_state_dict(a.state_dict())
     a.train(), b.train()
     assert torch.equal(a.training_step(batch_of(), 0), b.training_step(batch_of(), 0))
+
+
+def test_logged_grad_norm_is_the_total_norm_of_the_raw_gradients():
+    """grad_norm (logged on logging steps, before the optimizer step) equals the 2-norm of all
+    gradients together, computed by hand."""
+    m = tiny_module(reuse_prob=0.5)
+    logged = {}
+
+    class Probe(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            logged["expected"] = torch.cat([p.grad.reshape(-1) for p in pl_module.net.parameters()
+                                            if p.grad is not None]).norm().item()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged["grad_norm"] = trainer.callback_metrics["grad_norm"].item()
+
+    trainer(max_steps=1, log_every_n_steps=1, callbacks=[Probe()], limit_val_batches=0).fit(m, data())
+    assert logged["grad_norm"] == pytest.approx(logged["expected"], rel=1e-5) and logged["expected"] > 0
 
 
 def test_loss_falls_below_log_k_fast(tmp_path):

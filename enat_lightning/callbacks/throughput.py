@@ -48,9 +48,10 @@ def training_flops_per_sample(cfg, reuse_prob: float, mask_ratio: float = MEAN_M
     if reuse_prob <= 0 or not hasattr(net, "reuse_proj"):
         return float(plain)
     prev_ids = apply_mask(tokens, sample_reuse_mask(masking, g), cfg.mask_id)
-    with torch.no_grad():
-        teacher = measure_flops(net, lambda: net(prev_ids, labels, logits_at="masked", **kw))
-        prev = net(prev_ids, labels, logits_at="masked", **kw)
+    with torch.no_grad():  # the teacher pass as ENATModule runs it: features only
+        teacher_kw = dict(logits_at="none", decode=net.reuse_reads_masked, **kw)
+        teacher = measure_flops(net, lambda: net(prev_ids, labels, **teacher_kw))
+        prev = net(prev_ids, labels, **teacher_kw)
     reuse = measure_flops(net, lambda: net(ids, labels, prev=prev, logits_at="masked", **kw), loss)
     return float((1 - reuse_prob) * plain + reuse_prob * (reuse + teacher))
 

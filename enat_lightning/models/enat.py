@@ -58,11 +58,20 @@ class ENAT(ConditionedNetwork):
                                                *self.conditioner.tables()),
                                  blocks=[b for b in self.condition_blocks() if isinstance(b.adaLN_modulation, nn.Sequential)])
 
+    @property
+    def reuse_reads_masked(self) -> bool:
+        """Whether a reuse forward reads the [MASK]-position features of ``prev`` (reuse_tokens="all").
+        If not, the pass that makes ``prev`` (the EMA teacher of reuse training) may skip the
+        decoder: ``forward(..., logits_at="none", decode=False)``."""
+        return self.cfg.reuse_tokens == "all"
+
     def forward(self, ids: torch.Tensor, cond, prev: ENATOutput | None = None,
-                logits_at: str = "all", *, num_masked: int | None = None) -> ENATOutput:
+                logits_at: str = "all", *, num_masked: int | None = None, decode: bool = True) -> ENATOutput:
         """ids (B, L) with codebook_size = [MASK]; cond: class labels (B,), ``Captions`` or a prepared
         ``Condition`` (``prepare_condition``); prev: this network's output at the previous step;
         logits_at: "all", "masked" or "none" (features only, e.g. for a reuse teacher).
+        ``decode=False`` (with logits_at="none"): no decoder; feat's [MASK] positions then hold their
+        input embeddings, which is all a reuse step reads unless ``reuse_reads_masked``.
 
         ``num_masked``: the [MASK] count of every row when the caller knows it (training: from the
         mask ratio; sampling: from the schedule). The input is then trusted: ids, labels and
@@ -72,6 +81,8 @@ class ENAT(ConditionedNetwork):
         cfg = self.cfg
         if logits_at not in ("all", "masked", "none"):
             raise ValueError(f"logits_at must be 'all', 'masked' or 'none', got {logits_at!r}")
+        if not decode and logits_at != "none":
+            raise ValueError(f"decode=False gives no [MASK] features to compute logits from; got logits_at={logits_at!r}")
         trusted = num_masked is not None
         masking = check_ids(ids, cfg.seq_len, cfg.mask_id, values=not trusted)  # (B, L)
         cond = self.prepare_condition(cond, batch=ids.shape[0], values=not trusted)
@@ -89,7 +100,7 @@ class ENAT(ConditionedNetwork):
             visible, layer_feats = self._encode_reusing(x, masking, n_masked, cond, prev, trusted)
 
         masked = take(x, mask_idx)  # (B, Lm, D)
-        if masked.shape[1] > 0:
+        if decode and masked.shape[1] > 0:
             n_keys = visible.shape[1] + masked.shape[1]
             ctx = plain_norm(visible)  # every decoder block reads the same visible set: normalise once
             for i, blk in enumerate(self.decoder, cfg.enc_depth):

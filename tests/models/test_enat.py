@@ -102,6 +102,29 @@ def test_reuse_keeps_projected_features_of_previously_visible_tokens():
     assert torch.allclose(out.feat[was_visible], projected[was_visible], atol=1e-6)
 
 
+@pytest.mark.parametrize("reuse_layers", ["last", "layerwise"])
+def test_teacher_without_decoder_gives_the_same_reuse_step(reuse_layers):
+    """decode=False skips the decoder: a reuse step reading only previously visible features
+    (reuse_tokens="visible", the default) computes exactly what it computes from a full pass."""
+    model = tiny(reuse_layers=reuse_layers)
+    assert not model.reuse_reads_masked and tiny(reuse_tokens="all").reuse_reads_masked
+    prev_ids = masked_ids(n_masked=12)
+    ids = reveal(prev_ids, 4)
+    calls = []
+    hook = model.decoder[0].register_forward_hook(lambda *a: calls.append(1))
+    full = model(prev_ids, LABELS, logits_at="none")
+    light = model(prev_ids, LABELS, logits_at="none", decode=False)
+    hook.remove()
+    assert len(calls) == 1 and light.logits is None  # the decoder ran for the full pass only
+    visible = ~full.masking
+    assert torch.equal(light.feat[visible], full.feat[visible])
+    assert torch.equal(light.feat[full.masking], model.embed(prev_ids)[full.masking])  # the decoder input
+    a, b = model(ids, LABELS, prev=full), model(ids, LABELS, prev=light)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.feat, b.feat)
+    with pytest.raises(ValueError, match="decode=False"):
+        model(prev_ids, LABELS, logits_at="masked", decode=False)
+
+
 def test_masked_logits_do_not_depend_on_unrelated_rows():
     model = tiny()
     ids = masked_ids()
