@@ -20,14 +20,16 @@ changes hit both sides alike; only the ratios are meaningful):
 * training step: batch 16, mask ratio fixed at the Beta(12, 3) mean (0.8: Beta(12e6, 3e6) on both
   sides), reuse forced off and on (the 50/50 mix is their mean). Official: ``optimizer.zero_grad()``,
   ``LSimple`` (EMA teacher), ``backward``, AdamW step, LambdaLR step, ``ema`` update and the
-  gradient norm it logs (``get_grad_norm_``), as its ``train_step``. Ours: ``ENATModule`` under a
-  real ``lightning.Trainer`` logging every step (loss, accuracy, grad norm, lr, throughput;
-  per-batch time from a callback; the first batch of each ``fit`` is dropped). A reuse step's cost
+  gradient norm it logs (``get_grad_norm_``) every step, as its ``train_step``. Ours: ``ENATModule``
+  under a real ``lightning.Trainer`` logging as our ``experiments/enat_s.yaml`` does (every 50 steps;
+  ``--log-every-n-steps 1``: every step, with the accuracy and grad norm it then computes);
+  per-batch time from a callback; the first batch of each ``fit`` is dropped. A reuse step's cost
   depends on its draw U (k = round(U * #visible) tokens newly revealed): step i of a round runs at
   the same U = (i + 0.5) / n on both sides (strata of Uniform(0, 1); the official ``torch.rand(1)``
   returns it, ours gets it through ``sample_reuse_mask(fraction=)``) and the round's reuse time is
-  the mean over them; no-reuse steps are alike, their median is taken. Each round times both modes
-  (a process slows down over a long run, so a mode timed entirely after the other would pay for it). Losses must be equal: the official
+  the mean over them; no-reuse steps are alike, their median is taken. Each mode runs in its own
+  fresh process (a process slows down over a long run on this VM: a mode timed after the other in
+  the same process would pay for it). Losses must be equal: the official
   ``LSimple`` is run with a recorder on its networks and our network + ``masked_ce`` replay the
   recorded inputs (eval mode, so no dropout or label drop differs).
 
@@ -41,7 +43,9 @@ import copy
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -278,14 +282,14 @@ class _StepTimer(pl.Callback):
         self.times.append((time.perf_counter() - self._t[0], time.process_time() - self._t[1]))
 
 
-def ours_train_steps(module: ENATModule, batch: dict, steps: int) -> list[tuple[float, float]]:
+def ours_train_steps(module: ENATModule, batch: dict, steps: int, log_every_n_steps: int = 50) -> list[tuple[float, float]]:
     """Per-step seconds of ``steps`` optimizer steps of our module under a real Trainer (+1 dropped);
     reuse steps at the U of ``strata(steps)``, in order."""
     timer = _StepTimer(strata(steps))
     loader = DataLoader(_FixedBatches(batch, steps + 1), batch_size=None, num_workers=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + 1, logger=False, callbacks=[timer],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, log_every_n_steps=1)
+                         num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps)
     trainer.fit(module, train_dataloaders=loader)
     return timer.times[1:]
 
@@ -322,38 +326,59 @@ class OfficialTrainer:
         return time.perf_counter() - t, time.process_time() - c
 
 
-def bench_training(official: Official, sd: dict, batch: dict, rounds: int, steps: int) -> dict:
+def bench_training_mode(official: Official, sd: dict, batch: dict, rounds: int, steps: int, mode: str,
+                        log_every_n_steps: int = 50) -> dict:
+    """One mode ("no_reuse" / "reuse"): per round both sides' step time, alternating who goes first.
+    No reuse: the steps are alike, their median. Reuse: step i at U = strata(steps)[i] on both sides
+    (the same k), their mean, i.e. the expected step time over U ~ Uniform(0, 1)."""
+    reuse_prob = {"no_reuse": 0.0, "reuse": 1.0}[mode]
     converted = from_official(official.config_dict(), sd).state_dict()
-    modes = {"no_reuse": 0.0, "reuse": 1.0}
-    sides = ("official", "ours", "official_cpu", "ours_cpu")
-    contestants = {}
-    for mode, reuse_prob in modes.items():
-        off = OfficialTrainer(official, sd, no_reuse=reuse_prob == 0.0)
-        off.step(batch)  # warm-up (allocates AdamW state)
-        module = ENATModule(official.cfg, reuse_prob=reuse_prob, mask_ratio_beta=BETA_MEAN_08, warmup_steps=5000)
-        module.net.load_state_dict(converted)
-        getattr(module.ema, "module", module.ema).load_state_dict(converted)  # AveragedModel wraps the copy
-        contestants[mode] = (off, module)
-    res = {mode: {side: [] for side in sides} for mode in modes}
+    off = OfficialTrainer(official, sd, no_reuse=reuse_prob == 0.0)
+    off.step(batch)  # warm-up (allocates AdamW state)
+    module = ENATModule(official.cfg, reuse_prob=reuse_prob, mask_ratio_beta=BETA_MEAN_08, warmup_steps=5000)
+    module.net.load_state_dict(converted)
+    getattr(module.ema, "module", module.ema).load_state_dict(converted)  # AveragedModel wraps the copy
+    average = statistics.median if mode == "no_reuse" else statistics.mean
+    res = {side: [] for side in SIDES}
     module_code.sample_reuse_mask = _our_reuse_mask  # our module draws its k at the stratum's U
     try:
         for r in range(rounds):
-            for mode in modes:
-                off, module = contestants[mode]
-                # no reuse: alike steps, their median; reuse: the mean over the U strata
-                average = statistics.median if mode == "no_reuse" else statistics.mean
-                for side in (("official", "ours") if r % 2 == 0 else ("ours", "official")):
-                    runs = [off.step(batch, u) for u in strata(steps)] if side == "official" else \
-                        ours_train_steps(module, batch, steps)
-                    res[mode][side].append(average(w for w, _ in runs))
-                    res[mode][side + "_cpu"].append(average(c for _, c in runs))
+            for side in (("official", "ours") if r % 2 == 0 else ("ours", "official")):
+                runs = [off.step(batch, u) for u in strata(steps)] if side == "official" else \
+                    ours_train_steps(module, batch, steps, log_every_n_steps)
+                res[side].append(average(w for w, _ in runs))
+                res[side + "_cpu"].append(average(c for _, c in runs))
     finally:
         module_code.sample_reuse_mask = sample_reuse_mask
-    res["mix"] = {side: [(a + b) / 2 for a, b in zip(res["no_reuse"][side], res["reuse"][side])] for side in sides}
-    for k in ("no_reuse", "reuse", "mix"):
-        res[k]["ratios"] = [o / u for o, u in zip(res[k]["official"], res[k]["ours"])]
-        res[k]["cpu_ratios"] = [o / u for o, u in zip(res[k]["official_cpu"], res[k]["ours_cpu"])]
+    return with_ratios(res)
+
+
+SIDES = ("official", "ours", "official_cpu", "ours_cpu")
+
+
+def with_ratios(res: dict) -> dict:
+    res["ratios"] = [o / u for o, u in zip(res["official"], res["ours"])]
+    res["cpu_ratios"] = [o / u for o, u in zip(res["official_cpu"], res["ours_cpu"])]
     return res
+
+
+def mix(no_reuse: dict, reuse: dict) -> dict:
+    """The 50/50 mix, round by round: the mean of the two modes' step times."""
+    return with_ratios({side: [(a + b) / 2 for a, b in zip(no_reuse[side], reuse[side])] for side in SIDES})
+
+
+def mode_in_fresh_process(args: argparse.Namespace, mode: str) -> dict:
+    """``bench_training_mode`` in a new Python process. A process slows down over a long run (memory
+    it has cycled through is slower to touch again on this VM), so a mode timed after the other in
+    the same process would pay for it; in separate processes both modes start alike."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{mode}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--official-repo", str(args.official_repo),
+               "--threads", str(args.threads), "--rounds", str(args.rounds), "--train-steps", str(args.train_steps),
+               "--train-batch", str(args.train_batch), "--log-every-n-steps", str(args.log_every_n_steps),
+               "--mode", mode, "--json", str(out)]
+        subprocess.run(cmd, check=True)
+        return json.loads(out.read_text())
 
 
 # -- report ------------------------------------------------------------------------------------------------
@@ -370,7 +395,11 @@ def main() -> None:
     ap.add_argument("--sample-batch", type=int, default=8)
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--skip", choices=("sampling", "training"), default=None)
+    ap.add_argument("--log-every-n-steps", type=int, default=50,
+                    help="our Trainer's logging interval (experiments/enat_s.yaml: 50; 1 = log every step as the "
+                         "official train_step does)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--mode", choices=("no_reuse", "reuse"), help=argparse.SUPPRESS)  # internal: one training mode
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import logging
@@ -384,6 +413,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     batch = {"tokens": torch.randint(0, cfg.codebook_size, (args.train_batch, cfg.seq_len), generator=g),
              "label": torch.randint(0, cfg.num_classes, (args.train_batch,), generator=g)}
+    if args.mode is not None:  # a child of mode_in_fresh_process
+        write_json(args.json, bench_training_mode(official, sd, batch, args.rounds, args.train_steps, args.mode,
+                                                  args.log_every_n_steps))
+        return
     results = {"machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
                "peak_gflops_before": matmul_peak_gflops()}
     print(f"ENAT-S (official DiT enc_dec={cfg.enc_depth},{cfg.dec_depth}, width {cfg.width}), fp32, "
@@ -404,10 +437,12 @@ def main() -> None:
     if args.skip != "training":
         eq = loss_equality(official, sd, batch)
         results["loss_equality"] = eq
-        print(f"\ntraining step, batch {args.train_batch}, mask ratio 0.8, fp32")
+        print(f"\ntraining step, batch {args.train_batch}, mask ratio 0.8, fp32, ours logging every "
+              f"{args.log_every_n_steps} steps")
         for k, v in eq.items():
             print(f"  loss {k}: official {v['official']:.6f} ours {v['ours']:.6f} |diff| {v['abs_diff']:.1e}")
-        t = bench_training(official, sd, batch, args.rounds, args.train_steps)
+        t = {mode: mode_in_fresh_process(args, mode) for mode in ("no_reuse", "reuse")}
+        t["mix"] = mix(t["no_reuse"], t["reuse"])
         results["training"] = t
         for k in ("no_reuse", "reuse", "mix"):
             print(f"  {k:>8}: official s/step {summary(t[k]['official'])}")
@@ -419,9 +454,13 @@ def main() -> None:
     results["peak_gflops_after"] = matmul_peak_gflops()
     print(f"\nfp32 matmul peak at end: {results['peak_gflops_after']:.1f} GFLOP/s")
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, args.json)
+        write_json(args.json, results)
+
+
+def write_json(path: Path, results: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

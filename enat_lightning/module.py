@@ -170,7 +170,8 @@ class ENATModule(pl.LightningModule):
         L = cfg.seq_len
         loss = loss + self._touch_idle_params(reuse, context=n_prev < L, new_tokens=n_prev > n_masked)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", masked_accuracy(out.logits.detach(), tokens, masking, num_masked=n_masked))
+        if self._logging_step():  # an argmax over (B, Lm, V): only where the value is logged
+            self.log("train/acc", masked_accuracy(out.logits.detach(), tokens, masking, num_masked=n_masked))
         self.log("train/mask_ratio", n_masked / L)
         self.log("train/reuse", float(reuse))
         skipped = getattr(getattr(self.trainer, "datamodule", None), "skipped_samples", None)
@@ -186,7 +187,7 @@ class ENATModule(pl.LightningModule):
         # After AMP unscaling and before clipping (Trainer.gradient_clip_val): the raw update size,
         # on logging steps only. torch's get_total_norm (foreach norms, as clip_grad_norm_) rather
         # than Lightning's grad_norm, which builds a per-parameter dict of norms (~2% of a CPU step).
-        if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
+        if self._logging_step():
             grads = [p.grad for p in self.net.parameters() if p.grad is not None]
             if grads:
                 total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
@@ -318,6 +319,11 @@ class ENATModule(pl.LightningModule):
     def _generator(self, stream: int, index: int) -> torch.Generator:
         """The step's generator: a function of (seed, step), so resuming repeats the same draws."""
         return torch.Generator().manual_seed(mix_seed(self.hparams.recipe_seed, stream, self.global_step, index))
+
+    def _logging_step(self) -> bool:
+        """Whether this training step's on-step logs reach the logger (Trainer.log_every_n_steps);
+        a module without a fitting trainer (tests calling training_step directly) logs always."""
+        return self._trainer is None or self._trainer._logger_connector.should_update_logs
 
     def _touch_idle_params(self, reuse: bool, context: bool = True, new_tokens: bool = True) -> torch.Tensor:
         """0 * (one element of every parameter this step leaves idle), added to the loss.
