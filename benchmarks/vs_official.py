@@ -23,7 +23,8 @@ changes hit both sides alike; only the ratios are meaningful):
   gradient norm it logs (``get_grad_norm_``) every step, as its ``train_step``. Ours: ``ENATModule``
   under a real ``lightning.Trainer`` logging as our ``experiments/enat_s.yaml`` does (every 50 steps;
   ``--log-every-n-steps 1``: every step, with the accuracy and grad norm it then computes);
-  per-batch time from a callback; the first batch of each ``fit`` is dropped. A reuse step's cost
+  one ``fit`` per mode, its first round an untimed warm-up, the official rounds run from its
+  callback hooks between ours (``_Interleaved``), per-batch times from the same hooks. A reuse step's cost
   depends on its draw U (k = round(U * #visible) tokens newly revealed): step i of a round runs at
   the same U = (i + 0.5) / n on both sides (strata of Uniform(0, 1); the official ``torch.rand(1)``
   returns it, ours gets it through ``sample_reuse_mask(fraction=)``) and the round's reuse time is
@@ -266,32 +267,59 @@ def _our_reuse_mask(masking, generator, shard=(0, 1)):
     return sample_reuse_mask(masking, generator, shard, fraction=_OUR_REUSE_FRACTION[0])
 
 
-class _StepTimer(pl.Callback):
-    """Per-batch times; before batch i (i >= 1; batch 0, the dropped warm-up, runs at U = 0.5) sets
-    the reuse fraction of our ``sample_reuse_mask`` to the i-th stratum."""
+class _Interleaved(pl.Callback):
+    """Times a whole mode inside one ``fit`` of our module, as a real run trains, with the official
+    steps run from the hooks between our rounds (outside our timed windows).
 
-    def __init__(self, fractions: list[float]):
-        self.times: list[tuple[float, float]] = []  # (wall, process CPU) seconds per batch
-        self.fractions = fractions
+    Our batches come in blocks of ``steps``: block 0 is an untimed warm-up, block r >= 1 is round
+    r - 1. Batch i of a block runs at reuse fraction U = ``strata(steps)[i]``; the official side
+    runs its round's ``steps`` steps at the same Us, before our block in even rounds and after it
+    in odd ones. Per batch: (wall, process CPU) seconds of ``on_train_batch_start`` -> ``_end``.
+    """
+
+    def __init__(self, official: "OfficialTrainer", batch: dict, steps: int):
+        self.official, self.batch, self.steps = official, batch, steps
+        self.ours: list[list[tuple[float, float]]] = []  # per round, per batch
+        self.theirs: list[list[tuple[float, float]]] = []
+
+    def _official_round(self) -> None:
+        self.theirs.append([self.official.step(self.batch, u) for u in strata(self.steps)])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        _OUR_REUSE_FRACTION[0] = 0.5 if batch_idx == 0 else self.fractions[batch_idx - 1]
+        block, i = divmod(batch_idx, self.steps)
+        if block >= 1 and i == 0:
+            self.ours.append([])
+            if (block - 1) % 2 == 0:
+                self._official_round()
+        _OUR_REUSE_FRACTION[0] = strata(self.steps)[i]
         self._t = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.times.append((time.perf_counter() - self._t[0], time.process_time() - self._t[1]))
+        t = (time.perf_counter() - self._t[0], time.process_time() - self._t[1])
+        block, i = divmod(batch_idx, self.steps)
+        if block >= 1:
+            self.ours[-1].append(t)
+            if i == self.steps - 1 and (block - 1) % 2 == 1:
+                self._official_round()
 
 
-def ours_train_steps(module: ENATModule, batch: dict, steps: int, log_every_n_steps: int = 50) -> list[tuple[float, float]]:
-    """Per-step seconds of ``steps`` optimizer steps of our module under a real Trainer (+1 dropped);
-    reuse steps at the U of ``strata(steps)``, in order."""
-    timer = _StepTimer(strata(steps))
-    loader = DataLoader(_FixedBatches(batch, steps + 1), batch_size=None, num_workers=0)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + 1, logger=False, callbacks=[timer],
+def interleaved_rounds(official: "OfficialTrainer", module: ENATModule, batch: dict, rounds: int, steps: int,
+                       log_every_n_steps: int = 50) -> tuple[list, list]:
+    """(ours, official): per round the per-step (wall, CPU) seconds, from one fit (``_Interleaved``)."""
+    for u in strata(steps):  # the official warm-up (allocator, AdamW state, caches); ours is block 0
+        official.step(batch, u)
+    hooks = _Interleaved(official, batch, steps)
+    n = (rounds + 1) * steps
+    loader = DataLoader(_FixedBatches(batch, n), batch_size=None, num_workers=0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=n, logger=False, callbacks=[hooks],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps)
-    trainer.fit(module, train_dataloaders=loader)
-    return timer.times[1:]
+    module_code.sample_reuse_mask = _our_reuse_mask  # our module draws its k at the stratum's U
+    try:
+        trainer.fit(module, train_dataloaders=loader)
+    finally:
+        module_code.sample_reuse_mask = sample_reuse_mask
+    return hooks.ours, hooks.theirs
 
 
 class OfficialTrainer:
@@ -328,28 +356,21 @@ class OfficialTrainer:
 
 def bench_training_mode(official: Official, sd: dict, batch: dict, rounds: int, steps: int, mode: str,
                         log_every_n_steps: int = 50) -> dict:
-    """One mode ("no_reuse" / "reuse"): per round both sides' step time, alternating who goes first.
+    """One mode ("no_reuse" / "reuse"), ``interleaved_rounds``: per round each side's step time.
     No reuse: the steps are alike, their median. Reuse: step i at U = strata(steps)[i] on both sides
     (the same k), their mean, i.e. the expected step time over U ~ Uniform(0, 1)."""
     reuse_prob = {"no_reuse": 0.0, "reuse": 1.0}[mode]
-    converted = from_official(official.config_dict(), sd).state_dict()
     off = OfficialTrainer(official, sd, no_reuse=reuse_prob == 0.0)
-    off.step(batch)  # warm-up (allocates AdamW state)
     module = ENATModule(official.cfg, reuse_prob=reuse_prob, mask_ratio_beta=BETA_MEAN_08, warmup_steps=5000)
+    converted = from_official(official.config_dict(), sd).state_dict()
     module.net.load_state_dict(converted)
     getattr(module.ema, "module", module.ema).load_state_dict(converted)  # AveragedModel wraps the copy
+    ours, theirs = interleaved_rounds(off, module, batch, rounds, steps, log_every_n_steps)
     average = statistics.median if mode == "no_reuse" else statistics.mean
-    res = {side: [] for side in SIDES}
-    module_code.sample_reuse_mask = _our_reuse_mask  # our module draws its k at the stratum's U
-    try:
-        for r in range(rounds):
-            for side in (("official", "ours") if r % 2 == 0 else ("ours", "official")):
-                runs = [off.step(batch, u) for u in strata(steps)] if side == "official" else \
-                    ours_train_steps(module, batch, steps, log_every_n_steps)
-                res[side].append(average(w for w, _ in runs))
-                res[side + "_cpu"].append(average(c for _, c in runs))
-    finally:
-        module_code.sample_reuse_mask = sample_reuse_mask
+    res = {}
+    for side, runs in (("official", theirs), ("ours", ours)):
+        res[side] = [average(w for w, _ in r) for r in runs]
+        res[side + "_cpu"] = [average(c for _, c in r) for r in runs]
     return with_ratios(res)
 
 
