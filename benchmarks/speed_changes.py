@@ -14,10 +14,20 @@ work both ways, interleaved, and prints before/after medians and their ratio:
 * the reuse teacher without the output head (``logits_at="none"``);
 * the idle-parameter touch: every encoder parameter vs only the idle ones (a no-reuse backward);
 * AdamW: the default per-tensor loop vs ``fused=True``, over ENAT-S's parameters.
+
+Without ``--before-enat`` only the later changes are timed, each by switching it off and on in
+today's code (``generate`` on ENAT-S, batch 8, 8 steps, cfg 2.5 unless said):
+
+* fused linear + GELU (oneDNN, CPU inference) vs the two-op path;
+* every block's adaLN modulation cached in the condition vs recomputed at every step;
+* the sampler passing ``num_masked`` (no per-step validation) vs validating every forward;
+* the reuse teacher without the decoder (``decode=False``) vs with it (training batch 16, U = 0.5);
+* the logged gradient norm by ``torch.nn.utils.get_total_norm`` vs Lightning's ``grad_norm``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import statistics
 import sys
@@ -61,9 +71,71 @@ def report(name: str, tb: list, ta: list) -> dict:
     return {"change": name, "before_s": mb, "after_s": ma, "gain": mb / ma}
 
 
+def later_changes(repeats: int) -> list[dict]:
+    """The second round of changes, each switched off (before) and on (after) in today's code."""
+    from unittest import mock
+
+    from lightning.pytorch.utilities import grad_norm
+
+    from enat_lightning.models import blocks
+    from enat_lightning.models.conditioning import Condition
+
+    cfg = preset("enat-s")
+    torch.manual_seed(0)
+    net = ENAT(cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    labels = torch.arange(8)
+    kw = dict(steps=8, cfg_scale=2.5, mask_temp=1.5, samp_temp=6.0)
+    ids = {}
+
+    def sampler(key, *patches):
+        def run():
+            with contextlib.ExitStack() as stack:
+                for patch in patches:
+                    stack.enter_context(patch)
+                ids[key] = generate(net, labels, generator=torch.Generator().manual_seed(0), **kw)
+        return run
+
+    rows = []
+    unfused = mock.patch.object(blocks, "_fusable", lambda x, fc: False)
+    rows.append(report("fused linear+GELU: generate (8 images)", *ab(sampler("b", unfused), sampler("a"), repeats)))
+    print(f"  identical ids: {torch.equal(ids['a'], ids['b'])}")
+    uncached = mock.patch.object(Condition, "caching_modulation", lambda self: self)
+    rows.append(report("adaLN modulation cached: generate (8 images)", *ab(sampler("b", uncached), sampler("a"), repeats)))
+    print(f"  identical ids: {torch.equal(ids['a'], ids['b'])}")
+    forward = ENAT.forward
+    validating = mock.patch.object(ENAT, "forward", lambda self, *a, num_masked=None, **k: forward(self, *a, **k))
+    rows.append(report("sampler passes num_masked: generate (8 images)", *ab(sampler("b", validating), sampler("a"), repeats)))
+    print(f"  identical ids: {torch.equal(ids['a'], ids['b'])}")
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, cfg.codebook_size, (16, cfg.seq_len), generator=g)
+    y = torch.randint(0, cfg.num_classes, (16,), generator=g)
+    masking = random_positions(tuple(tokens.shape), 205, g)
+    prev_mask = sample_reuse_mask(masking, g, fraction=0.5)
+    n_prev, prev_ids = int(prev_mask[0].sum()), apply_mask(tokens, prev_mask, cfg.mask_id)
+
+    def teacher(decode):
+        def run():
+            with torch.no_grad():
+                net(prev_ids, y, logits_at="none", decode=decode, num_masked=n_prev)
+        return run
+    rows.append(report("reuse teacher without the decoder (batch 16)", *ab(teacher(True), teacher(False), repeats)))
+
+    for p in net.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    grads = [p.grad for p in net.parameters()]
+    rows.append(report("grad norm: torch get_total_norm vs Lightning grad_norm",
+                       *ab(lambda: grad_norm(net, norm_type=2)["grad_2.0_norm_total"],
+                           lambda: torch.nn.utils.get_total_norm(grads, 2.0), repeats)))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before-enat", type=Path, required=True)
+    ap.add_argument("--before-enat", type=Path, help="models/enat.py of a commit before the first changes")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
@@ -72,6 +144,9 @@ def main() -> None:
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"threads {args.threads}, clock {args.clock}, medians of {args.repeats} interleaved pairs")
     torch.set_num_threads(args.threads)
+    if args.before_enat is None:
+        later_changes(args.repeats)
+        return
     cfg = preset("enat-s")
     torch.manual_seed(0)
     new = ENAT(cfg)

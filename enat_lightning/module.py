@@ -128,8 +128,8 @@ class ENATModule(pl.LightningModule):
         self.ema.eval()
         return self
 
-    def forward(self, ids, labels, prev=None, logits_at: str = "all"):
-        return self.net(ids, labels, prev=prev, logits_at=logits_at)
+    def forward(self, ids, labels, prev=None, logits_at: str = "all", *, num_masked: int | None = None):
+        return self.net(ids, labels, prev=prev, logits_at=logits_at, num_masked=num_masked)
 
     # -- training ---------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -309,8 +309,9 @@ class AttentionCut(ConditionedNetwork):
         self.removal = removal
         self.cfg = net.cfg
 
-    def forward(self, ids, labels, prev=None, logits_at: str = "all"):
-        return self.net(ids, labels, prev=prev, logits_at=logits_at, attention_removal=self.removal)
+    def forward(self, ids, labels, prev=None, logits_at: str = "all", *, num_masked: int | None = None):
+        return self.net(ids, labels, prev=prev, logits_at=logits_at, attention_removal=self.removal,
+                        num_masked=num_masked)
 
     # the network's conditioning interface (models/conditioning.py), unchanged
     @property

@@ -20,8 +20,9 @@ Two totals:
   gmacs_total   the official network's work: logits at all L positions and, when guided, an
                 unconditional pass at step 0 (the official sampler runs it although w = 0) and at
                 every step with a non-zero weight that is not in ``uncond_skip_steps``;
-  gmacs_actual  what our sampler executes: logits only at masked positions, and only the
-                unconditional passes it runs (none at step 0 where its result is unused).
+  gmacs_actual  what our sampler executes: logits only at masked positions, only the
+                unconditional passes it runs (none at step 0 where its result is unused), and
+                each block's adaLN modulation once per sample (the condition caches it).
 Both include ``gmacs_condition``, the once-per-sample work of ``prepare_condition`` /
 ``null_condition`` (0 for class labels, a table lookup; for text models the caption projection
 and every block's caption keys/values, for the caption and, guided, the empty caption).

@@ -133,7 +133,9 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
     ``overrides`` replace single fields (``generate(model, y, steps=4)`` is
     ``generate(model, y, dataclasses.replace(SamplerSettings(), steps=4))``). ``model`` is an ENAT
     or NAT (the conditioning interface of ``models/conditioning.py`` and the ``(ids, cond, prev,
-    logits_at)`` call). ``labels``: class ids (B,) for a class model, ``Captions`` for a text model;
+    logits_at, num_masked=)`` call; ``num_masked``: the step's [MASK] count from the schedule, so
+    the network reads nothing back to validate it). ``labels``: class ids (B,) for a class model,
+    ``Captions`` for a text model;
     ``model.prepare_condition`` turns them into the condition once for all steps and
     ``model.null_condition`` gives the unconditional one (null label / empty caption) for the CFG
     rows. ``init_ids`` (B, L) or (B, grid, grid): editing

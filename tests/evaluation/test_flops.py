@@ -29,6 +29,25 @@ def test_enat_s_8_steps_matches_table_6a():
     assert rep.per_step[0].actual_gmacs < rep.per_step[0].cond_gmacs + rep.per_step[0].uncond_gmacs
 
 
+def test_cached_modulation_shows_in_actual_only():
+    """The sampler computes each block's adaLN modulation once per sample: gmacs_actual counts that;
+    gmacs_total (the official network, modulation at every step) is what it was without the cache."""
+    from unittest import mock
+
+    from enat_lightning.models.conditioning import Condition
+
+    with mock.patch.object(Condition, "caching_modulation", lambda self: self):
+        uncached = count_generation(preset("enat-s"), SamplerSettings(steps=8))
+    cached = count("enat-s", 8, True)
+    assert cached.gmacs_total == uncached.gmacs_total
+    cfg = preset("enat-s")
+    per_pass = (cfg.enc_depth + cfg.dec_depth) * cfg.width * 8 * cfg.width / 1e9  # one row, every block
+    # steps 1..7 run cond + uncond rows and read the cache; step 0 computes the decoder's (cond rows),
+    # step 1 every block's for the 2 rows of the guided condition
+    saved = uncached.gmacs_actual - cached.gmacs_actual
+    assert saved == pytest.approx(6 * 2 * per_pass, rel=1e-6)
+
+
 def test_disentangled_15_1_without_reuse_matches_table_6a():
     rep = count("disentangled-15-1", 8, False)
     assert rep.gmacs_total == pytest.approx(39.8, rel=0.01)

@@ -157,3 +157,17 @@ def test_nat_forward_with_counts_does_not_sync():
     with torch.no_grad(), count_syncs() as syncs:
         out = model(ids, torch.tensor([1, 2]), logits_at="masked", num_masked=7)
     assert syncs == [] and out.logits.shape == (2, 7, 32)
+
+
+def test_sampling_steps_do_not_sync():
+    """``generate`` passes the schedule's counts to the network: the read-backs it makes (the
+    region size, the label range) happen once per call, not once per step."""
+    from enat_lightning.sampling import generate
+
+    model = _perturbed(ENAT(ENATConfig(**TINY, enc_depth=2, dec_depth=1))).eval()
+    counts = {}
+    for steps in (2, 6):
+        with count_syncs() as syncs:
+            generate(model, torch.tensor([0, 3]), steps=steps, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+        counts[steps] = len(syncs)
+    assert counts[2] == counts[6] <= 6, counts

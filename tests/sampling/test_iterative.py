@@ -176,3 +176,43 @@ def test_other_schedules_run(tiny_enat):
         ids, tr = generate(tiny_enat, LABELS, steps=steps, schedule=sched, return_trace=True)
         assert [s.num_masked for s in tr.steps] == masked_counts(16, steps, sched)[:steps]
         assert int(ids.max()) < 32
+
+
+def test_modulation_is_computed_once_per_condition_and_changes_nothing(tiny_enat):
+    """generate caches every block's adaLN output in its conditions (the cond rows, and the 2B
+    cond+null rows): one computation per block and condition instead of one per step."""
+    from unittest import mock
+
+    from enat_lightning.models.conditioning import Condition
+
+    blocks = [*tiny_enat.encoder, *tiny_enat.decoder]
+    calls = []
+    hooks = [b.adaLN_modulation.register_forward_hook(lambda *a: calls.append(1)) for b in blocks]
+    kw = dict(steps=6, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    try:
+        cached = generate(tiny_enat, LABELS, **kw)
+        n_cached = len(calls)
+        calls.clear()
+        kw["generator"] = torch.Generator().manual_seed(0)
+        with mock.patch.object(Condition, "caching_modulation", lambda self: self):
+            uncached = generate(tiny_enat, LABELS, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    # step 0 (unguided, nothing visible: the decoder only) on the cond rows, then every block once
+    # on the cond+null rows; without the cache every block at every later step
+    assert n_cached == 1 + len(blocks)
+    assert len(calls) == 1 + 5 * len(blocks)
+    assert torch.equal(cached, uncached)
+
+
+def test_a_cached_condition_is_not_used_while_gradients_are_recorded(tiny_enat):
+    cond = tiny_enat.prepare_condition(LABELS).caching_modulation()
+    blk = tiny_enat.encoder[0]
+    with torch.enable_grad():
+        assert cond.modulation(0, blk) is None and cond.modulation_cache == {}
+    with torch.no_grad():
+        first = cond.modulation(0, blk)
+        assert cond.modulation(0, blk) is first  # computed once, then read
+        assert torch.equal(first, blk.adaLN_modulation(cond.vector))
+    assert tiny_enat.prepare_condition(LABELS).modulation(0, blk) is None  # no cache unless asked
