@@ -137,7 +137,7 @@ def memory_table(batch: int = 256, gpus: int = 8) -> str:
     """The markdown table of docs/scaling.md: GiB per GPU at ``batch`` per GPU, DDP vs FSDP2 over ``gpus``."""
     from enat_lightning.sharding import training_memory
 
-    lines = [f"| model | params | strategy | weights | grads | AdamW | EMA | activations (est.) | total / GPU |",
+    lines = ["| model | params | strategy | weights | grads | AdamW | EMA | activations (est.) | total / GPU |",
              "|---|---|---|---|---|---|---|---|---|"]
     gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
     for name in ("enat-s", "enat-b", "enat-l"):

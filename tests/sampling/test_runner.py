@@ -94,7 +94,7 @@ def test_without_tokenizer_saves_tokens_only(tmp_path, model):
 def test_a_sample_does_not_depend_on_its_batch(tmp_path, model):
     # per-sample seeds: batch size 4 and batch size 3 cut the samples differently, same tokens
     a = sample_to_dir(model, LABELS, tmp_path / "a", SETTINGS, run=RUN, progress=False)
-    b = sample_to_dir(model, LABELS, tmp_path / "b", SETTINGS, run=SampleRun(seed=7, batch_size=3), progress=False)
+    sample_to_dir(model, LABELS, tmp_path / "b", SETTINGS, run=SampleRun(seed=7, batch_size=3), progress=False)
     assert a["devices"] == ["cpu"] and a["world_size"] == 1
     with np.load(tmp_path / "a" / "samples.npz") as x, np.load(tmp_path / "b" / "samples.npz") as y:
         assert np.array_equal(x["tokens"], y["tokens"]) and x["labels"].tolist() == LABELS

@@ -206,7 +206,7 @@ def test_skipped_step_reuses_the_last_residual_at_still_masked_positions(enat):
     # step's cond - uncond logits at the positions that are still masked
     s = SamplerSettings(steps=4, cfg_scale=2.0, mask_temp=0.0, samp_temp=1e-6, uncond_skip_steps=(2,))
     got, tr = generate(enat, LABELS, s, return_trace=True, trace_logits=True)
-    mask_id, L = enat.cfg.mask_id, 16
+    mask_id = enat.cfg.mask_id
     st1, st2 = tr.steps[1], tr.steps[2]
     assert st2.uncond_logits is None and not st2.uncond_ran
     resid = st1.cond_logits - st1.uncond_logits  # (B, L, V): full logits with trace_logits
