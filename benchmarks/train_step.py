@@ -29,7 +29,7 @@ def make_step(module: ENATModule, batch: dict, optimizer: torch.optim.Optimizer)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        update_ema(module.ema, module.net, module.hparams.ema_decay)
+        update_ema(module.ema, module.net)  # AveragedModel: the decay is part of its averaging rule
     return step
 
 
