@@ -21,3 +21,13 @@ def load_fixture(name: str) -> dict:
 def tolerance(ref: torch.Tensor) -> float:
     """The fixtures README's suggested tolerance: 1e-4 * max(1, |ref|max)."""
     return 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def perturbed(model: torch.nn.Module, std: float = 0.1) -> torch.nn.Module:
+    """``model`` in eval mode with every weight + N(0, std^2) (seed 0): adaLN-Zero starts every block
+    as the identity, so a freshly built network would carry no signal through most paths."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return model.eval()

@@ -10,16 +10,10 @@ from enat_lightning.analysis.attention import (AttentionCut, attention_probs, in
                                                write_attention_map_outputs)
 from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig
 from enat_lightning.models.nat import attention_allowed
+from enat_testing import perturbed
 
 V = 32
 
-
-def perturbed(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 def tiny_nat(**kw):

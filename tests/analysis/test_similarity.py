@@ -8,16 +8,10 @@ from enat_lightning.analysis.similarity import (GROUPS, adjacent_similarity, gro
                                                 run_similarity, token_cosine, transition_groups,
                                                 write_similarity_outputs)
 from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig
+from enat_testing import perturbed
 
 V = 32
 
-
-def perturbed(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)  # adaLN-Zero init would make every block the identity
-    return model.eval()
 
 
 def tiny_nat():

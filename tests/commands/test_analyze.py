@@ -2,26 +2,19 @@
 import csv
 
 import pytest
-import torch
 
 from enat_lightning.cli import main
 from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig
 from enat_lightning.sampling.checkpoint import save_generator_checkpoint
+from enat_testing import perturbed
 
-
-def _perturbed(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
 
 
 @pytest.fixture
 def ckpts(tmp_path):
     # demo-sized (codebook 128, grid 4, 10 classes): `analyze attention` finds the demo val split itself
-    nat = _perturbed(NAT(NATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=4, depth=2)))
-    enat = _perturbed(ENAT(ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=4, enc_depth=2,
+    nat = perturbed(NAT(NATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=4, depth=2)))
+    enat = perturbed(ENAT(ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=4, enc_depth=2,
                                       dec_depth=1)))
     return {"nat": save_generator_checkpoint(tmp_path / "nat.ckpt", nat.cfg, nat.state_dict()),
             "enat": save_generator_checkpoint(tmp_path / "enat.ckpt", enat.cfg, enat.state_dict())}

@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from enat_lightning.masking import masked_ce
 from enat_lightning.models import ENAT, ENATConfig, NAT, NATConfig
 from enat_lightning.module import ENATModule
+from enat_testing import perturbed
 
 TINY = dict(codebook_size=32, num_classes=5, grid=4, width=32, heads=4)
 aten = torch.ops.aten
@@ -77,13 +78,6 @@ def test_the_recorder_sees_each_kind_of_sync():
     assert not syncs
 
 
-def _perturbed(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
-
 
 class _Probe:
     """Wraps a network's forward: counts syncs inside every call, remembers the calls."""
@@ -105,7 +99,7 @@ def test_training_step_forwards_do_not_sync(reuse_prob):
     module = ENATModule(ENATConfig(**TINY, enc_depth=2, dec_depth=1), reuse_prob=reuse_prob, warmup_steps=0)
     module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
     module.log = lambda *a, **k: None
-    _perturbed(module.net).train()
+    perturbed(module.net).train()
     ema_net = getattr(module.ema, "module", module.ema)  # the network inside the EMA wrapper
     ema_net.load_state_dict(module.net.state_dict())
     online, teacher = _Probe(module.net), _Probe(ema_net)
@@ -135,7 +129,7 @@ def test_loss_with_known_count_does_not_sync_and_equals_the_boolean_form():
 def test_sampling_pattern_forward_with_counts_does_not_sync():
     """The calls a sampler makes (2B rows, reuse state of the previous step) need no read-back once
     it passes the schedule's counts; without them the forward validates (and reads back)."""
-    model = _perturbed(ENAT(ENATConfig(**TINY, enc_depth=2, dec_depth=1))).eval()
+    model = perturbed(ENAT(ENATConfig(**TINY, enc_depth=2, dec_depth=1))).eval()
     labels = torch.tensor([0, 3, 5, 5])
     ids = torch.full((4, 16), 32)
     with torch.no_grad(), count_syncs() as syncs:
@@ -151,7 +145,7 @@ def test_sampling_pattern_forward_with_counts_does_not_sync():
 
 
 def test_nat_forward_with_counts_does_not_sync():
-    model = _perturbed(NAT(NATConfig(**TINY, depth=2))).eval()
+    model = perturbed(NAT(NATConfig(**TINY, depth=2))).eval()
     ids = torch.randint(0, 32, (2, 16))
     ids[:, 3:10] = 32
     with torch.no_grad(), count_syncs() as syncs:
@@ -164,7 +158,7 @@ def test_sampling_steps_do_not_sync():
     region size, the label range) happen once per call, not once per step."""
     from enat_lightning.sampling import generate
 
-    model = _perturbed(ENAT(ENATConfig(**TINY, enc_depth=2, dec_depth=1))).eval()
+    model = perturbed(ENAT(ENATConfig(**TINY, enc_depth=2, dec_depth=1))).eval()
     counts = {}
     for steps in (2, 6):
         with count_syncs() as syncs:

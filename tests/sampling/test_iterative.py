@@ -2,20 +2,13 @@
 import pytest
 import torch
 
-from enat_testing import tolerance
+from enat_testing import perturbed, tolerance
 from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig, from_official
 from enat_lightning.sampling import generate
 from enat_lightning.sampling.schedules import masked_counts
 
 TINY = dict(codebook_size=32, num_classes=5, grid=4, width=32, heads=4)
 
-
-def perturbed(model):
-    torch.manual_seed(0)
-    with torch.no_grad():  # adaLN starts at zero: perturb so every path carries signal
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
