@@ -33,6 +33,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
                 "attention": "analyze:attention"},
     "study": {"run": "study:run", "plan": "study:plan"},
     "demo": "demo:demo",
+    "export": "export:export",
+    "app": "app:app",
 }
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, KeyError, IsADirectoryError, NotADirectoryError,
                PermissionError)

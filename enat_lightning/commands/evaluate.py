@@ -109,6 +109,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
     else:
         from enat_lightning.tokenizers import load_tokenizer
         from enat_lightning.evaluation import evaluate as run_evaluation
+        from enat_lightning.sampling.checkpoint import checkpoint_sha256
         conditions = None
         if prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
             from enat_lightning.data.coco import eval_captions
@@ -125,7 +126,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         if prompts_from is not None:
             res["prompts_from"] = str(prompts_from)
         images, labels = res.pop("images", None), res.pop("labels", None)
-        res["ckpt"] = {"path": str(ckpt), "sha256": sha256_file(ckpt)}
+        res["ckpt"] = {"path": str(ckpt), "sha256": checkpoint_sha256(ckpt)}  # a file or an export folder
         res["tokenizer"] = tokenizer
         if save_samples is not None:
             from enat_lightning.sampling.io import save_npz

@@ -45,6 +45,7 @@ from enat_lightning.masking import prepare_labels
 
 from .blocks import Block, modulate, plain_norm
 from .tokens import check_labels
+from .pretrained import PretrainedMixin
 
 Shard = tuple[int, int]
 
@@ -303,7 +304,7 @@ class TextCondition(nn.Module):
                         torch.ones(batch, self.text_len, dtype=torch.bool))
 
 
-class ConditionedNetwork(nn.Module):
+class ConditionedNetwork(PretrainedMixin, nn.Module):
     """The conditioning interface of every network (module docstring). Subclasses build their
     conditioner and say which blocks may read caption keys/values (``condition_blocks``)."""
 

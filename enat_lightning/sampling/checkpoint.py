@@ -10,6 +10,9 @@ import-official) reads it through ``read_torch_file``:
 * the checksum recorded beside the file at save time (``<file>.sha256``, ``enat_lightning.fileio``)
   is verified first; a mismatch is a one-line error naming the file.
 * a missing, empty, truncated or foreign file is a one-line ``UserError`` naming the file and what to do.
+* an export folder (``enat export``: config.json + model.safetensors + manifest.json,
+  ``models/pretrained.py``) is accepted wherever a checkpoint is: every file's sha256 is checked against
+  its manifest, and safetensors holds only tensors, so nothing needs trusting.
 
 Generator checkpoint format (a Lightning checkpoint dict; only these keys matter here):
 
@@ -23,7 +26,6 @@ Generator checkpoint format (a Lightning checkpoint dict; only these keys matter
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import zipfile
 from pathlib import Path
@@ -34,6 +36,7 @@ from enat_lightning.errors import UserError
 from enat_lightning.fileio import ChecksumMismatchError, atomic_torch_save, verify_checksum, write_checksum
 from enat_lightning.models import build_model, config_from_dict
 from enat_lightning.models.config import ModelConfig
+from enat_lightning.models.pretrained import is_export_dir, net_to_yaml_form, read_network  # noqa: F401 (re-exported)
 
 WEIGHT_PREFIXES = ("ema.module.", "ema.", "net.")  # tried in this order
 MAKE_CHECKPOINT = "train one with `enat fit -c CONFIG.yaml` or convert official weights with `enat import-official`"
@@ -84,7 +87,10 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", trust:
 
 
 def load_checkpoint_dict(path: str | os.PathLike, *, trust: bool = False) -> dict:
-    """A training / generator checkpoint as a dict, read by ``read_torch_file``."""
+    """A training / generator checkpoint as a dict, read by ``read_torch_file``; an export folder
+    (``enat export``) is read with safetensors and returned in the same form (no pickle: ``trust`` is moot)."""
+    if Path(path).is_dir():
+        return export_checkpoint_dict(path)
     ckpt = read_torch_file(path, trust=trust)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"checkpoint {path} is not a training checkpoint: expected a dict with 'state_dict' and "
@@ -93,9 +99,22 @@ def load_checkpoint_dict(path: str | os.PathLike, *, trust: bool = False) -> dic
     return ckpt
 
 
-def net_to_yaml_form(cfg: ModelConfig) -> dict:
-    """The one serialised form of a network config: ``{"class_path": ..., "init_args": {...}}``."""
-    return {"class_path": f"enat_lightning.models.{type(cfg).__name__}", "init_args": dataclasses.asdict(cfg)}
+def export_checkpoint_dict(path: str | os.PathLike) -> dict:
+    """An export folder as a generator checkpoint dict: every file's sha256 checked, the config from
+    config.json, the weights (the EMA copy it was exported from) from model.safetensors under ``ema.``."""
+    cfg, weights, manifest = read_network(path)
+    return {"hyper_parameters": {"net": net_to_yaml_form(cfg)}, "state_dict": {f"ema.{k}": v for k, v in weights.items()},
+            "global_step": int((manifest.get("source") or {}).get("global_step") or 0), "export": manifest}
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """The sha256 that identifies a checkpoint file, or an export folder's (that of its manifest, which
+    holds the sha256 of every file in it)."""
+    from enat_lightning.fileio import sha256_file
+    from enat_lightning.models.pretrained import MANIFEST
+
+    path = Path(path)
+    return sha256_file(path / MANIFEST if path.is_dir() else path)
 
 
 def generator_config(ckpt: dict, path: str | os.PathLike = "checkpoint") -> ModelConfig:

@@ -172,7 +172,7 @@ def run_zoo(spec: ZooSpec, out_dir: str | os.PathLike, *, ckpt: str | os.PathLik
     if not ckpt:
         raise ValueError(f"{spec.path}: no checkpoint: set `checkpoint:` in the spec or pass --ckpt")
     ckpt = Path(ckpt)
-    if not ckpt.is_file():
+    if not ckpt.exists():  # a .ckpt file or an export folder
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (train one: `python -m enat_lightning.demo` "
                                 f"or `enat fit -c experiments/demo.yaml`)")
     ev = {**spec.evaluation, **(overrides or {})}

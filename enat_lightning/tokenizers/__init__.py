@@ -18,6 +18,7 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
     spec:
       * ``"demo"`` (the demo's tokenizer file, data/demo/tokenizer.npz), ``"demo:PATH"`` or ``"PATH.npz"``:
         the demo patch-VQ;
+      * an export folder holding the tokenizer's weights (``enat export --with_tokenizer``);
       * a path to a VQGAN checkpoint (``.ckpt``/``.pt``/``.pth``, e.g. ``vqgan_jax_strongaug.ckpt``,
         official architecture assumed);
       * a dict, or its JSON text: ``{"kind": "vqgan", "path": ..., "config": ...}`` (config: VQGANConfig
@@ -33,6 +34,10 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
                 spec = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"tokenizer spec {text!r} is not valid JSON ({e})") from e
+        elif Path(text).is_dir():  # an export folder made with `enat export --with_tokenizer`
+            from .exported import load_exported_tokenizer
+
+            return load_exported_tokenizer(text)
         elif text == "demo" or text.startswith("demo:") or text.endswith(".npz"):
             from .demo import DemoTokenizer, default_demo_tokenizer
 
