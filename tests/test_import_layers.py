@@ -17,7 +17,7 @@ LAYERS = [
     {"sharding", "checkpointing"},
     {"module", "callbacks", "training_cli", "training_config", "prediction", "analysis"},
     {"studies", "demo"},
-    {"commands"},
+    {"commands", "app"},
     {"cli", "__main__"},
 ]
 PURE_TORCH = ("models", "tokenizers", "sampling", "masking")
