@@ -14,6 +14,8 @@ from enat_lightning.sampling.schedules import GUIDANCE, SCHEDULES
 
 from . import core
 
+# small token images (16-32 px) shown large and sharp; the served PNG stays the exact sampler output
+CSS = ".image-container img, .image-frame img {image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain}"
 SETTINGS = ("steps", "order", "schedule", "guidance", "cfg_scale", "guidance_power", "guidance_interval",
             "mask_temp", "samp_temp", "reuse", "uncond_skip_steps")
 
@@ -70,21 +72,23 @@ def build(session: core.Session):
                                              label="classes, e.g. 1,2,3", elem_id="classes")
                     per_class = gr.Number(1, label="images per class", precision=0, minimum=1, elem_id="per_class")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
-                    grid = gr.Image(label="samples", format="png", type="numpy", interactive=False, elem_id="grid")
+                    grid = gr.Image(label="samples", format="png", type="numpy", interactive=False, height=360,
+                                    elem_id="grid")
                     info = gr.Markdown(elem_id="cost")
                     cmd = gr.Textbox(label="the same with `enat sample`", buttons=["copy"], interactive=False,
                                      elem_id="command")
                 with gr.Tab("Edit"):
                     with gr.Row():
                         source = gr.Image(label="image to edit (upload)", type="numpy", sources=["upload", "clipboard"],
-                                          format="png", elem_id="edit_input")
-                        preview = gr.Image(label="region to regenerate", format="png", interactive=False,
+                                          format="png", height=240, elem_id="edit_input")
+                        preview = gr.Image(label="region to regenerate", format="png", interactive=False, height=240,
                                            elem_id="edit_preview")
                     use_first = gr.Button("use the first generated image", elem_id="use_generated")
                     region = gr.Textbox("0,0,8,8", label="region X0,Y0,X1,Y1 (pixels)", elem_id="region")
                     targets = gr.Textbox("1", label="target classes, e.g. 3 or 3,5", elem_id="targets")
                     edit_go = gr.Button("Edit", variant="primary", elem_id="edit")
-                    edited = gr.Image(label="input | edited", format="png", interactive=False, elem_id="edited")
+                    edited = gr.Image(label="input | edited", format="png", interactive=False, height=240,
+                                      elem_id="edited")
                     edit_info = gr.Markdown(elem_id="edit_cost")
                     edit_cmd = gr.Textbox(label="the same with `enat sample --edit`", buttons=["copy"],
                                           interactive=False, elem_id="edit_command")
@@ -127,5 +131,5 @@ def launch(session: core.Session, host: str = "127.0.0.1", port: int | None = No
     """Serves the page on ``host:port`` (local only unless the user binds another address)."""
     page = build(session)
     page.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, quiet=not block,
-                ssr_mode=False, show_error=True, inbrowser=False)
+                ssr_mode=False, show_error=True, inbrowser=False, css=CSS)
     return page
