@@ -2,8 +2,8 @@
 edit, see a bad setting's error; every image the page shows equals what the `enat sample` line it prints
 writes. Skips, saying why, where Chromium or Playwright is missing (`.ci/run` installs Chromium).
 
-ENAT_APP_SCREENSHOT=docs/figures/app.png also saves the page there; with it, ENAT_APP_CKPT picks the model
-(default: the demo checkpoint of `make demo`, the one docs/sharing.md shows).
+ENAT_APP_SCREENSHOT=docs/figures/app.png also saves the page there (all ten classes); ENAT_APP_CKPT=CKPT_OR_EXPORT
+then picks the model (an export with its tokenizer, or the demo checkpoint; default: the test's tiny model).
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def click_and_wait(page, button: str, output: str, before: str) -> str:
     return value(page, output)
 
 
-def test_app_in_headless_chromium(tmp_path, capsys):
+def test_app_in_headless_chromium(tmp_path, capsys, monkeypatch):
     browser_path = chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright (python) is not installed: "
                                    "pip install playwright; the app's browser test needs it")
@@ -74,12 +74,12 @@ def test_app_in_headless_chromium(tmp_path, capsys):
     from enat_lightning.commands.app import app
 
     screenshot = os.environ.get("ENAT_APP_SCREENSHOT")
-    if screenshot:
-        ckpt, labels = os.environ.get("ENAT_APP_CKPT"), "0,1,2,3,4,5,6,7,8,9"
-        ckpt = Path(ckpt) if ckpt else None
-    else:
-        ckpt, labels = tiny_export(tmp_path), "1,2,3"
-    started = app(ckpt=ckpt, out=tmp_path / "appout", port=free_port(), block=False)
+    screenshot = Path(screenshot).resolve() if screenshot else None
+    ckpt = Path(os.environ["ENAT_APP_CKPT"]).resolve() if screenshot and os.environ.get("ENAT_APP_CKPT") else \
+        Path(tiny_export(tmp_path).name)
+    labels = "0,1,2,3,4,5,6,7,8,9" if screenshot else "1,2,3"
+    monkeypatch.chdir(tmp_path)  # relative paths in the page and its commands, as a user would type them
+    started = app(ckpt=ckpt, out=Path("appout"), port=free_port(), block=False)
     server = started["page"]
     try:
         with sync_api.sync_playwright() as p:
