@@ -165,7 +165,7 @@ def network_files(model) -> dict[str, bytes]:
             WEIGHTS: weights_bytes(model.state_dict())}
 
 
-def read_network(path: str | os.PathLike, *, verified: bool = False) -> tuple[object, dict, dict]:
+def read_network(path: str | os.PathLike) -> tuple[object, dict, dict]:
     """(config, weights state dict, manifest) of the export folder ``path``, every file checked first."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -173,7 +173,7 @@ def read_network(path: str | os.PathLike, *, verified: bool = False) -> tuple[ob
     from .config import config_from_dict
 
     path = Path(path)
-    manifest = verified if isinstance(verified, dict) else verify_export(path)
+    manifest = verify_export(path)
     for name in (CONFIG, WEIGHTS):
         if name not in manifest["files"]:
             raise ExportError(f"export {path} has no {name} in its {MANIFEST}: {MAKE_EXPORT}")
@@ -199,15 +199,28 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu"):
         """The network of an export folder, in eval mode; ``cls`` may be a network class (checked) or a base."""
-        from . import build_model
-
         cfg, weights, _ = read_network(directory)
-        model = build_model(cfg)
-        if not isinstance(model, cls):
-            raise ExportError(f"export {directory} holds a {type(model).__name__} ({type(cfg).__name__}), not a "
-                              f"{cls.__name__}: load it with {type(model).__name__}.from_pretrained")
+        net = network_class(cfg)
+        if not issubclass(net, cls):
+            raise ExportError(f"export {directory} holds a {net.__name__} ({type(cfg).__name__}), not a "
+                              f"{cls.__name__}: load it with {net.__name__}.from_pretrained")
+        model = net(cfg)
         load_weights(model, weights, str(directory))
         return model.to(device).eval()
+
+
+def network_class(cfg) -> type:
+    """The network class of a config (``ENATConfig`` -> ``ENAT``, as ``models.build_model``), found among the
+    classes that have this mixin, so this module need not import the networks (no import cycle)."""
+    name = type(cfg).__name__.removesuffix("Config")
+    todo, seen = list(PretrainedMixin.__subclasses__()), set()
+    while todo:
+        c = todo.pop()
+        if c.__name__ == name and c.__module__.startswith("enat_lightning.models"):
+            return c
+        seen.add(c)
+        todo += [s for s in c.__subclasses__() if s not in seen]
+    raise ExportError(f"no network class {name} for {type(cfg).__name__}")
 
 
 def load_weights(model, weights: dict, where: str) -> None:
