@@ -90,3 +90,24 @@ def test_the_app_writes_only_into_its_folder(tmp_path):
     core.edit_region(s, np.asarray(Image.new("RGB", (20, 20))), "0,0,4,4", "3", s.preset, seed=0)
     new = {p for p in tmp_path.rglob("*")} - before
     assert new and all(p.is_relative_to(tmp_path / "appout") for p in new), sorted(new)
+
+
+def test_a_text_model_samples_captions_like_enat_sample_prompts(tmp_path, capsys):
+    import torch
+
+    from app_helpers import DIGITS_TOKENIZER
+    from enat_lightning.models import ENAT, ENATConfig
+    from enat_lightning.sampling.checkpoint import save_generator_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ENATConfig(codebook_size=64, grid=4, width=32, heads=4, enc_depth=1, dec_depth=1, text_dim=12, text_len=6,
+                     condition="text")
+    ckpt = save_generator_checkpoint(tmp_path / "t2i.ckpt", cfg, ENAT(cfg).state_dict())
+    s = core.open_session(ckpt, str(DIGITS_TOKENIZER), tmp_path / "appout", text_encoder="hash:dim=12,length=6")
+    r = core.generate_grid(s, "", PRESET, seed=4, per_class=2, captions="a red square\n\na blue sky\n")
+    assert r.labels == [0, 0, 1, 1] and "--prompts" in r.command and "--text_encoder" in r.command
+    assert (tmp_path / "appout" / "prompts.txt").read_text().splitlines() == ["a red square", "a blue sky"]
+    out = run_printed_command(r.command, tmp_path / "cli", capsys)
+    assert np.array_equal(np.load(out / "samples.npz")["arr_0"], r.images)
+    with pytest.raises(UserError, match="one caption per line"):
+        core.generate_grid(s, "", PRESET, seed=0, captions="\n")

@@ -10,7 +10,7 @@ import torch
 
 from enat_lightning.cli import main
 from enat_lightning.commands.export import export
-from enat_lightning.models import ENAT, NAT, ENATConfig, build_model
+from enat_lightning.models import ENAT, NAT, ENATConfig, NATConfig, build_model
 from enat_lightning.models.pretrained import MANIFEST, verify_export
 from enat_lightning.sampling.checkpoint import load_generator, save_generator_checkpoint
 from enat_lightning.sampling.runner import sample_chunk
@@ -65,7 +65,7 @@ def test_round_trip_gives_identical_samples_for_the_same_seed(ckpt, tmp_path):
 
 def test_save_pretrained_and_from_pretrained_check_the_class(tmp_path):
     torch.manual_seed(0)
-    nat_cfg = __import__("enat_lightning.models", fromlist=["NATConfig"]).NATConfig(
+    nat_cfg = NATConfig(
         codebook_size=64, num_classes=10, grid=4, width=32, heads=2, depth=1)
     nat = build_model(nat_cfg)
     nat.save_pretrained(tmp_path / "nat")
