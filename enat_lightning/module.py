@@ -17,6 +17,7 @@ EMA under ``ema.``) still load: ``on_load_checkpoint`` renames their keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import lightning.pytorch as pl
 import torch
@@ -68,6 +69,18 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
 
 
+def lr_factor(step: int, warmup_steps: int, decay_steps: int = 0, min_lr_ratio: float = 0.0) -> float:
+    """The learning-rate multiplier at ``step``: the official warm-up (``warmup_factor``), then constant
+    when ``decay_steps`` is 0 (official), else a cosine from 1 at the end of the warm-up down to
+    ``min_lr_ratio`` at step ``decay_steps``, and ``min_lr_ratio`` after it. A short run (the CPU demo)
+    ends at a small learning rate, so its last weights do not depend on where the noise of a constant
+    rate left them."""
+    if decay_steps <= 0 or step <= warmup_steps:
+        return warmup_factor(step, warmup_steps)
+    progress = min((step - warmup_steps) / max(decay_steps - warmup_steps, 1), 1.0)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class ENATModule(pl.LightningModule):
     """Trains ``net`` with the official ENAT recipe; keeps an EMA copy that samples and teaches.
 
@@ -75,6 +88,8 @@ class ENATModule(pl.LightningModule):
                       enat_lightning.models.ENATConfig`` / ``NATConfig`` + ``init_args``, as in YAML and
                       checkpoints; the older ``cfg.to_dict()`` form is read too)
     lr, betas, weight_decay, warmup_steps: AdamW and linear warm-up, then constant
+    lr_decay_steps, min_lr_ratio: 0 (official): constant after the warm-up; else a cosine decay to
+                      ``min_lr_ratio * lr`` at step ``lr_decay_steps`` (``lr_factor``)
     ema_decay:        EMA rate, updated after every optimizer step
     label_smoothing:  of the masked-token cross-entropy
     mask_ratio_beta:  (a, b) of the Beta distribution of the per-batch mask ratio
@@ -93,7 +108,7 @@ class ENATModule(pl.LightningModule):
                  ema_decay: float = 0.9999, label_smoothing: float = 0.1,
                  mask_ratio_beta: tuple[float, float] = (12.0, 3.0), p_uncond: float = 0.15,
                  reuse_prob: float = 0.5, recipe_seed: int = 1234, compile: bool = False,
-                 finite_check_every_n_steps: int = 100):
+                 finite_check_every_n_steps: int = 100, lr_decay_steps: int = 0, min_lr_ratio: float = 0.0):
         super().__init__()
         cfg = config_from_dict(net) if isinstance(net, dict) else net
         if not isinstance(cfg, (ENATConfig, NATConfig)):
@@ -101,6 +116,9 @@ class ENATModule(pl.LightningModule):
         _check_fraction("model.reuse_prob", reuse_prob)
         _check_fraction("model.p_uncond", p_uncond)
         _check_fraction("model.ema_decay", ema_decay)
+        _check_fraction("model.min_lr_ratio", min_lr_ratio)
+        if lr_decay_steps < 0:
+            raise ValueError(f"model.lr_decay_steps must be >= 0 (0: no decay), got {lr_decay_steps}")
         if reuse_prob > 0 and not cfg.supports_reuse:
             raise ValueError(f"model.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
         self.save_hyperparameters(ignore=["net"])
@@ -254,7 +272,7 @@ class ENATModule(pl.LightningModule):
         hp = self.hparams
         opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay,
                                 **adamw_implementation(self.device))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_factor(step, hp.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self._lr_factor(step))
         # "name": the tag LearningRateMonitor logs the learning rate under
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
@@ -272,7 +290,7 @@ class ENATModule(pl.LightningModule):
             sched = config.scheduler
             sched.base_lrs = [hp.lr] * len(sched.base_lrs)
             for group in sched.optimizer.param_groups:
-                group["lr"] = hp.lr * warmup_factor(sched.last_epoch, hp.warmup_steps)
+                group["lr"] = hp.lr * self._lr_factor(sched.last_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._stop_if_not_finite("before saving a checkpoint")  # raising here writes nothing
@@ -296,6 +314,10 @@ class ENATModule(pl.LightningModule):
                 configure_text_model(net, dm.manifest("train").text, "train shards")
 
     # -- helpers ----------------------------------------------------------------------------------------
+    def _lr_factor(self, step: int) -> float:
+        hp = self.hparams  # .get: checkpoints from before the decay option have neither key
+        return lr_factor(step, hp.warmup_steps, hp.get("lr_decay_steps", 0), hp.get("min_lr_ratio", 0.0))
+
     def _unpack(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, dict) or "tokens" not in batch or "label" not in batch:
             got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__

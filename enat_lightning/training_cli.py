@@ -22,6 +22,7 @@ What ``fit`` adds to plain LightningCLI (docs/training.md, docs/reliability.md):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 import warnings
@@ -271,6 +272,15 @@ def _quiet_known_warnings() -> None:
     # The EMA copy is kept in eval mode on purpose (it is the no-dropout reuse teacher).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning advertises its cloud logger at every fit ("💡 Tip: ... litlogger"): not ours to print
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropAdverts())
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
 
 
 def run_lightning_cli(argv: list[str]) -> int:

@@ -2,14 +2,39 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from enat_lightning.demo import DemoSettings, run_demo
+from enat_lightning.demo import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model.net.init_args.width=32", "--model.net.init_args.enc_depth=1", "--model.net.init_args.dec_depth=1"]
+
+
+class Messages(logging.Handler):
+    """What Lightning logs through its rank-zero logger (the model summary, its tips)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def lightning_messages():
+    handler = Messages()
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    log.addHandler(handler)
+    yield handler.messages
+    log.removeHandler(handler)
 
 
 def events(log_dir: Path) -> EventAccumulator:
@@ -18,16 +43,24 @@ def events(log_dir: Path) -> EventAccumulator:
     return acc
 
 
-def test_demo_end_to_end_tiny(tmp_path, capsys):
+def test_demo_end_to_end_tiny(tmp_path, capsys, lightning_messages):
     run_dir = tmp_path / "demo"
     # the demo classifier's features instead of Inception keep this test fast; the real-Inception FID path
     # is tests/evaluation/test_inception.py
     settings = DemoSettings(eval_samples=60, grid_per_class=2, feature="demo", timing_samples=10)
-    overrides = ["--trainer.max_steps=40", "--trainer.val_check_interval=20",
-                 "--model.net.init_args.width=32", "--model.net.init_args.enc_depth=1"]
+    overrides = ["--trainer.max_steps=40", "--trainer.val_check_interval=20", *TINY]
     results = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, overrides)
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "demo_grid.png" in out
+    # what it prints is true: the token grid of the tokenizer it uses, no advert, no column of zero FLOPs
+    from enat_lightning.tokenizers.demo import DemoTokenizer
+
+    tok = DemoTokenizer.load(REPO / "data" / "demo" / "tokenizer.npz")
+    side = tok.latent_side
+    assert f"-> {side}x{side} = {side * side} tokens of {tok.codebook_size} codes" in out
+    logged = "\n".join(lightning_messages)
+    assert "Total params" in logged and "GMACs per generated image" in logged  # the model summary ran
+    assert "| FLOPs" not in logged and "Total Flops" not in logged and "litlogger" not in logged
 
     assert (run_dir / "demo_grid.png").is_file()
     saved = json.loads((run_dir / "demo_results.json").read_text())
@@ -41,6 +74,10 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     # for scale: real training digits and the tokenizer's reconstructions, in the same FID
     ref = {r["reference"]: r for r in saved["reference"]}
     assert set(ref) == {"real training digits", "tokenizer reconstructions"}
+    for r in saved["rows"]:  # the floor beside each row
+        assert r["tokenizer_floor_fid"] == ref["tokenizer reconstructions"]["fid"]
+        assert r["fid_over_floor"] == pytest.approx(r["fid"] / r["tokenizer_floor_fid"])
+        assert r["real_vs_real_fid"] == ref["real training digits"]["fid"]
     assert ref["real training digits"]["fid_fake_samples"] == 60 and ref["real training digits"]["accuracy"] > 0.8
     assert 0 < ref["real training digits"]["fid"] < min(r["fid"] for r in rows.values())  # a tiny model on 40 steps
 
@@ -72,10 +109,40 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
 def test_demo_resumes_a_finished_run_without_retraining(tmp_path):
     run_dir = tmp_path / "demo"
     settings = DemoSettings(eval_samples=20, grid_per_class=1, feature="demo", timing_samples=5)
-    tiny = ["--trainer.max_steps=10", "--model.net.init_args.width=32", "--model.net.init_args.enc_depth=1"]
+    tiny = ["--trainer.max_steps=10", *TINY]
     first = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, tiny)
     second = run_demo(REPO / "experiments" / "demo.yaml", run_dir, settings, tiny)
     assert first["checkpoint"] == second["checkpoint"]
+    # the same command gives the same numbers: a fresh run in another folder retrains to the same metrics
+    again = run_demo(REPO / "experiments" / "demo.yaml", tmp_path / "again", settings, tiny)
+    for a, b in zip(first["rows"], again["rows"]):
+        assert (a["fid"], a["accuracy"]) == (b["fid"], b["accuracy"])
+
+
+def test_seed_study_runs_each_seed_and_tabulates_the_spread(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_demo(config, run_dir, settings, extra_args):  # the real one is covered above
+        calls.append((Path(run_dir).name, settings.seed, extra_args))
+        k = settings.seed
+        rows = [{"sampler": name, "fid": 10.0 + k + d, "accuracy": 0.95 + 0.01 * k, "tokenizer_floor_fid": 8.0,
+                 "fid_over_floor": (10.0 + k + d) / 8.0, "gflops_per_image": 0.1, "ms_per_image": 1.0}
+                for name, d in (("ENAT, reuse", 0.0), ("ENAT, w/o reuse", 1.0))]
+        return {"rows": rows, "reference": [], "minutes": 1.0}
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    out = pipeline.run_seeds(3, REPO / "experiments" / "demo.yaml", tmp_path, DemoSettings(), ["--x=1"])
+    base = pipeline.config_seed(REPO / "experiments" / "demo.yaml")
+    assert [c[:2] for c in calls] == [("seed0", 0), ("seed1", 1), ("seed2", 2)]
+    assert calls[1][2] == ["--x=1", f"--seed_everything={base + 1}", f"--model.recipe_seed={base + 1}"]
+    spread = out["spread"]["ENAT, reuse"]
+    assert spread["fid_mean"] == pytest.approx(11.0) and spread["fid_spread_rel"] == pytest.approx(2 / 11)
+    assert spread["accuracy_spread_points"] == pytest.approx(2.0)
+    table = (tmp_path / "demo_seeds.md").read_text()
+    assert f"| {base + 2} | ENAT, w/o reuse | 13.00 | 8.00 | 1.62 | 97.0 % |" in table
+    assert json.loads((tmp_path / "demo_seeds.json").read_text())["spread"] == out["spread"]
+    with pytest.raises(ValueError, match="--seeds"):
+        pipeline.run_seeds(0, REPO / "experiments" / "demo.yaml", tmp_path)
 
 
 def test_missing_eval_extra_stops_before_training(tmp_path, monkeypatch, capsys):

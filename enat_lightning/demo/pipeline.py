@@ -1,6 +1,6 @@
 """`make demo` / `enat demo`: the whole framework end to end on real MNIST digits, on CPU.
 
-1. builds the demo shards (MNIST 32x32 -> 16x16 = 256 tokens) and the demo classifier if absent;
+1. builds the demo shards (MNIST 32x32 -> an 8x8 grid of 64 tokens) and the demo classifier if absent;
 2. trains ``experiments/demo.yaml`` (a small ENAT with reuse-aware training) through LightningCLI,
    resuming ``last.ckpt`` when a previous run was interrupted;
 3. samples a class-conditional grid (one row per class) with the EMA weights;
@@ -8,8 +8,10 @@
    ``FrechetInceptionDistance`` over the offline TF-Inception of the [eval] extra) against the 500
    held-out digits, the class accuracy of the samples under the demo classifier, GFLOPs per image
    in the paper's convention, and time per image, in one table;
-5. writes ``demo_results.json``, TensorBoard panels (a custom-scalars layout that opens on loss /
-   accuracy / FID / GFLOPs), and prints where everything is.
+5. writes ``demo_results.json`` (each row with the tokenizer's floor beside it), TensorBoard panels (a
+   custom-scalars layout that opens on loss / accuracy / FID / GFLOPs), and prints where everything is.
+
+``run_seeds`` (``enat demo --seeds 3``) repeats 1-5 for several training seeds and tabulates the spread.
 
 FID of 500 samples against 500 digits is biased upwards by the small sample count: compare demo runs
 with each other, never with ImageNet FID-50K.
@@ -153,6 +155,11 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
             fid.update(fake[i:i + 250], real=False)
         reference.append({"reference": name, "fid": float(fid.compute()), "fid_fake_samples": len(fake),
                           "accuracy": score_images(fake, labs, classifier, None)["accuracy"]})
+    floor = next(r for r in reference if r["reference"] == "tokenizer reconstructions")
+    real = next(r for r in reference if r["reference"] == "real training digits")
+    for row in rows:  # the floor beside each row: no model on these tokens can beat the reconstructions
+        row.update(tokenizer_floor_fid=floor["fid"], tokenizer_floor_accuracy=floor["accuracy"],
+                   fid_over_floor=row["fid"] / floor["fid"], real_vs_real_fid=real["fid"])
     return rows, reference
 
 
@@ -175,10 +182,10 @@ def print_table(rows: list[dict]) -> None:
     table = Table(title=f"Demo evaluation (FID: {rows[0]['feature_network']}; {rows[0]['fid_fake_samples']} "
                         f"samples vs {rows[0]['fid_real_samples']} held-out digits. GFLOPs: MACs, cond + uncond, "
                         f"all steps)")
-    for col in ("sampler", "FID ↓", "class accuracy ↑", "GFLOPs/image ↓", "ms/image ↓"):
+    for col in ("sampler", "FID ↓", "FID / tokenizer floor ↓", "class accuracy ↑", "GFLOPs/image ↓", "ms/image ↓"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["sampler"], f"{r['fid']:.2f}", f"{100 * r['accuracy']:.1f} %",
+        table.add_row(r["sampler"], f"{r['fid']:.2f}", f"{r['fid_over_floor']:.2f}", f"{100 * r['accuracy']:.1f} %",
                       f"{r['gflops_per_image']:.4f}", f"{r['ms_per_image']:.2f}")
     Console(width=140).print(table)
 
@@ -195,9 +202,13 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
 
     t0 = time.time()
     run_dir = Path(run_dir)
-    print("[demo] 1/5 demo data (MNIST -> 16x16 tokens) and demo classifier")
+    print("[demo] 1/5 demo data and demo classifier")
     paths = ensure_demo_data()
     build_demo_classifier()
+    tokenizer = DemoTokenizer.load(paths.tokenizer)
+    side = tokenizer.image_size
+    print(f"[demo]     MNIST {side}x{side} digits -> {tokenizer.latent_side}x{tokenizer.latent_side} = "
+          f"{tokenizer.latent_side ** 2} tokens of {tokenizer.codebook_size} codes ({paths.tokenizer})")
     extractor = load_feature_extractor(settings.feature)  # a missing [eval] extra fails now, not after training
 
     print(f"[demo] 2/5 training {config} (TensorBoard logs in {run_dir})")
@@ -206,7 +217,6 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
 
     print("[demo] 3/5 sampling a class-conditional grid with the EMA weights")
     model, cfg = load_generator(ckpt)
-    tokenizer = DemoTokenizer.load(paths.tokenizer)
     sampler = settings.sampler or config_sampler(Path(config))
     images = class_grid(model, tokenizer, cfg.num_classes, settings.grid_per_class, sampler, settings.seed)
     grid = make_grid(to_uint8(images), nrow=settings.grid_per_class)
@@ -231,6 +241,76 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
     print(f"  results:                       {results_path}")
     print(f"  TensorBoard:                   tensorboard --logdir {run_dir}   (open the CUSTOM SCALARS tab first)")
     return results
+
+
+def run_seeds(seeds: int, config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"),
+              settings: DemoSettings = DemoSettings(), extra_args: list[str] | None = None,
+              base_seed: int | None = None) -> dict:
+    """The whole demo for ``seeds`` training seeds (``enat demo --seeds 3``): seed k trains with
+    ``seed_everything`` and ``model.recipe_seed`` = base + k (base: the config's ``seed_everything``, so seed
+    0 is `make demo` itself) and samples with seed k, in ``run_dir/seed<k>``; -> the table of every run and
+    the spread (max - min) of accuracy in points and of FID relative to the mean, written to
+    ``run_dir/demo_seeds.json`` and ``run_dir/demo_seeds.md``."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    base = config_seed(Path(config)) if base_seed is None else base_seed
+    runs = []
+    for k in range(seeds):
+        print(f"[demo] seed {k + 1}/{seeds}: seed_everything = model.recipe_seed = {base + k}, sampling seed {k}")
+        args = [*(extra_args or []), f"--seed_everything={base + k}", f"--model.recipe_seed={base + k}"]
+        r = run_demo(config, Path(run_dir) / f"seed{k}", dataclasses.replace(settings, seed=k), args)
+        runs.append({"seed": base + k, "sampling_seed": k, "minutes": r["minutes"], "rows": r["rows"],
+                     "reference": r["reference"]})
+    summary = seed_spread(runs)
+    out = {"config": str(config), "seeds": seeds, "runs": runs, "spread": summary}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(run_dir) / "demo_seeds.json", json.dumps(out, indent=2))
+    table = seed_table(runs, summary)
+    atomic_write_text(Path(run_dir) / "demo_seeds.md", table + "\n")
+    print(table)
+    print(f"  seed table: {Path(run_dir) / 'demo_seeds.md'} (and demo_seeds.json)")
+    return out
+
+
+def config_seed(config: Path) -> int:
+    """``seed_everything`` of a training config (0 when it sets none)."""
+    import yaml
+
+    value = (yaml.safe_load(Path(config).read_text()) or {}).get("seed_everything", 0)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def seed_spread(runs: list[dict]) -> dict:
+    """Per sampler row over the runs: mean, min, max of FID and accuracy; accuracy spread in points
+    (max - min) and FID spread relative to the mean FID."""
+    out = {}
+    for i, row in enumerate(runs[0]["rows"]):
+        fids = [r["rows"][i]["fid"] for r in runs]
+        accs = [100 * r["rows"][i]["accuracy"] for r in runs]
+        mean_fid = sum(fids) / len(fids)
+        out[row["sampler"]] = {"fid_mean": mean_fid, "fid_min": min(fids), "fid_max": max(fids),
+                               "fid_spread_rel": (max(fids) - min(fids)) / mean_fid,
+                               "accuracy_mean": sum(accs) / len(accs), "accuracy_min": min(accs),
+                               "accuracy_max": max(accs), "accuracy_spread_points": max(accs) - min(accs)}
+    return out
+
+
+def seed_table(runs: list[dict], spread: dict) -> str:
+    """Markdown: one line per seed and sampler, then the spread per sampler."""
+    lines = ["| seed | sampler | FID | tokenizer floor | FID / floor | class accuracy | GFLOPs/image | ms/image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        for r in run["rows"]:
+            lines.append(f"| {run['seed']} | {r['sampler']} | {r['fid']:.2f} | {r['tokenizer_floor_fid']:.2f} | "
+                         f"{r['fid_over_floor']:.2f} | {100 * r['accuracy']:.1f} % | {r['gflops_per_image']:.4f} | "
+                         f"{r['ms_per_image']:.2f} |")
+    lines += ["", "| sampler | FID mean (min-max) | FID spread / mean | accuracy mean (min-max) | accuracy spread |",
+              "|---|---|---|---|---|"]
+    for name, s in spread.items():
+        lines.append(f"| {name} | {s['fid_mean']:.2f} ({s['fid_min']:.2f}-{s['fid_max']:.2f}) | "
+                     f"{100 * s['fid_spread_rel']:.1f} % | {s['accuracy_mean']:.1f} % ({s['accuracy_min']:.1f}-"
+                     f"{s['accuracy_max']:.1f}) | {s['accuracy_spread_points']:.1f} points |")
+    return "\n".join(lines)
 
 
 def upscale(grid, factor: int):
