@@ -17,7 +17,7 @@ after step s, evaluated in float64 exactly as the official sampler (REPRO: the o
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -92,30 +92,54 @@ def masked_counts(seq_len: int, steps: int, schedule: Schedule | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Guidance schedules: the weight w_s of step s in  logits = cond + w_s (cond - uncond)
-GUIDANCE = ("linear", "constant", "power", "interval")
+# Guidance schedules: the weight w_s of step s in  logits = cond + w_s (cond - uncond).
+# A schedule is ONE registered function ``fn(scale, steps, *, power, interval) -> [w_0 .. w_{S-1}]``
+# (``@register_guidance("name")``); ``SamplerSettings.guidance`` accepts every registered name.
+GuidanceFn = Callable[..., list]
+GUIDANCE: dict[str, GuidanceFn] = {}
+
+
+def register_guidance(name: str):
+    """Decorator: register ``fn(scale, steps, *, power, interval)`` as the guidance schedule ``name``."""
+    def add(fn: GuidanceFn) -> GuidanceFn:
+        if name in GUIDANCE:
+            raise ValueError(f"guidance schedule {name!r} is already registered")
+        GUIDANCE[name] = fn
+        return fn
+    return add
+
+
+@register_guidance("linear")
+def linear_guidance(scale: float, steps: int, **_) -> list[float]:
+    """w_s = s/S * scale (official ENAT: updated at the *end* of a step, so step 0 is unguided)."""
+    return [(1.0 * s / steps) * scale for s in range(steps)]  # REPRO: the official float ops
+
+
+@register_guidance("constant")
+def constant_guidance(scale: float, steps: int, **_) -> list[float]:
+    return [float(scale)] * steps
+
+
+@register_guidance("power")
+def power_guidance(scale: float, steps: int, *, power: float = 1.0, **_) -> list[float]:
+    """w_s = scale * (1 - cos(pi * (s/S)**power)) / 2 (RAR's "power-cosine" decay,
+    bytedance/1d-tokenizer; RAR writes uncond + g (cond - uncond), i.e. our w = g - 1, and ramps
+    g - 1 the same way)."""
+    return [scale * (1 - math.cos(math.pi * (s / steps) ** power)) / 2 for s in range(steps)]
+
+
+@register_guidance("interval")
+def interval_guidance(scale: float, steps: int, *, interval: tuple[int, int] | None = None, **_) -> list[float]:
+    """w_s = scale for first <= s <= last (inclusive), else 0."""
+    if interval is None:
+        raise ValueError("guidance 'interval' needs guidance_interval (first and last step)")
+    first, last = interval
+    return [float(scale) if first <= s <= last else 0.0 for s in range(steps)]
 
 
 def guidance_weights(kind: str, scale: float, steps: int, *, power: float = 1.0,
                      interval: tuple[int, int] | None = None) -> list[float]:
-    """Per-step guidance weights w_0 .. w_{S-1}.
-
-    linear    w_s = s/S * scale (official ENAT: updated at the *end* of a step, so step 0 is unguided)
-    constant  w_s = scale
-    power     w_s = scale * (1 - cos(pi * (s/S)**power)) / 2 (RAR's "power-cosine" decay,
-              bytedance/1d-tokenizer; RAR writes uncond + g (cond - uncond), i.e. our w = g - 1,
-              and ramps g - 1 the same way)
-    interval  w_s = scale for first <= s <= last (inclusive), else 0
-    """
-    if kind == "linear":
-        return [(1.0 * s / steps) * scale for s in range(steps)]  # REPRO: the official float ops
-    if kind == "constant":
-        return [float(scale)] * steps
-    if kind == "power":
-        return [scale * (1 - math.cos(math.pi * (s / steps) ** power)) / 2 for s in range(steps)]
-    if kind == "interval":
-        if interval is None:
-            raise ValueError("guidance 'interval' needs guidance_interval (first and last step)")
-        first, last = interval
-        return [float(scale) if first <= s <= last else 0.0 for s in range(steps)]
-    raise ValueError(f"unknown guidance schedule {kind!r}; choose from {list(GUIDANCE)}")
+    """Per-step guidance weights w_0 .. w_{S-1} of the registered schedule ``kind``."""
+    if kind not in GUIDANCE:
+        raise ValueError(f"unknown guidance schedule {kind!r}; choose from {list(GUIDANCE)}")
+    return [float(w) for w in GUIDANCE[kind](scale, steps, power=power, interval=interval)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
 
 from .orders import ORDERS
 from .schedules import GUIDANCE, OFFICIAL_SCHEDULE, SCHEDULES, guidance_weights, masked_counts
@@ -44,8 +43,10 @@ class SamplerSettings:
     schedule           mask schedule name (cosine | linear | square | cubic | sqrt) or a list of S
                        masked ratios after each step (the last one 0)
     reuse              pass the previous step's output back (ENAT computation reuse)
-    order              which masked positions a step reveals: confidence | random | halton
-    guidance           guidance schedule: linear (official ramp) | constant | power | interval
+    order              which masked positions a step reveals: a name of ``orders.ORDERS``
+                       (confidence | random | halton, and any order registered there)
+    guidance           guidance schedule: a name of ``schedules.GUIDANCE`` (linear = official
+                       ramp | constant | power | interval, and any schedule registered there)
     guidance_power     exponent of the ``power`` schedule (RAR's power-cosine ramp)
     guidance_interval  (first, last) steps, inclusive, that ``interval`` guides
     uncond_skip_steps  steps that reuse the last residual (cond - uncond) at the still-masked
@@ -60,8 +61,8 @@ class SamplerSettings:
     samp_temp: float = 6.0
     schedule: str | tuple[float, ...] = OFFICIAL_SCHEDULE
     reuse: bool = True
-    order: Literal["confidence", "random", "halton"] = "confidence"
-    guidance: Literal["linear", "constant", "power", "interval"] = "linear"
+    order: str = "confidence"  # a name registered in orders.py (checked in __post_init__)
+    guidance: str = "linear"  # a name registered in schedules.py (checked in __post_init__)
     guidance_power: float = 3.0  # RAR's sample_fn default
     guidance_interval: tuple[int, int] | None = None
     uncond_skip_steps: tuple[int, ...] = ()
