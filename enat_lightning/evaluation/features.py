@@ -18,6 +18,7 @@ import torch
 
 from .extractors import (INCEPTION_FILE, FeatureExtractor, Features, InceptionV3Features, TFInceptionV3,
                          WheelInceptionFeatures, check_uint8_images)
+from enat_lightning.errors import InvalidInput
 
 __all__ = ["INCEPTION_FILE", "PLUGINS", "FeatureExtractor", "Features", "InceptionV3Features", "TFInceptionV3",
            "WheelInceptionFeatures", "check_uint8_images", "load_feature_extractor", "to_uint8"]
@@ -47,5 +48,5 @@ def load_feature_extractor(spec: str, device: str | torch.device = "cpu") -> Fea
         return InceptionV3Features(arg, device=device)
     if spec.endswith((".pth", ".pt")) and Path(spec).suffix:
         return InceptionV3Features(spec, device=device)
-    raise ValueError(f"unknown feature network {spec!r}: use 'inception' (offline, [eval] extra), "
+    raise InvalidInput(f"unknown feature network {spec!r}: use 'inception' (offline, [eval] extra), "
                      f"'inception:PATH' ({INCEPTION_FILE}: FID and IS), 'demo', 'demo:digits' or 'demo:PATH'")

@@ -15,6 +15,7 @@ from enat_lightning.evaluation.frechet import FeatureStats, stats_from_features
 
 from .evaluate import extract
 from .features import FeatureExtractor, to_uint8
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 def _stats(chunks, extractor: FeatureExtractor, limit: int | None) -> FeatureStats:
@@ -27,7 +28,7 @@ def _stats(chunks, extractor: FeatureExtractor, limit: int | None) -> FeatureSta
         if limit is not None and n >= limit:
             break
     if not feats:
-        raise ValueError("no images to compute statistics from")
+        raise InvalidInput("no images to compute statistics from")
     return stats_from_features(torch.cat(feats), extractor.name)
 
 
@@ -38,10 +39,10 @@ def stats_from_folder(root: str | os.PathLike, extractor: FeatureExtractor, reso
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise MissingInput(f"image folder {root} does not exist")
     files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
     if not files:
-        raise FileNotFoundError(f"no images with extensions {IMG_EXTENSIONS} under {root}")
+        raise MissingInput(f"no images with extensions {IMG_EXTENSIONS} under {root}")
 
     def chunks():
         for i in range(0, len(files), batch_size):
@@ -59,7 +60,7 @@ def stats_from_shards(spec: str | os.PathLike, tokenizer, extractor: FeatureExtr
 
     manifest, urls, where = resolve_manifest(str(spec))
     if manifest.codebook_size != tokenizer.codebook_size:
-        raise ValueError(f"{where} was tokenized with a codebook of {manifest.codebook_size} codes, the given "
+        raise InvalidInput(f"{where} was tokenized with a codebook of {manifest.codebook_size} codes, the given "
                          f"tokenizer has {tokenizer.codebook_size}")
 
     def chunks():

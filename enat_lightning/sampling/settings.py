@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .orders import ORDERS
 from .schedules import GUIDANCE, OFFICIAL_SCHEDULE, SCHEDULES, guidance_weights, masked_counts
+from enat_lightning.errors import InvalidInput
 
 SAMP_TEMP_FLOOR = 1e-3  # REPRO: official floor on the annealed sampling temperature
 
@@ -70,7 +71,7 @@ class SamplerSettings:
 
     def __post_init__(self):
         def bad(name, why):
-            raise ValueError(f"SamplerSettings.{name} {why}, got {getattr(self, name)!r}")
+            raise InvalidInput(f"SamplerSettings.{name} {why}, got {getattr(self, name)!r}")
 
         # lists from YAML / JSON -> tuples (the dataclass stays hashable and comparable)
         for name in ("schedule", "guidance_interval", "uncond_skip_steps"):
@@ -168,7 +169,7 @@ class SamplerSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown sampler settings {unknown}; known: {sorted(known)}")
+            raise InvalidInput(f"unknown sampler settings {unknown}; known: {sorted(known)}")
         return cls(**d)
 
 

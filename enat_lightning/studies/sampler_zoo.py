@@ -43,6 +43,7 @@ from enat_lightning.fileio import atomic_write_bytes
 from enat_lightning.sampling.settings import SamplerSettings
 
 from .study import check_sampling, resolve_path
+from enat_lightning.errors import InvalidInput, MissingInput
 
 SPEC_KEYS = {"kind", "name", "title", "checkpoint", "base", "orders", "guidance", "variants", "rows",
              "evaluation", "notes"}
@@ -78,13 +79,13 @@ def load_zoo(path: str | os.PathLike) -> ZooSpec:
     """Parses a zoo spec into rows of SamplerSettings; errors name the file and key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sampler zoo spec {path} does not exist")
+        raise MissingInput(f"sampler zoo spec {path} does not exist")
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict) or d.get("kind") != "sampler_zoo":
-        raise ValueError(f"{path}: not a sampler zoo spec (needs kind: sampler_zoo)")
+        raise InvalidInput(f"{path}: not a sampler zoo spec (needs kind: sampler_zoo)")
     unknown = sorted(set(d) - SPEC_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(SPEC_KEYS)}")
+        raise InvalidInput(f"{path}: unknown key(s) {unknown}; known: {sorted(SPEC_KEYS)}")
     base = dict(d.get("base") or {})
     check_sampling(path, "base", base)
     orders = list(d.get("orders") or [SamplerSettings.order])
@@ -103,18 +104,18 @@ def load_zoo(path: str | os.PathLike) -> ZooSpec:
                 {"order": order, **(extra or {})})
     for i, r in enumerate(d.get("rows") or []):
         if not isinstance(r, dict) or "name" not in r or set(r) - {"name", "sampler"}:
-            raise ValueError(f"{path}: rows[{i}] must be {{name: ..., sampler: {{...}}}}, got {r!r}")
+            raise InvalidInput(f"{path}: rows[{i}] must be {{name: ..., sampler: {{...}}}}, got {r!r}")
         sampler = dict(r.get("sampler") or {})
         if "strategy" in sampler and sampler["strategy"]:
             sampler["strategy"] = str(resolve_path(sampler["strategy"], path))
         add(str(r["name"]), f"rows[{i}].sampler", sampler)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: row names must be distinct, got {names}")
+        raise InvalidInput(f"{path}: row names must be distinct, got {names}")
     ev = dict(d.get("evaluation") or {})
     bad = sorted(set(ev) - set(EVAL_DEFAULTS))
     if bad:
-        raise ValueError(f"{path}: evaluation: unknown key(s) {bad}; known: {sorted(EVAL_DEFAULTS)}")
+        raise InvalidInput(f"{path}: evaluation: unknown key(s) {bad}; known: {sorted(EVAL_DEFAULTS)}")
     return ZooSpec(str(d.get("name") or path.stem), str(d.get("title") or d.get("name") or path.stem), path,
                    d.get("checkpoint"), rows, {**EVAL_DEFAULTS, **ev})
 
@@ -170,10 +171,10 @@ def run_zoo(spec: ZooSpec, out_dir: str | os.PathLike, *, ckpt: str | os.PathLik
 
     ckpt = ckpt or spec.checkpoint
     if not ckpt:
-        raise ValueError(f"{spec.path}: no checkpoint: set `checkpoint:` in the spec or pass --ckpt")
+        raise InvalidInput(f"{spec.path}: no checkpoint: set `checkpoint:` in the spec or pass --ckpt")
     ckpt = Path(ckpt)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (train one: `python -m enat_lightning.demo` "
+        raise MissingInput(f"checkpoint {ckpt} does not exist (train one: `python -m enat_lightning.demo` "
                                 f"or `enat fit -c experiments/demo.yaml`)")
     ev = {**spec.evaluation, **(overrides or {})}
     model, cfg = load_generator(ckpt, device=device)
