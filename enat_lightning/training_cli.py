@@ -36,11 +36,13 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+import enat_lightning.demo.classifier  # noqa: F401  registers feature: demo / ref_stats: demo:SPLIT (FID callback)
 from enat_lightning.checkpointing import (AtomicCheckpointIO, RunCheckpoints, RunDirLock, checkpoint_problem,
                                           newest_valid_checkpoint, resume_candidates)
 from enat_lightning.errors import UserError
 from enat_lightning.models import config_from_dict
 from enat_lightning.module import ENATModule, NonFiniteLossError, upgrade_checkpoint
+from enat_lightning.quiet import quiet_known_warnings
 
 # omegaconf+: interpolations resolve on the composed config. Absolute paths (``${model.net.init_args.grid}``)
 # are rewritten relative to the node, so they resolve inside the subcommand (fit/validate/test).
@@ -90,7 +92,8 @@ class ENATLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         if self.subcommand == "fit":
-            plugins = self._get(self.config_init, "trainer").get("plugins") or []
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            plugins = config["trainer"].get("plugins") or []
             plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
             if not any(isinstance(p, CheckpointIO) for p in plugins):  # a user's own CheckpointIO stays
                 plugins.append(AtomicCheckpointIO())
@@ -245,15 +248,9 @@ class SaveConfigWithTensorBoard(SaveConfigCallback):
                 logger.experiment.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
 
-def _quiet_known_warnings() -> None:
-    # The EMA copy is kept in eval mode on purpose (it is the no-dropout reuse teacher).
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-
-
 def run_lightning_cli(argv: list[str]) -> int:
     """Runs LightningCLI on argv (``["fit", "-c", "experiments/enat_s.yaml", ...]``) -> exit code."""
-    _quiet_known_warnings()
+    quiet_known_warnings()
     try:
         with warnings.catch_warnings():
             # We pass argv as args= on purpose (`enat fit ...` is a command of ours, so sys.argv also

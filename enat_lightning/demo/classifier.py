@@ -181,3 +181,16 @@ def demo_reference_stats(spec: str, extractor) -> "FeatureStats":
     if keep is None:
         raise InvalidInput(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
     return reference_stats(images[keep], extractor)
+
+
+# Register the demo's feature network and reference digits with the evaluation code below this package
+# (``feature: demo``, ``ref_stats: demo:val``): the evaluation package never imports the demo.
+def _register() -> None:
+    from enat_lightning.evaluation.features import register_feature_network
+    from enat_lightning.evaluation.reference import register_reference
+
+    register_feature_network("demo", load_demo_features)
+    register_reference("demo", demo_reference_stats)
+
+
+_register()

@@ -86,19 +86,22 @@ def reference_stats(images: torch.Tensor, extractor: FeatureExtractor, batch_siz
     return _stats((to_uint8(images[i:i + batch_size]) for i in range(0, len(images), batch_size)), extractor, None)
 
 
-# spec prefix -> "module:function(rest of spec, extractor)"; the demo registers its digits here, so that
-# ``ref_stats: demo:val`` works in a config without this package importing enat_lightning.demo
-PLUGINS: dict[str, str] = {"demo": "enat_lightning.demo.classifier:demo_reference_stats"}
+# spec prefix -> fn(rest of spec, extractor) -> FeatureStats. The demo registers its digits here when
+# enat_lightning.demo.classifier is imported, so that ``ref_stats: demo:val`` works in a config
+# without this package importing enat_lightning.demo
+REFERENCES: dict = {}
+
+
+def register_reference(name: str, fn) -> None:
+    """Make ``name:REST`` reference specs call ``fn(REST, extractor)``."""
+    REFERENCES[name] = fn
 
 
 def load_reference(spec: str, extractor: FeatureExtractor) -> FeatureStats:
     """``demo:SPLIT`` / ``demo:DATASET:SPLIT`` (the demo digits under ``extractor``) or a statistics .npz."""
-    import importlib
-
     from enat_lightning.evaluation.frechet import load_stats
 
     head, _, rest = str(spec).partition(":")
-    if head in PLUGINS and rest:
-        module, _, fn = PLUGINS[head].partition(":")
-        return getattr(importlib.import_module(module), fn)(rest, extractor)
+    if head in REFERENCES and rest:
+        return REFERENCES[head](rest, extractor)
     return load_stats(spec)

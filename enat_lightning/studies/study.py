@@ -180,7 +180,8 @@ def slug(name: str) -> str:
 def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     """Trains one row with LightningCLI (in process) and saves ``out_dir/final.ckpt`` (EMA inside)."""
     from enat_lightning.module import ENATModule
-    from enat_lightning.training_cli import ENATLightningCLI, _quiet_known_warnings
+    from enat_lightning.quiet import quiet_known_warnings
+    from enat_lightning.training_cli import ENATLightningCLI
     from enat_lightning.training_config import _override_arg, get, resolve_training_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,7 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     if isinstance(get(resolved, "trainer.logger"), dict):  # keep each row's logs inside the study folder
         args += ["--trainer.logger.init_args.save_dir", str(out_dir / "logs")]
     args += [_override_arg(s) for s in sets]
-    _quiet_known_warnings()
+    quiet_known_warnings()
     try:
         with warnings.catch_warnings():
             # the row's arguments go in as args= (sys.argv holds `enat study ...`): LightningCLI's
