@@ -43,6 +43,7 @@ from enat_lightning.errors import UserError
 from enat_lightning.models import config_from_dict
 from enat_lightning.module import ENATModule, NonFiniteLossError, upgrade_checkpoint
 from enat_lightning.quiet import quiet_known_warnings
+from enat_lightning.sampling.checkpoint import read_torch_file
 
 # omegaconf+: interpolations resolve on the composed config. Absolute paths (``${model.net.init_args.grid}``)
 # are rewritten relative to the node, so they resolve inside the subcommand (fit/validate/test).
@@ -172,7 +173,7 @@ class ENATLightningCLI(LightningCLI):
 def check_checkpoint_against_config(path: Path, model: ENATModule) -> None:
     """The network must be the checkpoint's (error naming the key and both values); every other
     hyper-parameter comes from the config, and each difference is printed."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_torch_file(path, mmap=True)
     hp = upgrade_checkpoint({"hyper_parameters": dict(ckpt.get("hyper_parameters") or {})})["hyper_parameters"]
     if not isinstance(hp.get("net"), dict):
         return  # not one of ours: Lightning's own checks apply

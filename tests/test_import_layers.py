@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "enat_lightning"
 
 # The layers, bottom first: a module may import its own layer or lower ones only.
 LAYERS = [
-    {"errors", "fileio", "seeding", "quiet"},
+    {"errors", "fileio", "seeding", "quiet", "devices"},
     {"models", "tokenizers", "masking", "sampling", "text"},
     {"data", "evaluation", "demo.data", "demo.classifier"},  # the demo's data set and feature network
     {"sharding", "checkpointing"},
@@ -156,3 +156,11 @@ def test_lightning_tips_are_silenced_once_for_the_package():
             "rank_zero_info('kept message')")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert "kept message" in err and "Tip" not in err, err
+
+
+def test_one_torch_load():
+    """sampling/checkpoint.py::read_torch_file is the one reader of torch files (safe, one-line errors)."""
+    pattern = re.compile(r"\btorch\.load\(")
+    offenders = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py")
+                 if pattern.search(p.read_text()) and p != PACKAGE / "sampling" / "checkpoint.py"]
+    assert not offenders, f"torch.load outside sampling/checkpoint.py: {offenders}"

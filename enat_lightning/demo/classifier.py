@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enat_lightning.fileio import atomic_torch_save
+from enat_lightning.sampling.checkpoint import read_torch_file
 
 from enat_lightning.evaluation.extractors import Features, check_uint8_images
 
@@ -99,6 +100,9 @@ def default_classifier_path(dataset: str | DemoDataset = "mnist") -> Path:
     return demo_paths(dataset=dataset).root / "classifier.pt"
 
 
+MAKE_CLASSIFIER = "make it with `make demo` (or pass the feature network 'demo' to train it into data/demo/)"
+
+
 def build_demo_classifier(path: str | Path | None = None, force: bool = False,
                           dataset: str | DemoDataset = "mnist") -> Path:
     """Trains the classifier on the train split of ``dataset`` and saves it atomically, unless a file of
@@ -107,7 +111,7 @@ def build_demo_classifier(path: str | Path | None = None, force: bool = False,
     path = Path(path) if path is not None else default_classifier_path(ds)
     if path.is_file() and not force:
         try:
-            meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+            meta = read_torch_file(path, what="demo classifier", make_hint=MAKE_CLASSIFIER)["meta"]
             current = meta["recipe_version"] == RECIPE_VERSION and meta["dataset"] == ds.name
         except Exception:  # unreadable / foreign file: rebuild it
             current = False
@@ -154,7 +158,7 @@ class DemoClassifierFeatures:
         if not path.is_file():
             raise MissingInput(f"demo classifier {path} does not exist; build it with `make demo` "
                                     f"or pass 'demo' to train it into data/demo/")
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = read_torch_file(path, what="demo classifier", make_hint=MAKE_CLASSIFIER)
         meta = ck.get("meta", {})
         if meta.get("recipe_version") != RECIPE_VERSION:
             raise InvalidInput(f"{path} was made by demo-classifier recipe v{meta.get('recipe_version')}, this code "
