@@ -52,6 +52,25 @@ def _is_url(s: str) -> bool:
     return "://" in s or s.startswith("pipe:")
 
 
+# Who can name the exact command that builds the shards at a path (the demo registers its data sets,
+# from above: this package never imports the demo). fn(manifest location) -> command or None.
+SHARDS_COMMANDS: list = []
+
+
+def register_shards_command(fn) -> None:
+    SHARDS_COMMANDS.append(fn)
+
+
+def _missing_manifest(where: str) -> MissingInput:
+    for fn in SHARDS_COMMANDS:
+        command = fn(where)
+        if command:
+            return MissingInput(f"no {MANIFEST_NAME} at {where}: build these shards with `{command}`")
+    return MissingInput(f"no {MANIFEST_NAME} at {where}: build the token shards first: your images with `enat "
+                        f"tokenize imagefolder|list|coco ... --out DIR`, the demo data with `enat tokenize demo "
+                        f"[--dataset mnist|digits]` (an interrupted `enat tokenize` run: rerun it to resume)")
+
+
 def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
     """spec: a directory holding manifest.json, a manifest path/URL (``*.json``), or a shard URL /
     brace pattern (``.../train-{000000..000009}.tar``) whose directory holds manifest.json.
@@ -64,10 +83,7 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
     else:  # a shard pattern: the manifest sits beside the shards
         where = spec.rsplit("/", 1)[0] + "/" + MANIFEST_NAME if "/" in spec else MANIFEST_NAME
     if not _is_url(where) and not os.path.isfile(where):
-        raise MissingInput(f"no {MANIFEST_NAME} at {where}: build the token shards first, the demo data with "
-                                f"`enat tokenize demo` (or `make demo`), your images with `enat tokenize "
-                                f"imagefolder|list|coco ... --out DIR` (an interrupted `enat tokenize` run: rerun it "
-                                f"to resume)")
+        raise _missing_manifest(where)
     with wds.gopen(where, "rb") as f:
         try:
             d = json.loads(f.read().decode())

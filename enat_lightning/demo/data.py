@@ -14,12 +14,11 @@ The tokenizer is a patch k-means VQ (``enat_lightning.tokenizers.demo.DemoTokeni
 scikit-learn, fixed seed) fit on the train split. No flipped copies (has_flip false): a mirrored 2, 3, 4,
 5, 6, 7 or 9 is not that digit.
 
-    python -m enat_lightning.demo.data [--dataset mnist|digits]   # or: enat tokenize demo
+    enat tokenize demo [--dataset mnist|digits]   # the one entry point (make demo calls ensure_demo_data)
 builds (seconds) data/<dataset dir>/tokenizer.npz and shards/{train,val}/ when absent.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 from enat_lightning.data.format import MANIFEST_NAME, Sample
 from enat_lightning.data.writer import ShardSetWriter
+from enat_lightning.data.reader import register_shards_command
 from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root
 from enat_lightning.errors import InvalidInput, MissingInput
 
@@ -242,17 +242,17 @@ def ensure_demo_data(root: str | Path | None = None, dataset: str | DemoDataset 
     return build_demo_data(root, dataset=dataset)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m enat_lightning.demo.data",
-                                description="build a demo data set's tokenizer and token shards")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    p.add_argument("--out", default=None, help="output directory (default: data/demo or data/digits of the checkout)")
-    p.add_argument("--force", action="store_true", help="refit the tokenizer and rewrite the shards")
-    args = p.parse_args(argv)
-    paths = build_demo_data(args.out, force=args.force, dataset=args.dataset)
-    print(f"demo tokenizer: {paths.tokenizer}\ntrain shards:   {paths.train}\nval shards:     {paths.val}")
-    return 0
+def shards_command(where: str) -> str | None:
+    """The exact command that builds the demo shards at ``where`` (registered with data/reader.py, so a
+    missing manifest names it): ``enat tokenize demo --dataset digits`` for data/digits/shards/..."""
+    try:
+        target = Path(where).resolve()
+    except (OSError, ValueError):
+        return None
+    for ds in DATASETS.values():
+        if target.is_relative_to(demo_paths(None, ds).root.resolve()):
+            return f"enat tokenize demo --dataset {ds.name}"
+    return None
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+register_shards_command(shards_command)

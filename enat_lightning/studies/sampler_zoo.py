@@ -24,12 +24,11 @@ Spec (``experiments/studies/sampler_zoo.yaml``)::
     evaluation: {num_samples: 500, seed: 0, batch_size: 250, feature: demo, ref_stats: "demo:val",
                  tokenizer: demo, time_samples: 100}
 
-Run: ``enat study run experiments/studies/sampler_zoo.yaml --ckpt CKPT`` or
-``python -m enat_lightning.studies.sampler_zoo SPEC --ckpt CKPT --out DIR``.
+Run: ``enat study run experiments/studies/sampler_zoo.yaml --ckpt CKPT [--num-samples N] [--out DIR]``
+(the one entry point; commands/study.py).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass, field
@@ -247,24 +246,3 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path, title: str = "", feature: s
     save_figure(fig, path)
     plt.close(fig)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m enat_lightning.studies.sampler_zoo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("spec", type=Path)
-    ap.add_argument("--ckpt", help="checkpoint (default: the spec's `checkpoint`)")
-    ap.add_argument("--out", help="output folder (default runs/studies/<name>)")
-    ap.add_argument("--num-samples", type=int, help="samples per row (default: the spec's)")
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args(argv)
-    spec = load_zoo(args.spec)
-    out = Path(args.out) if args.out else Path("runs") / "studies" / spec.name
-    over = {"num_samples": args.num_samples} if args.num_samples else None
-    run_zoo(spec, out, ckpt=args.ckpt, device=args.device, overrides=over)
-    print((out / "results.md").read_text())
-    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'fid_vs_gflops.png'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
