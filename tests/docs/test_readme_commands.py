@@ -357,3 +357,21 @@ def test_collector_splits_and_filters():
     argvs, _ = block_commands("console", "$ enat models\npython 3.11 output line\n")
     assert argvs == [["enat", "models"]]
     assert block_commands("python", "import os\n") == ([], [])
+
+
+def test_a_missing_demo_asset_names_its_exact_command_and_the_readme_runs_it_first(tmp_path):
+    """After `make demo` (MNIST only) the README's tiny study needs the digits shards: the error for a missing
+    digits manifest names `enat tokenize demo --dataset digits`, and the README gives that command before
+    the study command (README order)."""
+    import enat_lightning.demo.data  # noqa: F401  registers the demo data sets' commands (as the commands do)
+    from enat_lightning.data.reader import resolve_manifest
+    from enat_lightning.errors import MissingInput
+
+    for name, folder in (("digits", "digits"), ("mnist", "demo")):
+        with pytest.raises(MissingInput, match=rf"build these shards with `enat tokenize demo --dataset {name}`"):
+            resolve_manifest(str(REPO / "data" / folder / "shards" / "no-such-split" / "x.tar"))
+    with pytest.raises(MissingInput, match="enat tokenize imagefolder"):  # not a demo path: the generic advice
+        resolve_manifest(str(tmp_path / "shards"))
+    readme = README.read_text()
+    study = readme.index("enat study run experiments/studies/fig2_attention_removal.yaml --override")
+    assert readme.index("enat tokenize demo --dataset digits") < study
