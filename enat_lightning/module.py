@@ -1,4 +1,4 @@
-"""ENATModule: the training glue around an ENAT/NAT network (paper §3, digest §3 and §3.1).
+"""ENATModule: the training glue around an ENAT/NAT network (paper §3; the official recipe: docs/training.md).
 
 No model math here: masks, labels and the loss come from ``masking.py``; the networks from
 ``models/``. Shape letters: B batch (per process), L = grid**2 tokens, V codebook size.

@@ -1,6 +1,6 @@
 """`make demo` / `enat demo`: the whole framework end to end on real MNIST digits, on CPU.
 
-1. builds the demo shards (MNIST 32x32 -> 16x16 = 256 tokens) and the demo classifier if absent;
+1. builds the demo shards (MNIST 32x32 -> 8x8 = 64 tokens) and the demo classifier if absent;
 2. trains ``experiments/demo.yaml`` (a small ENAT with reuse-aware training) through LightningCLI,
    resuming ``last.ckpt`` when a previous run was interrupted;
 3. samples a class-conditional grid (one row per class) with the EMA weights;
@@ -195,7 +195,7 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
 
     t0 = time.time()
     run_dir = Path(run_dir)
-    print("[demo] 1/5 demo data (MNIST -> 16x16 tokens) and demo classifier")
+    print("[demo] 1/5 demo data (MNIST -> 8x8 tokens) and demo classifier")
     paths = ensure_demo_data()
     build_demo_classifier()
     extractor = load_feature_extractor(settings.feature)  # a missing [eval] extra fails now, not after training
