@@ -67,7 +67,7 @@ def checkpoint_problem(path, deep: bool = True) -> str | None:
     """None if ``path`` is a loadable training checkpoint, else why not (one phrase, for messages).
 
     Checks: exists and non-empty, matches its ``.sha256`` sidecar when there is one, and (``deep``)
-    ``torch.load(weights_only=True, mmap=True)`` reads it as a dict with a state_dict and a global
+    ``read_torch_file(path, mmap=True)`` (safe: weights only) reads it as a dict with a state_dict and a global
     step (mmap: the tensors are not read, so a multi-GB file costs little)."""
     path = Path(path)
     if not path.is_file():
