@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from enat_lightning.sampling.checkpoint import read_torch_file
 from enat_lightning.errors import UserError
 from enat_lightning.fileio import (ChecksumMismatchError, atomic_writer, checksum_path, verify_checksum,
                                    write_checksum)
@@ -66,7 +67,7 @@ def checkpoint_problem(path, deep: bool = True) -> str | None:
     """None if ``path`` is a loadable training checkpoint, else why not (one phrase, for messages).
 
     Checks: exists and non-empty, matches its ``.sha256`` sidecar when there is one, and (``deep``)
-    ``torch.load(weights_only=True, mmap=True)`` reads it as a dict with a state_dict and a global
+    ``read_torch_file(path, mmap=True)`` (safe: weights only) reads it as a dict with a state_dict and a global
     step (mmap: the tensors are not read, so a multi-GB file costs little)."""
     path = Path(path)
     if not path.is_file():
@@ -80,16 +81,17 @@ def checkpoint_problem(path, deep: bool = True) -> str | None:
     if not deep:
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = read_torch_file(path, mmap=True)
     except Exception as e:  # truncated zip, random bytes, pickle payloads refused by weights_only
-        return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:160]}); truncated by a kill or not a checkpoint"
+        cause = e.__cause__ or e
+        return f"unreadable ({type(cause).__name__}: {str(cause).splitlines()[0][:160]}); truncated by a kill or not a checkpoint"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         return "not a Lightning training checkpoint (no state_dict / global_step)"
     return None
 
 
 def _step_of(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    return int(read_torch_file(path, mmap=True)["global_step"])
 
 
 def resume_candidates(checkpoint_dirs, hpc_dirs=()) -> list[Path]:

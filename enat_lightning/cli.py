@@ -36,8 +36,10 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "export": "export:export",
     "app": "app:app",
 }
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, KeyError, IsADirectoryError, NotADirectoryError,
-               PermissionError)
+# Only UserError (and its InvalidInput / MissingInput, raised where the input is checked) is the user's
+# mistake: one line, exit code 2. Any other exception -- a KeyError or ValueError included -- is a bug
+# in this package and shows its traceback.
+USER_ERRORS = (UserError,)
 
 
 def command_function(target: str) -> Callable:
@@ -123,8 +125,7 @@ def _guarded(fn, *args, **kwargs) -> int:
     except USER_ERRORS as e:
         if os.environ.get("ENAT_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"enat: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        print(f"enat: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only file system...: name the path, no traceback
         if os.environ.get("ENAT_DEBUG"):

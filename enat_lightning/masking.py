@@ -1,4 +1,4 @@
-"""The training recipe's random mechanics as pure functions (paper §3, digest §3 and §3.1).
+"""The training recipe's random mechanics as pure functions (paper §3; the official recipe: docs/training.md).
 
 Shape letters: B batch, L = grid**2 tokens (raster order), V codebook size.
 
@@ -162,7 +162,7 @@ class Labels:
 
 def prepare_labels(labels: torch.Tensor, p_uncond: float, class_dropout_prob: float, null_label: int,
                    generator: torch.Generator, shard: Shard = (0, 1)) -> Labels:
-    """Replaces labels (B,) by ``null_label`` from both official sources (digest §3):
+    """Replaces labels (B,) by ``null_label`` from both official sources (the official recipe, docs/training.md):
 
     (i) the dataset's p_uncond (0.15), (ii) the network's class dropout (0.1) in train mode.
     Effective null probability 1 - (1 - p_uncond)(1 - class_dropout_prob) (0.235 by default).

@@ -1,4 +1,4 @@
-"""ENATModule: the training glue around an ENAT/NAT network (paper §3, digest §3 and §3.1).
+"""ENATModule: the training glue around an ENAT/NAT network (paper §3; the official recipe: docs/training.md).
 
 No model math here: masks, labels and the loss come from ``masking.py``; the networks from
 ``models/``. Shape letters: B batch (per process), L = grid**2 tokens, V codebook size.
@@ -79,6 +79,13 @@ def lr_factor(step: int, warmup_steps: int, decay_steps: int = 0, min_lr_ratio: 
         return warmup_factor(step, warmup_steps)
     progress = min((step - warmup_steps) / max(decay_steps - warmup_steps, 1), 1.0)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def attached_trainer(module: pl.LightningModule) -> "pl.Trainer | None":
+    """The module's trainer, or None when it is not attached to one (tests calling a step directly).
+    Lightning's public ``trainer`` property raises in that case; nothing private is read."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
 
 
 class ENATModule(pl.LightningModule):
@@ -132,8 +139,6 @@ class ENATModule(pl.LightningModule):
         if compile:
             self.net.compile()  # in place: parameter names (and checkpoints) stay those of the eager network
         self._bad_loss: torch.Tensor | None = None  # (step, loss) of the first non-finite loss, on the device
-        self.flops_per_sample: float | None = None  # model FLOPs of one training sample (TrainingThroughput)
-        self.flops_per_batch: float | None = None
 
     @property
     def ema_net(self) -> nn.Module:
@@ -153,8 +158,6 @@ class ENATModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         tokens, labels = self._unpack(batch)
         hp, cfg = self.hparams, self.cfg
-        if self.flops_per_sample is not None:
-            self.flops_per_batch = self.flops_per_sample * tokens.shape[0]
         micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)  # micro-batch within the step
         g = self._generator(stream=0, index=micro)
         shard = (self.global_rank, self.trainer.world_size)
@@ -209,7 +212,7 @@ class ENATModule(pl.LightningModule):
             grads = [p.grad for p in self.net.parameters() if p.grad is not None]
             if grads:
                 total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-                if self._device_mesh is not None:  # FSDP2: a DTensor; the norm of the whole gradient
+                if self.device_mesh is not None:  # FSDP2: a DTensor; the norm of the whole gradient
                     total = total.full_tensor()
                 self.log("grad_norm", total)
 
@@ -217,7 +220,7 @@ class ENATModule(pl.LightningModule):
         # Sharded (FSDP2): the parameters idle on this step get an exact-zero gradient, as
         # _touch_idle_params gives them under DDP, so AdamW keeps a state for every parameter (the
         # sharded optimizer checkpoint then always has every key) and both strategies compute the same.
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             for p in self.net.parameters():
                 if p.requires_grad and p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -225,10 +228,10 @@ class ENATModule(pl.LightningModule):
     def configure_model(self) -> None:
         # Lightning's ModelParallelStrategy (experiments/strategy/fsdp.yaml) gives a device mesh:
         # shard the online network and the EMA with FSDP2 (enat_lightning/sharding.py).
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             from enat_lightning.sharding import shard_module
 
-            mesh = self._device_mesh
+            mesh = self.device_mesh
             shard_module(self, mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh)
 
     def configure_callbacks(self):
@@ -238,11 +241,12 @@ class ENATModule(pl.LightningModule):
 
         from enat_lightning.callbacks.throughput import TrainingThroughput
 
-        have = self.trainer.callbacks if self._trainer is not None else []
+        trainer = attached_trainer(self)
+        have = trainer.callbacks if trainer is not None else []
         extra = []
-        if not any(isinstance(c, ThroughputMonitor) for c in have):
+        if not any(isinstance(c, (ThroughputMonitor, TrainingThroughput)) for c in have):
             extra.append(TrainingThroughput())
-        if self._trainer is not None and self.trainer.loggers and not any(isinstance(c, LearningRateMonitor)
+        if trainer is not None and trainer.loggers and not any(isinstance(c, LearningRateMonitor)
                                                                            for c in have):
             extra.append(LearningRateMonitor(logging_interval="step"))
         return extra
@@ -299,14 +303,10 @@ class ENATModule(pl.LightningModule):
         self._stop_if_not_finite("at the end of training")
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.flops_per_sample is None and self.cfg.condition != "text":
-            from enat_lightning.callbacks.throughput import training_flops_per_sample
-
-            self.flops_per_sample = training_flops_per_sample(self.cfg, self.hparams.reuse_prob)  # meta device
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "check_compatible"):
-            dm.check_compatible(codebook_size=self.cfg.codebook_size, grid=self.cfg.grid,
-                                num_classes=None if self.cfg.condition == "text" else self.cfg.num_classes)
+        # the data module was given grid / codebook_size / num_classes by the network and checked its
+        # shards in its own setup (training_cli.py links them): no second check here
+        trainer = attached_trainer(self)
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         if dm is not None and self.cfg.condition == "text" and hasattr(dm, "manifest"):
             from enat_lightning.data.coco import configure_text_model  # shard text info + null caption
 
@@ -322,10 +322,7 @@ class ENATModule(pl.LightningModule):
         if not isinstance(batch, dict) or "tokens" not in batch or "label" not in batch:
             got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
             raise ValueError(f"a training batch must be a dict with 'tokens' (B, L) and 'label' (B,); got {got}")
-        tokens, labels = batch["tokens"], batch["label"]
-        if tokens.dim() != 2 or tokens.shape[1] != self.cfg.seq_len:
-            raise ValueError(f"batch 'tokens' must have shape (B, {self.cfg.seq_len}) for grid {self.cfg.grid}, "
-                             f"got {tuple(tokens.shape)}: data and model.net.grid disagree")
+        tokens, labels = batch["tokens"], batch["label"]  # (B, L), (B,): shapes checked where data enters
         return tokens.long(), labels.long().reshape(-1)
 
     def _condition(self, batch: dict, labels: torch.Tensor):
@@ -345,7 +342,9 @@ class ENATModule(pl.LightningModule):
     def _logging_step(self) -> bool:
         """Whether this training step's on-step logs reach the logger (Trainer.log_every_n_steps);
         a module without a fitting trainer (tests calling training_step directly) logs always."""
-        return self._trainer is None or self._trainer._logger_connector.should_update_logs
+        trainer = attached_trainer(self)
+        # before the optimizer step: the step being computed is global_step + 1 (public state only)
+        return trainer is None or (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
 
     def _touch_idle_params(self, reuse: bool, context: bool = True, new_tokens: bool = True) -> torch.Tensor:
         """0 * (one element of every parameter this step leaves idle), added to the loss.
@@ -361,7 +360,7 @@ class ENATModule(pl.LightningModule):
         """
         if not self.net.supports_reuse:  # NAT: every parameter is used on every step
             return torch.zeros((), device=self.device)
-        if self._device_mesh is not None:  # FSDP2 (sharded DTensors): zero gradients in on_after_backward
+        if self.device_mesh is not None:  # FSDP2 (sharded DTensors): zero gradients in on_after_backward
             return torch.zeros((), device=self.device)
         params = self.net.idle_parameters(reuse, context=context, new_tokens=new_tokens)
         if not params:
@@ -384,7 +383,7 @@ class ENATModule(pl.LightningModule):
         every checkpoint save: updates made after a bad loss may be in memory, never in a checkpoint."""
         bad = self._bad_loss
         finite = bad is None or bool(bad[0] < 0)
-        if self._trainer is not None:  # every rank must stop together, or the others hang in all-reduce
+        if attached_trainer(self) is not None:  # every rank must stop together, or the others hang in all-reduce
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
+from enat_lightning.devices import check_device
 from enat_lightning.errors import UserError
 from enat_lightning.sampling import io as sio
 from enat_lightning.sampling.runner import (SampleRun, assemble, check_memory, check_out_dir, chunk_path, chunk_ranges,
@@ -138,17 +139,11 @@ def device_options(device: str | None) -> dict:
     'cpu'; 'cuda' (one GPU); 'cuda:K' (GPU K)."""
     if device is None:
         return {"accelerator": "auto", "devices": "auto"}
+    check_device(device)  # the one check (devices.py)
     d = str(device)
     if d == "cpu":
         return {"accelerator": "cpu", "devices": 1}
-    if d == "cuda" or d.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {d}: no CUDA GPU is visible to this process; use --device cpu")
-        index = int(d.split(":", 1)[1]) if ":" in d else 0
-        if index >= torch.cuda.device_count():
-            raise UserError(f"--device {d}: only {torch.cuda.device_count()} GPU(s) visible")
-        return {"accelerator": "gpu", "devices": [index]}
-    raise UserError(f"--device must be cpu, cuda or cuda:K, got {d!r}")
+    return {"accelerator": "gpu", "devices": [int(d.split(":", 1)[1]) if ":" in d else 0]}
 
 
 @contextlib.contextmanager

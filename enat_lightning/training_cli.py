@@ -3,8 +3,10 @@
 Configs: ``model:`` holds ENATModule's arguments (``model.net`` with ``class_path`` ENATConfig or
 NATConfig and its fields as ``init_args``); ``data:`` any LightningDataModule by class_path;
 ``trainer:`` the Trainer. Several ``-c`` files compose, later ones overriding earlier ones. The parser
-runs in omegaconf+ mode: ``${model.net.init_args.grid}`` anywhere refers to the final, composed
-value (after every ``-c`` file and command-line override), so the data section never repeats it.
+runs in omegaconf+ mode: ``${model.net.init_args.width}`` anywhere refers to the final, composed
+value (after every ``-c`` file and command-line override). The data module is given ``grid``,
+``codebook_size`` and ``num_classes`` by the network (``link_arguments``): the data section never
+repeats them, and the data module checks its shards against them where the data enters.
 Parsing and instantiation happen before any training: an unknown key or wrong type exits with
 jsonargparse's message naming the key; a bad value raises ValueError naming the YAML key.
 
@@ -22,24 +24,25 @@ What ``fit`` adds to plain LightningCLI (docs/training.md, docs/reliability.md):
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 
 import jsonargparse
-import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+import enat_lightning.demo.classifier  # noqa: F401  registers feature: demo / ref_stats: demo:SPLIT (FID callback)
 from enat_lightning.checkpointing import (AtomicCheckpointIO, RunCheckpoints, RunDirLock, checkpoint_problem,
                                           newest_valid_checkpoint, resume_candidates)
 from enat_lightning.errors import UserError
 from enat_lightning.models import config_from_dict
 from enat_lightning.module import ENATModule, NonFiniteLossError, upgrade_checkpoint
+from enat_lightning.quiet import quiet_known_warnings
+from enat_lightning.sampling.checkpoint import read_torch_file
 
 # omegaconf+: interpolations resolve on the composed config. Absolute paths (``${model.net.init_args.grid}``)
 # are rewritten relative to the node, so they resolve inside the subcommand (fit/validate/test).
@@ -48,9 +51,8 @@ jsonargparse.set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
 
 # Fields of a network config that change training only, not the weights: the config may change them on resume.
 TRAINING_ONLY_NET_FIELDS = ("class_dropout_prob", "embed_dropout")
-# Data keys checked against the network: (data key, network field).
-DATA_KEYS = (("codebook_size", "codebook_size"), ("latent_side", "grid"), ("grid", "grid"),
-             ("num_classes", "num_classes"))
+# Network fields the data module is given (same names on both sides; see add_arguments_to_parser).
+DATA_LINKS = ("grid", "codebook_size", "num_classes")
 
 
 def say(message: str) -> None:
@@ -69,6 +71,13 @@ class ENATLightningCLI(LightningCLI):
         # omegaconf+ for every user of this CLI class (enat fit, studies, YAML resolution), unless told otherwise
         super().__init__(*args, parser_kwargs={**PARSER_KWARGS, **(parser_kwargs or {})}, **kwargs)
 
+    def add_arguments_to_parser(self, parser) -> None:
+        # The token grid side, the codebook size and the class count are the network's: the data module
+        # receives them from model.net once (LightningCLI's own way to tie two sections) and checks its
+        # shards against them where the data enters (TokenShardDataModule.setup).
+        for key in DATA_LINKS:
+            parser.link_arguments(f"model.net.init_args.{key}", f"data.init_args.{key}")
+
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
@@ -83,7 +92,8 @@ class ENATLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         if self.subcommand == "fit":
-            plugins = self._get(self.config_init, "trainer").get("plugins") or []
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            plugins = config["trainer"].get("plugins") or []
             plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
             if not any(isinstance(p, CheckpointIO) for p in plugins):  # a user's own CheckpointIO stays
                 plugins.append(AtomicCheckpointIO())
@@ -99,7 +109,6 @@ class ENATLightningCLI(LightningCLI):
         kwargs.pop("ckpt_path", None)  # taken out in parse_arguments, resolved here
         trainer = self.trainer
         dirs = run_dirs(trainer)
-        check_data_against_model(model, kwargs.get("datamodule"), self.config.fit.get("data"))
         ckpt = self.resolve_ckpt(model, dirs)
         if ckpt is None and self.ckpt_request != "last":
             for d in dirs["written"]:
@@ -163,7 +172,7 @@ class ENATLightningCLI(LightningCLI):
 def check_checkpoint_against_config(path: Path, model: ENATModule) -> None:
     """The network must be the checkpoint's (error naming the key and both values); every other
     hyper-parameter comes from the config, and each difference is printed."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_torch_file(path, mmap=True)
     hp = upgrade_checkpoint({"hyper_parameters": dict(ckpt.get("hyper_parameters") or {})})["hyper_parameters"]
     if not isinstance(hp.get("net"), dict):
         return  # not one of ours: Lightning's own checks apply
@@ -189,35 +198,6 @@ def check_checkpoint_against_config(path: Path, model: ENATModule) -> None:
 
 def _norm(v):
     return list(v) if isinstance(v, (tuple, list)) else v
-
-
-def check_data_against_model(model, datamodule, data_config) -> None:
-    """A data.* value that disagrees with model.net is an error naming both keys; when the shards'
-    manifest agrees with the model, the data key is the culprit and the message says so."""
-    if datamodule is None or not hasattr(model, "cfg"):
-        return
-    hp = getattr(datamodule, "hparams", {})
-    init = "data.init_args" if isinstance(data_config, dict) or hasattr(data_config, "class_path") else "data"
-    for data_key, net_key in DATA_KEYS:
-        have, want = hp.get(data_key), getattr(model.cfg, net_key, None)
-        if have is None or want is None or have == want or (data_key == "num_classes" and have < want):
-            continue  # (a model may have more classes than the data uses, never fewer)
-        manifest_value = _manifest_value(datamodule, data_key)
-        if manifest_value == want:
-            raise UserError(f"{init}.{data_key}={have} disagrees with model.net.init_args.{net_key}={want} and the "
-                            f"shards ({want}): fix {init}.{data_key} (or write ${{model.net.init_args.{net_key}}})")
-        raise UserError(f"model.net.init_args.{net_key}={want} but {init}.{data_key}={have}"
-                        + (f" (shards: {manifest_value})" if manifest_value is not None else ""))
-
-
-def _manifest_value(datamodule, data_key: str):
-    if not hasattr(datamodule, "manifest"):
-        return None
-    try:
-        m = datamodule.manifest("train")
-    except Exception:
-        return None  # the datamodule reports unreadable shards itself, with the shard named
-    return getattr(m, data_key, None)
 
 
 def run_dirs(trainer) -> dict:
@@ -268,24 +248,9 @@ class SaveConfigWithTensorBoard(SaveConfigCallback):
                 logger.experiment.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
 
-def _quiet_known_warnings() -> None:
-    # The EMA copy is kept in eval mode on purpose (it is the no-dropout reuse teacher).
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # Lightning advertises its cloud logger at every fit ("💡 Tip: ... litlogger"): not ours to print
-    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropAdverts) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_DropAdverts())
-
-
-class _DropAdverts(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
-
-
 def run_lightning_cli(argv: list[str]) -> int:
     """Runs LightningCLI on argv (``["fit", "-c", "experiments/enat_s.yaml", ...]``) -> exit code."""
-    _quiet_known_warnings()
+    quiet_known_warnings()
     try:
         with warnings.catch_warnings():
             # We pass argv as args= on purpose (`enat fit ...` is a command of ours, so sys.argv also

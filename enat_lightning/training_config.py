@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
-from enat_lightning.errors import UserError
+from enat_lightning.errors import MissingInput, UserError
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def resolve_training_config(configs: Iterable[str | os.PathLike], overrides: Ite
     configs = [Path(c) for c in configs]
     for c in configs:
         if not c.is_file():
-            raise FileNotFoundError(f"config file {c} does not exist (the training configs are in experiments/)")
+            raise MissingInput(f"config file {c} does not exist (the training configs are in experiments/)")
     args: list[str] = []
     for c in configs:
         args += ["-c", str(c)]

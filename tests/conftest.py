@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import enat_lightning.demo.classifier  # noqa: F401  registers the 'demo' feature network (as the commands do)
 from enat_testing import FIXTURES, REPO, load_fixture, tolerance  # noqa: F401  (re-exported)
 
 

@@ -31,13 +31,35 @@ def test_console_scripts_are_installed():
     assert res.returncode == 2 and "lightning {fit" in res.stderr
 
 
-def test_user_errors_are_one_line_without_traceback():
-    def boom(_args):
-        raise ValueError("config key 'model.width': expected int, got 'x'")
-    assert cli._guarded(boom, None) == 2
+def test_user_errors_are_one_line_without_traceback(capsys):
+    from enat_lightning.errors import InvalidInput, MissingInput
+
+    for err in (InvalidInput("config key 'model.width': expected int, got 'x'"), MissingInput("no file x.ckpt")):
+        def boom(_args, err=err):
+            raise err
+        assert cli._guarded(boom, None) == 2
+        assert capsys.readouterr().err.startswith("enat: error: ")
     res = subprocess.run([sys.executable, "-m", "enat_lightning.cli", "models", "--resolution", "x"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("exc", [KeyError("sampler"), ValueError("shapes (2, 3) and (3, 2)"), TypeError("x")])
+def test_a_bug_inside_a_command_shows_its_traceback(monkeypatch, exc):
+    """Only UserError is the user's mistake; a KeyError / ValueError raised in our code is a bug: it propagates
+    (the interpreter prints the traceback and exits 1), never one line with exit code 2."""
+    from enat_lightning.commands import models as models_cmd
+
+    def broken(**kwargs):
+        raise exc
+    monkeypatch.setattr(models_cmd, "models", broken)
+    with pytest.raises(type(exc)):
+        cli.main(["models"])
+    res = subprocess.run([sys.executable, "-c", "import sys; from enat_lightning import cli; "
+                          "import enat_lightning.commands.models as m; "
+                          "m.models = lambda **kw: {}['missing key']; sys.exit(cli.main(['models']))"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" in res.stderr and "KeyError: 'missing key'" in res.stderr, res.stderr
 
 
 def _leaves():

@@ -3,6 +3,7 @@ Lightning and nothing above them (the layering of the developers' guide)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "enat_lightning"
 
 # The layers, bottom first: a module may import its own layer or lower ones only.
 LAYERS = [
-    {"errors", "fileio", "seeding"},
+    {"errors", "fileio", "seeding", "quiet", "devices"},
     {"models", "tokenizers", "masking", "sampling", "text"},
     {"data", "evaluation", "demo.data", "demo.classifier"},  # the demo's data set and feature network
     {"sharding", "checkpointing"},
@@ -28,11 +29,34 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
+MODULE_STRING = re.compile(r"^enat_lightning(\.\w+)+(:\w+)?$")
+
+
+def _string_imports(tree: ast.AST, modules: set[str]) -> set[str]:
+    """Imports written as strings: ``importlib.import_module("x")`` / ``import_module(f"pkg.{name}")`` (every
+    module under ``pkg``), ``__import__("x")`` and ``"enat_lightning.x.y:function"`` tables."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_STRING.match(node.value):
+            found.add(node.value.split(":")[0])
+        if isinstance(node, ast.Call) and node.args and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))):
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add(arg.value)
+            elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+                prefix = str(arg.values[0].value)
+                found |= {m for m in modules if m.startswith(prefix)}
+    return found
+
+
+def _imports(path: Path, modules: set[str] = frozenset()) -> set[str]:
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    found = _string_imports(tree, modules)
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -49,7 +73,7 @@ def _imports(path: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in _imports(p) if m in files and m != name} for name, p in files.items()}
+    return {name: {m for m in _imports(p, set(files)) if m in files and m != name} for name, p in files.items()}
 
 
 def _layer(module: str) -> int:
@@ -110,3 +134,33 @@ def test_pure_torch_layers_import_no_lightning():
             if any(m == "lightning" or m.startswith(("lightning.", "pytorch_lightning")) for m in _imports(path)):
                 offenders.append(str(path.relative_to(PACKAGE.parent)))
     assert not offenders, f"pure-torch modules importing Lightning: {offenders}"
+
+
+def test_string_imports_are_seen():
+    """The graph includes imports by name in strings: a "module:function" table or import_module(...)."""
+    tree = ast.parse('T = {"demo": "enat_lightning.demo.classifier:load"}\n'
+                     'importlib.import_module(f"enat_lightning.commands.{name}")\n'
+                     'import_module("enat_lightning.studies.study")')
+    mods = {"enat_lightning.commands.sample", "enat_lightning.commands.models", "enat_lightning.models"}
+    assert _string_imports(tree, mods) == {"enat_lightning.demo.classifier", "enat_lightning.commands.sample",
+                                           "enat_lightning.commands.models", "enat_lightning.studies.study"}
+
+
+def test_lightning_tips_are_silenced_once_for_the_package():
+    """Importing enat_lightning filters Lightning's "💡 Tip" adverts (litlogger/litmodels) from every command."""
+    import subprocess
+    import sys
+
+    code = ("import logging, enat_lightning; from lightning.pytorch.utilities.rank_zero import rank_zero_info; "
+            "logging.basicConfig(level=logging.INFO); rank_zero_info('💡 Tip: try litlogger'); "
+            "rank_zero_info('kept message')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "kept message" in err and "Tip" not in err, err
+
+
+def test_one_torch_load():
+    """sampling/checkpoint.py::read_torch_file is the one reader of torch files (safe, one-line errors)."""
+    pattern = re.compile(r"\btorch\.load\(")
+    offenders = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py")
+                 if pattern.search(p.read_text()) and p != PACKAGE / "sampling" / "checkpoint.py"]
+    assert not offenders, f"torch.load outside sampling/checkpoint.py: {offenders}"

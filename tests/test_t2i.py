@@ -216,7 +216,7 @@ def test_enat_b_coco_yaml_fast_dev_run(coco_shards, tmp_path):
         "model": {"net": {"class_path": "enat_lightning.models.ENATConfig",
                           "init_args": {**TINY, "text_adaln": "none"}}},
         "data": {"init_args": {"train_shards": str(coco_shards), "val_shards": str(coco_shards), "batch_size": 2,
-                               "num_workers": 0, "codebook_size": 16, "latent_side": 4}},
+                               "num_workers": 0, "codebook_size": 16, "grid": 4}},
         "trainer": {"default_root_dir": str(tmp_path), "logger": False, "callbacks": []}}))
     rc = run_lightning_cli(["fit", "-c", str(path), "-c", str(tiny), "--trainer.fast_dev_run", "1",
                             "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.devices", "1"])

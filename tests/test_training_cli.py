@@ -183,18 +183,27 @@ def test_dotted_command_line_override_keeps_the_network_class():
     assert cfg["model"]["net"]["init_args"]["width"] == 32 and cfg["model"]["net"]["init_args"]["depth"] == 8
 
 
-def test_data_section_interpolates_the_composed_network(tmp_path):
-    """omegaconf+: ${model.net.init_args.*} in the data section follows later -c files and flags."""
+def test_data_module_is_given_the_composed_networks_grid(tmp_path):
+    """grid / codebook_size / num_classes: one name each, the network's value linked into the data module
+    (after every -c file and flag); no YAML repeats them."""
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
     grid8 = write(tmp_path / "grid8.yaml", "model:\n  net:\n    init_args: {grid: 8}\n")
     cfg = printed(["fit", "-c", str(repo / "experiments" / "demo.yaml"), "-c", grid8,
                    "--model.net.init_args.codebook_size", "256"])
-    data = cfg["data"]["init_args"]
-    assert (data["latent_side"], data["codebook_size"], data["num_classes"]) == (8, 256, 10)
-    assert "${" not in (repo / "experiments" / "enat_s.yaml").read_text().split("\nmodel:")[0]  # only data interpolates
-    assert "${model.net.init_args.grid}" in (repo / "experiments" / "enat_s.yaml").read_text()
+    assert not {"grid", "latent_side", "codebook_size", "num_classes"} & set(cfg["data"]["init_args"])  # linked
+    from enat_lightning.module import ENATModule
+    from enat_lightning.training_cli import ENATLightningCLI
+
+    cli = ENATLightningCLI(ENATModule, datamodule_class=None, auto_configure_optimizers=False, run=False,
+                           args=["-c", str(repo / "experiments" / "demo.yaml"), "-c", grid8, "--trainer.logger", "false",
+                                 "--model.net.init_args.codebook_size", "256"])
+    hp = cli.datamodule.hparams
+    assert (hp["grid"], hp["codebook_size"], hp["num_classes"]) == (8, 256, 10)
+    for yaml_file in (repo / "experiments").rglob("*.yaml"):
+        text = yaml_file.read_text()
+        assert "latent_side" not in text and "${model.net.init_args" not in text, yaml_file
 
 
 def test_no_argv_swap_and_no_lightningcli_args_warning(tiny, monkeypatch, recwarn):

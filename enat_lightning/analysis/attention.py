@@ -39,6 +39,7 @@ from enat_lightning.models.config import ATTENTION_REMOVALS
 
 from .report import atomic_write_bytes, markdown_table, pyplot, save_figure, write_csv
 from .similarity import analysis_conditions, layer_modules, seeded_batches
+from enat_lightning.errors import InvalidInput
 
 INTERACTIONS = ("mask_to_visible", "mask_to_mask", "visible_to_visible", "visible_to_mask")
 
@@ -103,7 +104,7 @@ def attention_modules(model) -> list[tuple[str, SCAttention, str]]:
     """(name, attention module, role) per block: role "all" (NAT), "encoder", "decoder" (ENAT)."""
     layers = layer_modules(model)  # the same blocks, names and roles as the similarity analysis
     if any(isinstance(b, SelfCrossBlock) for _, b, _ in layers):
-        raise ValueError("attention maps support SC-attention blocks only; this model uses "
+        raise InvalidInput("attention maps support SC-attention blocks only; this model uses "
                          "attention='self_cross' (Table 6b), whose cross-attention bypasses SCAttention.forward")
     return [(name, b.attn, role) for name, b, role in layers]
 
@@ -324,9 +325,9 @@ class AttentionCut(ConditionedNetwork):
 
 def check_removal(net, removal: str) -> None:
     if removal not in ATTENTION_REMOVALS:
-        raise ValueError(f"--remove {removal!r}: choose from {list(ATTENTION_REMOVALS)} or 'all'")
+        raise InvalidInput(f"--remove {removal!r}: choose from {list(ATTENTION_REMOVALS)} or 'all'")
     if not hasattr(net, "blocks") or getattr(net.cfg, "attention_removal", None) is None:
-        raise ValueError(f"inference-time attention removal needs a NAT checkpoint (arch 'nat'); got "
+        raise InvalidInput(f"inference-time attention removal needs a NAT checkpoint (arch 'nat'); got "
                          f"{type(net).__name__}: ENAT has no full self-attention to cut")
 
 
@@ -337,7 +338,7 @@ def removal_list(spec: str) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in ATTENTION_REMOVALS]
     if bad or not names:
-        raise ValueError(f"--remove {spec!r}: unknown cut(s) {bad}; choose from {list(ATTENTION_REMOVALS)} or 'all'")
+        raise InvalidInput(f"--remove {spec!r}: unknown cut(s) {bad}; choose from {list(ATTENTION_REMOVALS)} or 'all'")
     return names
 
 
@@ -355,7 +356,7 @@ def masked_token_loss(net, tokens: torch.Tensor, labels, *, removal: str | None 
     from enat_lightning.masking import apply_mask, masked_accuracy, masked_ce, sample_mask, sample_mask_ratio
 
     if tokens.dim() != 2 or tokens.shape[1] != net.cfg.seq_len:
-        raise ValueError(f"tokens must be (N, {net.cfg.seq_len}) for grid {net.cfg.grid}, got {tuple(tokens.shape)}")
+        raise InvalidInput(f"tokens must be (N, {net.cfg.seq_len}) for grid {net.cfg.grid}, got {tuple(tokens.shape)}")
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -377,7 +378,7 @@ def masked_token_loss(net, tokens: torch.Tensor, labels, *, removal: str | None 
     finally:
         net.train(was_training)
     if total == 0:
-        raise ValueError("no validation tokens to evaluate")
+        raise InvalidInput("no validation tokens to evaluate")
     return {"loss": total_loss / total, "acc": total_acc / total}
 
 
@@ -427,7 +428,7 @@ def load_tokens(spec: str, limit: int | None = None):
         if limit is not None and len(tokens) >= limit:
             break
     if not tokens:
-        raise ValueError(f"{where}: no samples")
+        raise InvalidInput(f"{where}: no samples")
     if text:
         return torch.stack(tokens), Captions(torch.from_numpy(np.stack([t for t, _ in conds])).float(),
                                              torch.from_numpy(np.stack([m for _, m in conds])).bool())
@@ -457,7 +458,7 @@ def default_val_data(cfg) -> str:
     try:
         ds = dataset_for(cfg)
     except ValueError as e:
-        raise ValueError(f"pass --data with validation token shards for this checkpoint: {e}") from None
+        raise InvalidInput(f"pass --data with validation token shards for this checkpoint: {e}") from None
     return str(ensure_demo_data(dataset=ds).val)
 
 
@@ -476,7 +477,7 @@ def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str |
     spec = data or default_val_data(cfg)
     tokens, labels = load_tokens(spec, limit)
     if tokens.shape[1] != cfg.seq_len or int(tokens.max()) >= cfg.codebook_size:
-        raise ValueError(f"--data {spec}: tokens of length {tokens.shape[1]} with ids up to {int(tokens.max())} "
+        raise InvalidInput(f"--data {spec}: tokens of length {tokens.shape[1]} with ids up to {int(tokens.max())} "
                          f"do not fit the checkpoint (grid {cfg.grid}, codebook_size {cfg.codebook_size})")
     rows = removal_study(net, tokens, labels, removals, sample_metric=sample_metric, batch_size=batch_size,
                          seed=seed, mask_ratio_beta=mask_ratio_beta)

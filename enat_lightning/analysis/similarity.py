@@ -34,6 +34,7 @@ import torch
 from enat_lightning.models.tokens import split_positions
 
 from .report import atomic_write_bytes, pyplot, save_figure, write_csv
+from enat_lightning.errors import InvalidInput
 
 GROUPS = ("newly_revealed", "previously_visible", "still_masked")
 
@@ -45,7 +46,7 @@ def token_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.T
     ``eps`` guards a zero vector (similarity 0 then, as ``F.cosine_similarity``).
     """
     if a.shape != b.shape:
-        raise ValueError(f"feature shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise InvalidInput(f"feature shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     a, b = a.double(), b.double()  # float32 dot products of wide features lose the 1e-4 differences
     dot = (a * b).sum(-1)
     norm = a.norm(dim=-1) * b.norm(dim=-1)
@@ -58,18 +59,18 @@ def transition_groups(input_ids: torch.Tensor, mask_id: int) -> torch.Tensor:
     input_ids (S, B, L) the sampler's per-step inputs -> (P, G, B, L) bool, exactly one True along G.
     """
     if input_ids.dim() != 3 or input_ids.shape[0] < 2:
-        raise ValueError(f"input_ids must be (S >= 2, B, L) per-step inputs, got {tuple(input_ids.shape)}")
+        raise InvalidInput(f"input_ids must be (S >= 2, B, L) per-step inputs, got {tuple(input_ids.shape)}")
     masked = input_ids == mask_id  # (S, B, L)
     before, after = masked[:-1], masked[1:]  # (P, B, L)
     if bool((~before & after).any()):
-        raise ValueError("a visible token became [MASK] again between steps: not a sampler trace")
+        raise InvalidInput("a visible token became [MASK] again between steps: not a sampler trace")
     return torch.stack([before & ~after, ~before, before & after], dim=1)  # (P, G, B, L)
 
 
 def adjacent_similarity(feats: torch.Tensor) -> torch.Tensor:
     """feats (S, ..., L, D) -> (P, ..., L) cosine similarity of each position between steps s and s+1."""
     if feats.shape[0] < 2:
-        raise ValueError(f"need features of at least 2 steps, got {feats.shape[0]}")
+        raise InvalidInput(f"need features of at least 2 steps, got {feats.shape[0]}")
     return token_cosine(feats[:-1], feats[1:])
 
 
@@ -97,7 +98,7 @@ def layer_modules(model) -> list[tuple[str, torch.nn.Module, str]]:
     if hasattr(model, "encoder") and hasattr(model, "decoder"):
         return ([(f"enc{i}", b, "encoder") for i, b in enumerate(model.encoder)]
                 + [(f"dec{i}", b, "decoder") for i, b in enumerate(model.decoder)])
-    raise ValueError(f"{type(model).__name__} has neither .blocks (NAT) nor .encoder/.decoder (ENAT)")
+    raise InvalidInput(f"{type(model).__name__} has neither .blocks (NAT) nor .encoder/.decoder (ENAT)")
 
 
 def _positions(kind: str, masking: torch.Tensor, prev_masking: torch.Tensor | None) -> torch.Tensor | None:
@@ -247,9 +248,9 @@ def run_similarity(model, labels, settings=None, *, layers: str = "final", gener
     steps = settings.steps
 
     if layers not in ("final", "all"):
-        raise ValueError(f"layers must be 'final' or 'all', got {layers!r}")
+        raise InvalidInput(f"layers must be 'final' or 'all', got {layers!r}")
     if steps < 2:
-        raise ValueError(f"the similarity between adjacent steps needs steps >= 2, got {steps}")
+        raise InvalidInput(f"the similarity between adjacent steps needs steps >= 2, got {steps}")
     if not hasattr(labels, "__len__") or isinstance(labels, (list, tuple)):
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     B = len(labels)  # class labels (B,) or Captions of B rows
@@ -382,11 +383,11 @@ def write_similarity_outputs(result: SimilarityResult, out_dir: str | os.PathLik
 def balanced_labels(num_samples: int, num_classes: int, labels: list[int] | None = None) -> torch.Tensor:
     """(N,) class ids: ``labels`` cycled, or 0, 1, ..., K-1, 0, ... when none are given."""
     if num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+        raise InvalidInput(f"--num-samples must be >= 1, got {num_samples}")
     pool = list(range(num_classes)) if not labels else list(labels)
     bad = [c for c in pool if not 0 <= c < num_classes]
     if bad:
-        raise ValueError(f"--labels {bad} outside [0, {num_classes - 1}] for this checkpoint")
+        raise InvalidInput(f"--labels {bad} outside [0, {num_classes - 1}] for this checkpoint")
     return torch.tensor([pool[i % len(pool)] for i in range(num_samples)])
 
 
@@ -396,12 +397,12 @@ def analysis_conditions(cfg, num_samples: int, labels: list[int] | None = None, 
     (``Captions``, e.g. ``text.encode_prompts``) cycled to ``num_samples`` rows."""
     if cfg.condition != "text":
         if captions is not None:
-            raise ValueError("prompts need a text model (condition: text); this checkpoint is class-conditional")
+            raise InvalidInput("prompts need a text model (condition: text); this checkpoint is class-conditional")
         return balanced_labels(num_samples, cfg.num_classes, labels).to(device)
     if captions is None:
-        raise ValueError("this checkpoint is a text model: give prompts (--prompts FILE --text-encoder SPEC)")
+        raise InvalidInput("this checkpoint is a text model: give prompts (--prompts FILE --text-encoder SPEC)")
     if num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+        raise InvalidInput(f"--num-samples must be >= 1, got {num_samples}")
     return captions[torch.arange(num_samples) % len(captions)]
 
 

@@ -12,6 +12,7 @@ import torch
 
 from enat_lightning.evaluation import evaluate, load_feature_extractor
 from enat_lightning.sampling.settings import SamplerSettings, as_settings
+from enat_lightning.errors import InvalidInput
 
 METRIC_KEYS = ("fid", "is_mean", "is_std", "accuracy")
 
@@ -40,7 +41,7 @@ class FIDCallback(pl.Callback):
                  prompts_from: str | None = None):
         super().__init__()
         if every_n_steps < 0 or num_samples < 1:
-            raise ValueError(f"FIDCallback: every_n_steps must be >= 0 and num_samples >= 1, got "
+            raise InvalidInput(f"FIDCallback: every_n_steps must be >= 0 and num_samples >= 1, got "
                              f"{every_n_steps}, {num_samples}")
         self.ref_stats, self.feature, self.tokenizer_spec = ref_stats, feature, tokenizer
         self.every_n_steps, self.num_samples, self.at_fit_end = every_n_steps, num_samples, at_fit_end
@@ -59,7 +60,7 @@ class FIDCallback(pl.Callback):
             return
         text_model = getattr(pl_module.cfg, "condition", "class") == "text"
         if text_model != (self.prompts_from is not None):
-            raise ValueError("FIDCallback: a text model (condition: text) samples captions: set init_args.prompts_from "
+            raise InvalidInput("FIDCallback: a text model (condition: text) samples captions: set init_args.prompts_from "
                              "to val text shards (`enat tokenize coco`)" if text_model else
                              "FIDCallback: prompts_from is for text models (condition: text); class models sample labels")
         from enat_lightning.tokenizers import load_tokenizer

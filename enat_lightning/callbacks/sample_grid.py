@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from enat_lightning.sampling import io as sio
 from enat_lightning.sampling.settings import SamplerSettings, as_settings
+from enat_lightning.errors import InvalidInput, MissingInput
 
 KEY = "trainer.callbacks[SampleGrid].init_args.tokenizer"
 
@@ -55,23 +56,23 @@ class SampleGrid(pl.Callback):
                  nrow: int | None = None, use_ema: bool = True, prompts: list[str] | None = None,
                  text_encoder: str | None = None):
         if every_n_steps < 1 or num_samples < 1:
-            raise ValueError(f"SampleGrid: every_n_steps and num_samples must be >= 1, got {every_n_steps}, {num_samples}")
+            raise InvalidInput(f"SampleGrid: every_n_steps and num_samples must be >= 1, got {every_n_steps}, {num_samples}")
         path = tokenizer.get("path") if isinstance(tokenizer, dict) else tokenizer
         if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{KEY}: tokenizer file {path} not found (the demo tokenizer: build it with "
+            raise MissingInput(f"{KEY}: tokenizer file {path} not found (the demo tokenizer: build it with "
                                     f"`enat tokenize demo` or `make demo`; a VQGAN: download its checkpoint)")
         self.every_n_steps, self.num_samples, self.labels = every_n_steps, num_samples, labels
         self.tokenizer_spec, self.tokenizer = tokenizer, None
         self.sampler = as_settings(sampler)
         self.seed, self.nrow, self.use_ema = seed, nrow, use_ema
         if bool(prompts) != bool(text_encoder):
-            raise ValueError("SampleGrid: prompts and text_encoder go together (captions for a text model)")
+            raise InvalidInput("SampleGrid: prompts and text_encoder go together (captions for a text model)")
         self.prompts, self.text_encoder = prompts, text_encoder
         self.last_path: Path | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if (pl_module.cfg.condition == "text") != bool(self.prompts):
-            raise ValueError("SampleGrid: a text model (condition: text) samples prompts: set init_args.prompts "
+            raise InvalidInput("SampleGrid: a text model (condition: text) samples prompts: set init_args.prompts "
                              "and init_args.text_encoder" if self.prompts is None else
                              "SampleGrid: prompts need a text model (condition: text); class models take labels")
         if self.tokenizer_spec is not None and self.tokenizer is None:
@@ -79,7 +80,7 @@ class SampleGrid(pl.Callback):
 
             self.tokenizer = load_tokenizer(self.tokenizer_spec)
             if self.tokenizer.codebook_size != pl_module.cfg.codebook_size:
-                raise ValueError(f"{KEY}: tokenizer codebook_size {self.tokenizer.codebook_size} != "
+                raise InvalidInput(f"{KEY}: tokenizer codebook_size {self.tokenizer.codebook_size} != "
                                  f"model.net codebook_size {pl_module.cfg.codebook_size}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

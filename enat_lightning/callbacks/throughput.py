@@ -7,9 +7,10 @@ FLOP/s per device / the device's peak). The FLOPs per sample are counted once on
 given, else from Lightning's table of GPUs for the run's precision (``get_available_flops``); on
 the CPU there is no such table, so ``mfu`` is not logged there unless ``peak_flops`` is set.
 
-Unlike the stock monitor, which calls ``torch.cuda.synchronize()`` after every batch, this one
-reads the clock (and synchronises) only on logging steps (``trainer.log_every_n_steps``): rates are
-measured between consecutive logging steps, and the other steps run without a host stall.
+Unlike the stock ``ThroughputMonitor``, which calls ``torch.cuda.synchronize()`` after every batch,
+this one reads the clock (and synchronises) only on logging steps (``trainer.log_every_n_steps``):
+rates are measured between consecutive logging steps, and the other steps run without a host
+stall. Public Lightning API only: ``Throughput``, ``get_available_flops``, ``pl_module.log_dict``.
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.throughput import measure_flops
-from lightning.pytorch.callbacks import ThroughputMonitor
-from lightning.pytorch.trainer.states import RunningStage
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops, measure_flops
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 from enat_lightning.masking import apply_mask, sample_mask, sample_reuse_mask
 
@@ -56,72 +56,80 @@ def training_flops_per_sample(cfg, reuse_prob: float, mask_ratio: float = MEAN_M
     return float((1 - reuse_prob) * plain + reuse_prob * (reuse + teacher))
 
 
-class TrainingThroughput(ThroughputMonitor):
-    """``ThroughputMonitor`` for ENAT batches, logging ``samples/s``, ``tokens/s``, ``tflops/s``, ``mfu``.
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether the optimizer step that just finished is a logging step (``Trainer.log_every_n_steps``),
+    from public trainer state only: call after the step (``on_train_batch_end``)."""
+    return trainer.global_step % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
+
+
+class TrainingThroughput(Callback):
+    """Logs ``samples/s``, ``tokens/s``, ``tflops/s`` and ``mfu`` of ENAT training batches.
 
     peak_flops: the device's peak FLOP/s for MFU (default: Lightning's GPU table; none on CPU).
-    The module supplies ``flops_per_batch`` (``ENATModule`` counts it at the start of fit).
+    The FLOPs per sample are counted here, once at the start of fit, from the module's network
+    config (``training_flops_per_sample``); the module knows nothing of this callback. Built on
+    Lightning's public ``Throughput`` (the engine of ``ThroughputMonitor``) and ``pl_module.log``.
     """
 
     def __init__(self, peak_flops: float | None = None):
-        super().__init__(batch_size_fn=lambda batch: int(batch["tokens"].shape[0]),
-                         length_fn=lambda batch: int(batch["tokens"].numel()), window_size=2)
+        super().__init__()
         self.peak_flops = peak_flops
+        self.flops_per_sample: float | None = None
+        self.throughput: Throughput | None = None
+        self._t0 = self._val_t0 = 0.0
+        self._batches = self._samples = self._tokens = 0
         self._flops_since_update = 0.0  # model FLOPs per device since the last window point
-        self._val_t0 = 0.0
+        self._last_logged = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if self.peak_flops is not None:
-            self.available_flops = self.peak_flops
-            for tp in self._throughputs.values():
-                tp.available_flops = self.peak_flops
-        elif self.available_flops is None and stage == "fit":
-            rank_zero_info(f"TrainingThroughput: no peak FLOP/s known for {trainer.strategy.root_device}; mfu is "
-                           "not logged (set peak_flops to log it)")
-
-    # -- only on logging steps: the clock read needs a device sync on GPU -----------------------------
-    @rank_zero_only
-    def on_train_start(self, trainer, *_) -> None:
-        super().on_train_start(trainer)
-        # the window's first point: the start of training, so the first logging step has a rate
-        self._throughputs[RunningStage.TRAINING].update(time=0.0, batches=0, samples=0, lengths=0, flops=0)
-        self._flops_since_update = 0.0
-
-    @torch.inference_mode()
-    def _update(self, trainer, pl_module, batch, iter_num: int) -> None:
-        stage = trainer.state.stage
-        self._lengths[stage] += self.length_fn(batch)
-        self._samples[stage] += self.batch_size_fn(batch)
-        self._batches[stage] += 1
-        flops = getattr(pl_module, "flops_per_batch", None)
-        self._flops_since_update += flops or 0.0
-        if not trainer._logger_connector.should_update_logs:
+        if stage != "fit":
             return
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()  # the clock must see the finished step
-        self._throughputs[stage].update(time=time.perf_counter() - self._t0s[stage], batches=self._batches[stage],
-                                        samples=self._samples[stage], lengths=self._lengths[stage],
-                                        flops=self._flops_since_update if flops is not None else None)
+        cfg = getattr(pl_module, "cfg", None)
+        if cfg is not None and getattr(cfg, "condition", "class") != "text":
+            self.flops_per_sample = training_flops_per_sample(cfg, float(pl_module.hparams.get("reuse_prob", 0.0)))
+        peak = self.peak_flops
+        if peak is None:
+            peak = get_available_flops(trainer.strategy.root_device, trainer.precision)
+            if peak is None:
+                rank_zero_info(f"TrainingThroughput: no peak FLOP/s known for {trainer.strategy.root_device}; mfu "
+                               "is not logged (set peak_flops to log it)")
+        # window of 2: rates between consecutive logging steps
+        self.throughput = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=2)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+        self._batches = self._samples = self._tokens = 0
         self._flops_since_update = 0.0
+        # the window's first point: the start of training, so the first logging step has a rate
+        self.throughput.update(time=0.0, batches=0, samples=0, lengths=0, flops=0)
 
     # validation inside fit: its wall time is not training time
-    @rank_zero_only
-    def on_validation_start(self, trainer, *_) -> None:
+    def on_validation_start(self, trainer, pl_module) -> None:
         self._val_t0 = time.perf_counter()
 
-    @rank_zero_only
-    def on_validation_end(self, trainer, *_) -> None:
-        if not trainer.sanity_checking and RunningStage.TRAINING in self._t0s:
-            self._t0s[RunningStage.TRAINING] += time.perf_counter() - self._val_t0
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and self.throughput is not None:
+            self._t0 += time.perf_counter() - self._val_t0
 
-    def _compute(self, trainer, iter_num: int | None = None) -> None:
-        if not trainer._logger_connector.should_update_logs:
+    @torch.inference_mode()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        tokens = batch["tokens"]  # (B, L)
+        self._batches += 1
+        self._samples += int(tokens.shape[0])
+        self._tokens += int(tokens.numel())
+        if self.flops_per_sample is not None:
+            self._flops_since_update += self.flops_per_sample * int(tokens.shape[0])
+        # only on logging steps (once per optimizer step): the clock read needs a device sync on GPU
+        if not logs_this_step(trainer) or trainer.global_step == self._last_logged:
             return
-        stage = trainer.state.stage
-        if stage != RunningStage.TRAINING:  # validation / test throughput: not ours to report
-            return
-        m = self._throughputs[stage].compute()
+        self._last_logged = trainer.global_step
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the clock must see the finished step
+        self.throughput.update(time=time.perf_counter() - self._t0, batches=self._batches, samples=self._samples,
+                               lengths=self._tokens,
+                               flops=self._flops_since_update if self.flops_per_sample is not None else None)
+        self._flops_since_update = 0.0
+        m = self.throughput.compute()
         world = trainer.world_size
         metrics = {}
         if "device/samples_per_sec" in m:
@@ -133,23 +141,5 @@ class TrainingThroughput(ThroughputMonitor):
         if "device/mfu" in m:
             metrics["mfu"] = m["device/mfu"]
         if metrics:
-            trainer._logger_connector.log_metrics(metrics, step=iter_num)
-            for k, v in metrics.items():  # also in callback_metrics, like self.log'd values
-                trainer.callback_metrics[k] = torch.tensor(float(v))
-
-    @rank_zero_only
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, *_) -> None:
-        self._update(trainer, pl_module, batch, trainer.fit_loop.total_batch_idx + 1)
-        if not trainer.fit_loop._should_accumulate():
-            self._compute(trainer)
-
-    # validation / test / predict: counted by the stock monitor; not logged here
-    def on_validation_batch_end(self, *args, **kwargs) -> None:
-        return
-
-    def on_test_batch_end(self, *args, **kwargs) -> None:
-        return
-
-    def on_predict_batch_end(self, *args, **kwargs) -> None:
-        return
-
+            pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False,
+                               rank_zero_only=True)

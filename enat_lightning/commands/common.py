@@ -6,21 +6,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from enat_lightning.devices import check_device  # noqa: F401  (the one device check; commands import it from here)
 from enat_lightning.errors import UserError
-
-
-def check_device(device: Optional[str]) -> None:
-    """``--device cuda`` on a machine without a GPU: one line now, not a CUDA traceback later."""
-    if device is None or not str(device).startswith("cuda"):
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible on this machine (torch.cuda.is_available() is "
-                        f"False); use --device cpu")
-    index = str(device).partition(":")[2]
-    if index and int(index) >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from enat_lightning.sampling.settings import SamplerSettings
+from enat_lightning.errors import MissingInput
 
 
 def read_samples(path: Path):
@@ -16,7 +17,7 @@ def read_samples(path: Path):
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"samples file {path} does not exist: make one with `enat sample --ckpt CKPT "
+        raise MissingInput(f"samples file {path} does not exist: make one with `enat sample --ckpt CKPT "
                                 f"--tokenizer TOK --out DIR` (DIR/samples.npz)")
     if path.is_file() and not zipfile.is_zipfile(path):
         raise UserError(f"samples file {path} is not an .npz archive (a text file, or truncated?); make one with "

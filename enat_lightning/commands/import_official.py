@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional, Union
+from enat_lightning.errors import MissingInput
 
 
 def import_official(nnet: Path, out: Path, preset: Optional[str] = None,
@@ -56,7 +57,7 @@ def _read_json(text: str) -> dict:
 
     src = text if text.lstrip().startswith("{") else Path(text).read_text() if Path(text).is_file() else None
     if src is None:
-        raise FileNotFoundError(f"--official_config {text} is neither inline JSON nor an existing file")
+        raise MissingInput(f"--official_config {text} is neither inline JSON nor an existing file")
     try:
         return json.loads(src)
     except json.JSONDecodeError as e:

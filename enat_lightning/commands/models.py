@@ -1,6 +1,8 @@
 """`enat models`: the Table 7 presets with parameter counts."""
 from __future__ import annotations
 
+from enat_lightning.errors import InvalidInput
+
 
 def models(num_classes: int = 1000, resolution: int = 256, json: bool = False) -> list[dict]:
     """List the model presets (paper Table 7) with parameter counts.
@@ -15,7 +17,7 @@ def models(num_classes: int = 1000, resolution: int = 256, json: bool = False) -
     from enat_lightning.models.stats import preset_table
 
     if resolution % 16:
-        raise ValueError(f"--resolution {resolution} must be a multiple of 16 (VQGAN downsampling)")
+        raise InvalidInput(f"--resolution {resolution} must be a multiple of 16 (VQGAN downsampling)")
     rows = preset_table(num_classes=num_classes, grid=resolution // 16)
     if json:
         print(json_lib.dumps(rows, indent=2))

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from enat_lightning.sampling.settings import SamplerSettings
+from enat_lightning.errors import MissingInput
 
 
 def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Optional[list[Path]],
@@ -139,7 +140,7 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
         raise UserError("--edit IMAGE and --region X0,Y0,X1,Y1 go together")
     image = Path(image)
     if not image.is_file():
-        raise FileNotFoundError(f"--edit image {image} does not exist")
+        raise MissingInput(f"--edit image {image} does not exist")
     if tokenizer is None:
         raise UserError("--edit needs --tokenizer (the model's tokenizer turns the image into tokens)")
     if not labels:

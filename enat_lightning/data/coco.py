@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .tokenize import TokenizeResult, tokenize_items
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 @dataclass
@@ -46,35 +47,35 @@ def read_coco_captions(captions_json: str | os.PathLike, images_dir: str | os.Pa
     skipped, as any unreadable image)."""
     path = Path(captions_json)
     if not path.is_file():
-        raise FileNotFoundError(f"captions file {path} does not exist (expected e.g. "
+        raise MissingInput(f"captions file {path} does not exist (expected e.g. "
                                 f"annotations/captions_train2014.json)")
     if not Path(images_dir).is_dir():
-        raise FileNotFoundError(f"image directory {images_dir} does not exist")
+        raise MissingInput(f"image directory {images_dir} does not exist")
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise InvalidInput(f"{path}: not valid JSON ({e})") from e
     for key in ("images", "annotations"):
         if not isinstance(d.get(key), list):
-            raise ValueError(f"{path}: missing list {key!r} (not a COCO captions file)")
+            raise InvalidInput(f"{path}: missing list {key!r} (not a COCO captions file)")
     files = {}
     for n, im in enumerate(d["images"]):
         if "id" not in im or "file_name" not in im:
-            raise ValueError(f"{path}: images[{n}] lacks 'id' or 'file_name'")
+            raise InvalidInput(f"{path}: images[{n}] lacks 'id' or 'file_name'")
         files[int(im["id"])] = im["file_name"]
     caps: dict[int, tuple[list[str], list[int]]] = {}
     for n, ann in enumerate(d["annotations"]):
         if "image_id" not in ann or not isinstance(ann.get("caption"), str):
-            raise ValueError(f"{path}: annotations[{n}] lacks 'image_id' or a string 'caption'")
+            raise InvalidInput(f"{path}: annotations[{n}] lacks 'image_id' or a string 'caption'")
         iid = int(ann["image_id"])
         if iid not in files:
-            raise ValueError(f"{path}: annotations[{n}] refers to image_id {iid}, which is not in 'images'")
+            raise InvalidInput(f"{path}: annotations[{n}] refers to image_id {iid}, which is not in 'images'")
         c, r = caps.setdefault(iid, ([], []))
         c.append(ann["caption"].strip())
         r.append(n)
     out = [CocoImage(iid, os.path.join(str(images_dir), files[iid]), *caps[iid]) for iid in sorted(caps)]
     if not out:
-        raise ValueError(f"{path}: no image has a caption")
+        raise InvalidInput(f"{path}: no image has a caption")
     return out[:limit] if limit is not None else out
 
 
@@ -92,9 +93,9 @@ def null_condition_from_text_info(text: dict | None, where: str = "manifest") ->
         emb = np.load(io.BytesIO(base64.b64decode(text["null_text"])), allow_pickle=False).astype(np.float32)
         mask = np.asarray(text["null_mask"], dtype=bool)
     except Exception as e:
-        raise ValueError(f"{where}: text.null_text / null_mask cannot be decoded ({e})") from e
+        raise InvalidInput(f"{where}: text.null_text / null_mask cannot be decoded ({e})") from e
     if emb.shape != (text["max_len"], text["dim"]) or mask.shape != (text["max_len"],):
-        raise ValueError(f"{where}: null caption shapes {emb.shape} / {mask.shape} do not match "
+        raise InvalidInput(f"{where}: null caption shapes {emb.shape} / {mask.shape} do not match "
                          f"max_len {text['max_len']}, dim {text['dim']}")
     return emb, mask
 
@@ -102,13 +103,13 @@ def null_condition_from_text_info(text: dict | None, where: str = "manifest") ->
 def check_text_fits(cfg, text: dict | None, where: str = "shards") -> None:
     """The shards' captions (manifest ``text``) must fit a text model's config (T, Dt)."""
     if text is None:
-        raise ValueError(f"{where} hold no text (manifest 'text' is null): a text model needs "
+        raise InvalidInput(f"{where} hold no text (manifest 'text' is null): a text model needs "
                          f"`enat tokenize coco` shards")
     if cfg.condition != "text":
-        raise ValueError(f"{where} hold captions: the model must be text-conditioned (condition: text), "
+        raise InvalidInput(f"{where} hold captions: the model must be text-conditioned (condition: text), "
                          f"got condition={cfg.condition!r}")
     if (text["max_len"], text["dim"]) != (cfg.text_len, cfg.text_dim):
-        raise ValueError(f"{where}: captions are {text['max_len']} x {text['dim']} (T x Dt) but the model has "
+        raise InvalidInput(f"{where}: captions are {text['max_len']} x {text['dim']} (T x Dt) but the model has "
                          f"text_len={cfg.text_len}, text_dim={cfg.text_dim}")
 
 
@@ -152,23 +153,23 @@ def load_precomputed(embeddings: str | os.PathLike, n_annotations: int, mask: st
     """Loads and checks the .npy arrays of precomputed caption embeddings (memory-mapped)."""
     def load(p):
         if not Path(p).is_file():
-            raise FileNotFoundError(f"embedding file {p} does not exist")
+            raise MissingInput(f"embedding file {p} does not exist")
         return np.load(p, mmap_mode="r", allow_pickle=False)
 
     emb = load(embeddings)
     if emb.ndim != 3 or emb.shape[0] != n_annotations:
-        raise ValueError(f"{embeddings}: expected shape (N_annotations={n_annotations}, T, Dt), got {emb.shape} "
+        raise InvalidInput(f"{embeddings}: expected shape (N_annotations={n_annotations}, T, Dt), got {emb.shape} "
                          f"(row i = annotations[i] of the captions json)")
     T, Dt = emb.shape[1:]
     m = np.ones(emb.shape[:2], bool) if mask is None else load(mask)
     if m.shape != emb.shape[:2]:
-        raise ValueError(f"{mask}: expected shape {emb.shape[:2]}, got {m.shape}")
+        raise InvalidInput(f"{mask}: expected shape {emb.shape[:2]}, got {m.shape}")
     null_pair = None
     if null is not None:
         ne = np.asarray(load(null), dtype=np.float32)
         nm = np.ones(T, bool) if null_mask is None else np.asarray(load(null_mask), bool)
         if ne.shape != (T, Dt) or nm.shape != (T,):
-            raise ValueError(f"{null}: expected the empty caption's ({T}, {Dt}) embedding (and a ({T},) mask), "
+            raise InvalidInput(f"{null}: expected the empty caption's ({T}, {Dt}) embedding (and a ({T},) mask), "
                              f"got {ne.shape} / {nm.shape}")
         null_pair = (ne, nm)
     return emb, m, null_pair
@@ -185,7 +186,7 @@ def tokenize_coco(images_dir: str | os.PathLike, captions_json: str | os.PathLik
     module docstring). ``kw`` goes to ``tokenize_items`` (shard_size, batch_size, flip, progress...).
     """
     if (text_encoder is None) == (embeddings is None):
-        raise ValueError("give exactly one caption source: a text encoder (--text-encoder) or precomputed "
+        raise InvalidInput("give exactly one caption source: a text encoder (--text-encoder) or precomputed "
                          "embeddings (--embeddings)")
     images = read_coco_captions(captions_json, images_dir, limit)
     if text_encoder is not None:
@@ -222,7 +223,7 @@ def eval_prompts(shards: str, num: int, seed: int = 0, batch_size: int = 64):
 
     manifest, urls, where = resolve_manifest_text(shards)
     if manifest.sample_count < num:
-        raise ValueError(f"{where} has {manifest.sample_count} images, fewer than the {num} prompts asked for")
+        raise InvalidInput(f"{where} has {manifest.sample_count} images, fewer than the {num} prompts asked for")
     g = torch.Generator().manual_seed(seed)
     texts, masks, done = [], [], 0
     for url in urls:
@@ -273,5 +274,5 @@ def resolve_manifest_text(shards: str):
 
     manifest, urls, where = resolve_manifest(shards)
     if manifest.text is None:
-        raise ValueError(f"{where} holds no captions (manifest 'text' is null): use `enat tokenize coco` shards")
+        raise InvalidInput(f"{where} holds no captions (manifest 'text' is null): use `enat tokenize coco` shards")
     return manifest, urls, where

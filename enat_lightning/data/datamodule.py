@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from .format import Manifest
 from .reader import SkipCounter, StreamConfig, TrainStream, ValStream, resolve_manifest
+from enat_lightning.errors import InvalidInput
 
 
 # Our streams hand every worker an exact batch quota, so their __len__ is exact; Lightning's generic
@@ -51,8 +52,9 @@ class TokenShardDataModule(L.LightningDataModule):
         use_flip: pick the original or flipped ids at random (only if the shards store flips).
         skip_bad_samples: drop bad samples with a warning and count them (``skipped_samples``)
             instead of stopping with an error naming the shard and sample.
-        codebook_size, latent_side, num_classes: expected values; a manifest that disagrees is
-            refused in ``setup`` (the model also calls ``check_compatible``).
+        grid, codebook_size, num_classes: the network's token grid side, codebook size and class
+            count (``enat fit`` gives them from ``model.net``); shards whose manifest disagrees are
+            refused in ``setup`` -- the one check of data against the model.
         tokenizer: the tokenizer the run decodes with ('demo', a VQGAN path or a spec dict, as in
             ``enat tokenize``); shards whose manifest records another tokenizer (kind or weights
             hash) are refused, since token ids of different tokenizers mean different things.
@@ -63,13 +65,13 @@ class TokenShardDataModule(L.LightningDataModule):
                  val_batch_size: int | None = None, num_workers: int = 2, shuffle_buffer: int = 1000,
                  seed: int = 0, batches_per_epoch: int | None = None, use_flip: bool = True,
                  skip_bad_samples: bool = False, codebook_size: int | None = None,
-                 latent_side: int | None = None, num_classes: int | None = None,
+                 grid: int | None = None, num_classes: int | None = None,
                  tokenizer: str | dict | None = None,
                  rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
         self._manifests: dict[str, tuple[Manifest, list[str], str]] = {}
         self._skip: SkipCounter | None = None
 
@@ -81,26 +83,28 @@ class TokenShardDataModule(L.LightningDataModule):
     def _resolve(self, split: str) -> tuple[Manifest, list[str], str]:
         spec = self.hparams.train_shards if split == "train" else self.hparams.val_shards
         if spec is None:
-            raise ValueError(f"no {split} shards configured")
+            raise InvalidInput(f"no {split} shards configured")
         if split not in self._manifests:
             self._manifests[split] = resolve_manifest(spec)
         return self._manifests[split]
 
     def check_compatible(self, codebook_size: int | None = None, grid: int | None = None,
                          num_classes: int | None = None) -> None:
-        """Refuses shards made for another model: ValueError naming the manifest and both values.
-
-        The model's codebook and latent side must equal the manifest's; its class count must be at
-        least the manifest's (labels are checked per sample against the manifest)."""
+        """Refuses shards made for another model (called by ``setup``): InvalidInput naming the key, the
+        manifest and both values. The model's codebook and grid must equal the manifest's; its class
+        count must be at least the manifest's (labels are checked per sample against the manifest)."""
         splits = ["train"] + (["val"] if self.hparams.val_shards else [])
         for split in splits:
             m, _, where = self._resolve(split)
             if codebook_size is not None and m.codebook_size != codebook_size:
-                raise ValueError(f"codebook {m.codebook_size} in {where} vs model {codebook_size}")
+                raise InvalidInput(f"codebook {m.codebook_size} in {where} vs model {codebook_size} "
+                                   f"(model.net.init_args.codebook_size): tokenize with that codebook or fix the model")
             if grid is not None and m.latent_side != grid:
-                raise ValueError(f"latent {m.latent_side}x{m.latent_side} in {where} vs model {grid}x{grid}")
+                raise InvalidInput(f"grid {m.latent_side}x{m.latent_side} in {where} vs model {grid}x{grid} "
+                                   f"(model.net.init_args.grid): tokenize at that grid or fix the model")
             if num_classes is not None and m.num_classes is not None and m.num_classes > num_classes:
-                raise ValueError(f"{m.num_classes} classes in {where} vs model {num_classes}")
+                raise InvalidInput(f"{m.num_classes} classes in {where} vs model {num_classes} "
+                                   f"(model.net.init_args.num_classes)")
 
     def check_tokenizer(self, spec: str | dict) -> None:
         """Refuses shards tokenized with a tokenizer other than ``spec`` (ValueError naming both)."""
@@ -116,7 +120,7 @@ class TokenShardDataModule(L.LightningDataModule):
             same_kind = have.get("kind") == want.get("kind")
             h_have, h_want = have.get("weights_sha256"), want.get("weights_sha256")
             if not same_kind or (h_have and h_want and h_have != h_want):
-                raise ValueError(
+                raise InvalidInput(
                     f"shards in {where} were made with tokenizer {have.get('kind')} (weights sha256 "
                     f"{str(h_have)[:12]}) but data.tokenizer={spec!r} is {want.get('kind')} (weights sha256 "
                     f"{str(h_want)[:12]}): re-tokenize the data or point data.tokenizer at the right file")
@@ -133,7 +137,7 @@ class TokenShardDataModule(L.LightningDataModule):
         if self.hparams.skip_bad_samples and self._skip is None:
             # created here, in the (possibly launched) training process, and inherited by workers
             self._skip = SkipCounter()
-        self.check_compatible(self.hparams.codebook_size, self.hparams.latent_side, self.hparams.num_classes)
+        self.check_compatible(self.hparams.codebook_size, self.hparams.grid, self.hparams.num_classes)
         if self.hparams.tokenizer is not None:
             self.check_tokenizer(self.hparams.tokenizer)
 
@@ -145,7 +149,7 @@ class TokenShardDataModule(L.LightningDataModule):
         world = hp.world_size if hp.world_size is not None else (
             trainer.world_size if trainer is not None else int(os.environ.get("WORLD_SIZE", 1)))
         if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} outside world size {world}")
+            raise InvalidInput(f"rank {rank} outside world size {world}")
         return rank, world
 
     def _trainer_or_none(self):

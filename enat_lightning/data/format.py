@@ -24,6 +24,7 @@ from typing import Iterable
 import numpy as np
 
 from enat_lightning.fileio import atomic_write_bytes, atomic_writer
+from enat_lightning.errors import InvalidInput
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -99,9 +100,9 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 def encode_sample(s: Sample, codebook_size: int) -> dict[str, bytes]:
     """Sample -> {field: bytes}. Ids are stored as uint16, so codebooks up to 65 536 fit."""
     if codebook_size > 65536:
-        raise ValueError(f"codebook_size {codebook_size} does not fit uint16 token storage (max 65536)")
+        raise InvalidInput(f"codebook_size {codebook_size} does not fit uint16 token storage (max 65536)")
     if "." in s.key or "/" in s.key:
-        raise ValueError(f"sample key {s.key!r} must not contain '.' or '/' (webdataset key rule)")
+        raise InvalidInput(f"sample key {s.key!r} must not contain '.' or '/' (webdataset key rule)")
     out = {"tokens.npy": _npy_bytes(_as_ids(s.tokens, codebook_size, s.key))}
     if s.flip is not None:
         out["flip.npy"] = _npy_bytes(_as_ids(s.flip, codebook_size, s.key))
@@ -109,7 +110,7 @@ def encode_sample(s: Sample, codebook_size: int) -> dict[str, bytes]:
         out["cls"] = str(int(s.label)).encode()
     if s.text is not None:
         if s.text_mask is None or s.text_mask.shape != s.text.shape[:2]:
-            raise ValueError(f"sample {s.key}: text_mask must have shape {s.text.shape[:2]} (N, T)")
+            raise InvalidInput(f"sample {s.key}: text_mask must have shape {s.text.shape[:2]} (N, T)")
         out["text.npy"] = _npy_bytes(s.text.astype(np.float16))
         out["text_mask.npy"] = _npy_bytes(s.text_mask.astype(bool))
     return out
@@ -118,9 +119,9 @@ def encode_sample(s: Sample, codebook_size: int) -> dict[str, bytes]:
 def _as_ids(a, codebook_size: int, key: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 2:
-        raise ValueError(f"sample {key}: token grid must be 2-D (h, w), got shape {a.shape}")
+        raise InvalidInput(f"sample {key}: token grid must be 2-D (h, w), got shape {a.shape}")
     if a.size and (a.min() < 0 or a.max() >= codebook_size):
-        raise ValueError(f"sample {key}: token ids must be in [0, {codebook_size}), got [{a.min()}, {a.max()}]")
+        raise InvalidInput(f"sample {key}: token ids must be in [0, {codebook_size}), got [{a.min()}, {a.max()}]")
     return a.astype(np.uint16)
 
 
@@ -159,7 +160,7 @@ def load_npy(data: bytes) -> np.ndarray:
             return arr
         dtype, shape, count = parsed
         if len(data) - 10 - hlen != count * dtype.itemsize:
-            raise ValueError(f"npy payload of {len(data) - 10 - hlen} bytes, expected {count * dtype.itemsize}")
+            raise InvalidInput(f"npy payload of {len(data) - 10 - hlen} bytes, expected {count * dtype.itemsize}")
         return np.frombuffer(data, dtype, count, offset=10 + hlen).reshape(shape)
     return np.load(io.BytesIO(data), allow_pickle=False)
 
@@ -168,7 +169,7 @@ def decode_sample(key: str, fields: dict[str, bytes], where: str) -> Sample:
     """{field: bytes} -> Sample; malformed fields raise BadDataError naming ``where`` and the key."""
     try:
         if "tokens.npy" not in fields:
-            raise ValueError(f"no tokens.npy (fields: {sorted(fields)})")
+            raise InvalidInput(f"no tokens.npy (fields: {sorted(fields)})")
         load = lambda name: load_npy(fields[name])  # noqa: E731
         return Sample(
             key=key,

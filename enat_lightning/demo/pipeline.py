@@ -202,7 +202,7 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
 
     t0 = time.time()
     run_dir = Path(run_dir)
-    print("[demo] 1/5 demo data and demo classifier")
+    print("[demo] 1/5 demo data (MNIST -> 8x8 tokens) and demo classifier")
     paths = ensure_demo_data()
     build_demo_classifier()
     tokenizer = DemoTokenizer.load(paths.tokenizer)

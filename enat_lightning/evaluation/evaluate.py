@@ -21,12 +21,13 @@ from enat_lightning.evaluation.frechet import FeatureStats, fid_from_stats, ince
 from enat_lightning.sampling.settings import SamplerSettings  # re-exported by enat_lightning.evaluation
 
 from .features import FeatureExtractor, to_uint8
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 def sample_labels(num_samples: int, num_classes: int, per_class_balanced: bool = True, seed: int = 0) -> torch.Tensor:
     """(N,) labels: index mod C (every class N/C times, ADM / U-ViT protocol) or uniform draws."""
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise InvalidInput(f"num_samples must be >= 1, got {num_samples}")
     if per_class_balanced:
         return torch.arange(num_samples) % num_classes
     return torch.randint(num_classes, (num_samples,), generator=torch.Generator().manual_seed(seed))
@@ -119,7 +120,7 @@ def score_features(features: torch.Tensor, logits: torch.Tensor | None, labels: 
     out: dict = {"num_samples": int(features.shape[0]), "feature": extractor.name}
     if ref is not None:
         if ref.feature is not None and ref.feature != extractor.name:
-            raise ValueError(f"reference statistics were computed with feature network {ref.feature!r}, but this "
+            raise InvalidInput(f"reference statistics were computed with feature network {ref.feature!r}, but this "
                              f"evaluation uses {extractor.name!r}: FIDs across networks are meaningless")
         out["fid"] = fid_from_stats(stats_from_features(features, extractor.name), ref)
     reason = getattr(extractor, "no_is_reason", None)
@@ -153,9 +154,9 @@ def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int,
     elif labels is None:
         labels = sample_labels(num_samples, model.cfg.num_classes, per_class_balanced, seed)
     elif len(labels) != num_samples:  # e.g. caption indices (text FID-30K)
-        raise ValueError(f"{len(labels)} labels given for num_samples={num_samples}")
+        raise InvalidInput(f"{len(labels)} labels given for num_samples={num_samples}")
     if conditions is not None and len(conditions) != num_samples:
-        raise ValueError(f"{len(conditions)} conditions given for num_samples={num_samples}")
+        raise InvalidInput(f"{len(conditions)} conditions given for num_samples={num_samples}")
     idx, images = generate_images(model, tokenizer, labels, settings, seed=seed, batch_size=batch_size,
                                   rank=rank, world_size=world, progress=progress, conditions=conditions)
     if images is None:  # more ranks than chunks: this rank contributes no rows
@@ -199,15 +200,15 @@ def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     uint8 images (N, 3, H, W), labels (N,) or None."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"samples file {path} does not exist")
+        raise MissingInput(f"samples file {path} does not exist")
     with np.load(path, allow_pickle=False) as z:
         key = "arr_0" if "arr_0" in z.files else "images" if "images" in z.files else None
         if key is None:
-            raise ValueError(f"{path} has no images: expected key 'arr_0' (ADM layout) or 'images', found {z.files}")
+            raise InvalidInput(f"{path} has no images: expected key 'arr_0' (ADM layout) or 'images', found {z.files}")
         arr = z[key]
         labels = torch.from_numpy(z["labels"].astype(np.int64)) if "labels" in z.files else None
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"{path}: '{key}' must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+        raise InvalidInput(f"{path}: '{key}' must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), labels
 
 

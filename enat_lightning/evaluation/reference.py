@@ -15,6 +15,7 @@ from enat_lightning.evaluation.frechet import FeatureStats, stats_from_features
 
 from .evaluate import extract
 from .features import FeatureExtractor, to_uint8
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 def _stats(chunks, extractor: FeatureExtractor, limit: int | None) -> FeatureStats:
@@ -27,7 +28,7 @@ def _stats(chunks, extractor: FeatureExtractor, limit: int | None) -> FeatureSta
         if limit is not None and n >= limit:
             break
     if not feats:
-        raise ValueError("no images to compute statistics from")
+        raise InvalidInput("no images to compute statistics from")
     return stats_from_features(torch.cat(feats), extractor.name)
 
 
@@ -38,10 +39,10 @@ def stats_from_folder(root: str | os.PathLike, extractor: FeatureExtractor, reso
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise MissingInput(f"image folder {root} does not exist")
     files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
     if not files:
-        raise FileNotFoundError(f"no images with extensions {IMG_EXTENSIONS} under {root}")
+        raise MissingInput(f"no images with extensions {IMG_EXTENSIONS} under {root}")
 
     def chunks():
         for i in range(0, len(files), batch_size):
@@ -59,7 +60,7 @@ def stats_from_shards(spec: str | os.PathLike, tokenizer, extractor: FeatureExtr
 
     manifest, urls, where = resolve_manifest(str(spec))
     if manifest.codebook_size != tokenizer.codebook_size:
-        raise ValueError(f"{where} was tokenized with a codebook of {manifest.codebook_size} codes, the given "
+        raise InvalidInput(f"{where} was tokenized with a codebook of {manifest.codebook_size} codes, the given "
                          f"tokenizer has {tokenizer.codebook_size}")
 
     def chunks():
@@ -85,19 +86,22 @@ def reference_stats(images: torch.Tensor, extractor: FeatureExtractor, batch_siz
     return _stats((to_uint8(images[i:i + batch_size]) for i in range(0, len(images), batch_size)), extractor, None)
 
 
-# spec prefix -> "module:function(rest of spec, extractor)"; the demo registers its digits here, so that
-# ``ref_stats: demo:val`` works in a config without this package importing enat_lightning.demo
-PLUGINS: dict[str, str] = {"demo": "enat_lightning.demo.classifier:demo_reference_stats"}
+# spec prefix -> fn(rest of spec, extractor) -> FeatureStats. The demo registers its digits here when
+# enat_lightning.demo.classifier is imported, so that ``ref_stats: demo:val`` works in a config
+# without this package importing enat_lightning.demo
+REFERENCES: dict = {}
+
+
+def register_reference(name: str, fn) -> None:
+    """Make ``name:REST`` reference specs call ``fn(REST, extractor)``."""
+    REFERENCES[name] = fn
 
 
 def load_reference(spec: str, extractor: FeatureExtractor) -> FeatureStats:
     """``demo:SPLIT`` / ``demo:DATASET:SPLIT`` (the demo digits under ``extractor``) or a statistics .npz."""
-    import importlib
-
     from enat_lightning.evaluation.frechet import load_stats
 
     head, _, rest = str(spec).partition(":")
-    if head in PLUGINS and rest:
-        module, _, fn = PLUGINS[head].partition(":")
-        return getattr(importlib.import_module(module), fn)(rest, extractor)
+    if head in REFERENCES and rest:
+        return REFERENCES[head](rest, extractor)
     return load_stats(spec)

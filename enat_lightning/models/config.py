@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
+from enat_lightning.errors import InvalidInput
 
 ATTENTION_REMOVALS = ("none", "mask_to_visible", "visible_to_mask", "visible_to_visible", "mask_to_mask")
 
@@ -59,7 +60,7 @@ class ENATConfig(NetworkConfig):
     def __post_init__(self) -> None:
         _check_common(self)
         if self.enc_depth < 1 or self.dec_depth < 1:
-            raise ValueError(f"enc_depth and dec_depth must be >= 1, got {self.enc_depth}/{self.dec_depth}")
+            raise InvalidInput(f"enc_depth and dec_depth must be >= 1, got {self.enc_depth}/{self.dec_depth}")
         _check_choice("attention", self.attention, ("sc", "self_cross"))
         _check_choice("reuse_tokens", self.reuse_tokens, ("visible", "all"))
         _check_choice("reuse_layers", self.reuse_layers, ("last", "layerwise"))
@@ -67,13 +68,13 @@ class ENATConfig(NetworkConfig):
         _check_choice("text_adaln", self.text_adaln, ("none", "pooled", "constant"))
         _check_choice("text_in", self.text_in, ("both", "encoder", "decoder"))
         if self.text_dim < 1 or self.text_len < 1:
-            raise ValueError(f"text_dim and text_len must be >= 1, got {self.text_dim}/{self.text_len}")
+            raise InvalidInput(f"text_dim and text_len must be >= 1, got {self.text_dim}/{self.text_len}")
         if self.condition == "class":
             changed = [f.name for f in fields(self) if f.name.startswith("text_") and getattr(self, f.name) != f.default]
             if changed:
-                raise ValueError(f"{changed} apply to text models only: set condition: text")
+                raise InvalidInput(f"{changed} apply to text models only: set condition: text")
         elif self.attention != "sc":
-            raise ValueError(f"condition='text' reads captions through SC-attention: attention must be 'sc', "
+            raise InvalidInput(f"condition='text' reads captions through SC-attention: attention must be 'sc', "
                              f"got {self.attention!r}")
 
     @property
@@ -120,7 +121,7 @@ class NATConfig(NetworkConfig):
     def __post_init__(self) -> None:
         _check_common(self)
         if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
+            raise InvalidInput(f"depth must be >= 1, got {self.depth}")
         _check_choice("attention_removal", self.attention_removal, ATTENTION_REMOVALS)
 
     seq_len = ENATConfig.seq_len
@@ -135,15 +136,15 @@ class NATConfig(NetworkConfig):
 
 def _check_common(cfg) -> None:
     if cfg.width % cfg.heads != 0:
-        raise ValueError(f"width ({cfg.width}) must be divisible by heads ({cfg.heads})")
+        raise InvalidInput(f"width ({cfg.width}) must be divisible by heads ({cfg.heads})")
     for name in ("codebook_size", "num_classes", "grid", "width", "heads"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+            raise InvalidInput(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        raise InvalidInput(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
 ModelConfig = ENATConfig | NATConfig
@@ -167,7 +168,7 @@ def preset(name: str, **overrides) -> ModelConfig:
     """A Table 7 preset, optionally with fields replaced (e.g. ``grid=32`` for 512 px)."""
     key = name.lower().replace("_", "-")
     if key not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise InvalidInput(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return replace(PRESETS[key], **overrides)
 
 
@@ -189,7 +190,7 @@ def config_from_dict(d: dict) -> ModelConfig:
     if "class_path" in d:
         name = str(d.pop("class_path")).rsplit(".", 1)[-1]
         if name not in by_name:
-            raise ValueError(f"unknown network class {name!r}; expected one of {sorted(by_name)}")
+            raise InvalidInput(f"unknown network class {name!r}; expected one of {sorted(by_name)}")
         d = {"arch": by_name[name], **dict(d.pop("init_args", None) or {}), **d}
     arch = d.pop("arch", "enat")
     if arch == "text_enat":
@@ -197,9 +198,9 @@ def config_from_dict(d: dict) -> ModelConfig:
         arch = "enat"
     cls = classes.get(arch)
     if cls is None:
-        raise ValueError(f"unknown arch {arch!r} in model config; expected 'enat' or 'nat'")
+        raise InvalidInput(f"unknown arch {arch!r} in model config; expected 'enat' or 'nat'")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown {arch} config keys {unknown}; known keys: {sorted(known)}")
+        raise InvalidInput(f"unknown {arch} config keys {unknown}; known keys: {sorted(known)}")
     return cls(**d)

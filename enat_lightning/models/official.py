@@ -9,6 +9,7 @@ import re
 
 from .config import ENATConfig
 from .enat import ENAT
+from enat_lightning.errors import InvalidInput
 
 OFFICIAL_ARGS = ("input_size", "hidden_size", "num_heads", "enc_dec", "codebook_size", "num_classes",
                  "class_dropout_prob", "mlp_ratio")
@@ -27,7 +28,7 @@ def config_from_official(config: dict) -> ENATConfig:
     """ENATConfig from the official constructor's argument names."""
     missing = [k for k in ("input_size", "hidden_size", "num_heads", "enc_dec") if k not in config]
     if missing:
-        raise ValueError(f"official config lacks {missing}; expected keys {list(OFFICIAL_ARGS)}")
+        raise InvalidInput(f"official config lacks {missing}; expected keys {list(OFFICIAL_ARGS)}")
     enc, dec = config["enc_dec"]
     return ENATConfig(
         codebook_size=int(config.get("codebook_size", 1024)), num_classes=int(config.get("num_classes", 1000)),
@@ -64,7 +65,7 @@ def load_official_weights(model: ENAT, state_dict: dict, source: str = "state_di
     wrong = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
              for k in sorted(set(own) & set(converted)) if converted[k].shape != own[k].shape]
     if missing or unexpected or wrong:
-        raise ValueError(f"{source} does not fit the ENAT config {model.cfg}:\n"
+        raise InvalidInput(f"{source} does not fit the ENAT config {model.cfg}:\n"
                          f"  missing keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
                          f"  unexpected keys: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}\n"
                          f"  shape mismatches: {wrong[:10]}")

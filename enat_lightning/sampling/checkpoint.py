@@ -53,11 +53,13 @@ class UntrustedCheckpointError(CheckpointError):
 
 
 def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", trust: bool = False,
-                    make_hint: str = MAKE_CHECKPOINT, map_location="cpu"):
+                    make_hint: str = MAKE_CHECKPOINT, map_location="cpu", mmap: bool = False):
     """``torch.load`` of a file we did not necessarily make: safe by default, every failure one line.
 
     ``what`` names the file's role in messages ("checkpoint", "official weights"); ``make_hint`` says
-    which command makes such a file (shown when it is missing or unreadable).
+    which command makes such a file (shown when it is missing or unreadable). ``mmap``: map the file
+    instead of reading it (only a few entries are needed). The package's ONE ``torch.load``: every
+    other reader of a torch file calls this function (tests/test_import_layers.py checks).
     """
     path = Path(path)
     if not path.is_file():
@@ -70,7 +72,7 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", trust:
     except ChecksumMismatchError as e:
         raise CheckpointError(str(e)) from e
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trust)
+        return torch.load(path, map_location=map_location, weights_only=not trust, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - every reader error becomes one line naming the file
         text = str(e)
         if not trust and "GLOBAL" in text and zipfile.is_zipfile(path):

@@ -15,6 +15,7 @@ import torch
 
 from .iterative import generate
 from .settings import SamplerSettings
+from enat_lightning.errors import InvalidInput
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:
@@ -24,7 +25,7 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         box = ()
     if len(box) != 4:
-        raise ValueError(f"--region must be X0,Y0,X1,Y1 (four integers, pixels), got {text!r}")
+        raise InvalidInput(f"--region must be X0,Y0,X1,Y1 (four integers, pixels), got {text!r}")
     return box  # type: ignore[return-value]
 
 
@@ -38,10 +39,10 @@ def region_token_mask(region: tuple[int, int, int, int], image_hw: tuple[int, in
     H, W = image_hw
     h, w = grid_hw
     if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-        raise ValueError(f"region {tuple(region)} must satisfy 0 <= X0 < X1 <= {W} and 0 <= Y0 < Y1 <= {H} "
+        raise InvalidInput(f"region {tuple(region)} must satisfy 0 <= X0 < X1 <= {W} and 0 <= Y0 < Y1 <= {H} "
                          f"(pixels of the {W}x{H} input; pad the image first to outpaint)")
     if H % h or W % w:
-        raise ValueError(f"image {W}x{H} is not a multiple of the {w}x{h} token grid")
+        raise InvalidInput(f"image {W}x{H} is not a multiple of the {w}x{h} token grid")
     fy, fx = H // h, W // w
     rows = torch.arange(h)
     cols = torch.arange(w)
@@ -61,10 +62,10 @@ def _as_float_image(image) -> torch.Tensor:
                         f"got {type(image).__name__}")
     if image.dtype == torch.uint8:
         if image.dim() != 3 or image.shape[-1] != 3:
-            raise ValueError(f"uint8 image must be (H, W, 3), got {tuple(image.shape)}")
+            raise InvalidInput(f"uint8 image must be (H, W, 3), got {tuple(image.shape)}")
         image = image.permute(2, 0, 1).float() / 255.0
     if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"float image must be (3, H, W), got {tuple(image.shape)}")
+        raise InvalidInput(f"float image must be (3, H, W), got {tuple(image.shape)}")
     return image.float().unsqueeze(0)
 
 
@@ -86,10 +87,10 @@ def edit_tokens(model, tokens: torch.Tensor, token_mask: torch.Tensor, condition
     tokens = torch.as_tensor(tokens).long()
     token_mask = torch.as_tensor(token_mask).bool()
     if tokens.shape != (cfg.grid, cfg.grid) or token_mask.shape != tokens.shape:
-        raise ValueError(f"tokens and token_mask must be ({cfg.grid}, {cfg.grid}) for this model, got "
+        raise InvalidInput(f"tokens and token_mask must be ({cfg.grid}, {cfg.grid}) for this model, got "
                          f"{tuple(tokens.shape)} and {tuple(token_mask.shape)}")
     if not bool(token_mask.any()):
-        raise ValueError("the region covers no token: nothing to edit")
+        raise InvalidInput("the region covers no token: nothing to edit")
     n = len(condition)
     init = torch.where(token_mask, torch.full_like(tokens, cfg.mask_id), tokens).reshape(1, -1).repeat(n, 1)
     return generate(model, condition, settings, generator=generator, init_ids=init)
@@ -106,7 +107,7 @@ def edit(model, tokenizer, image, region: tuple[int, int, int, int], condition,
         tokenizer = tokenizer.to(device)
     src = tokenizer.encode(x.to(device))[0].long()  # (h, w)
     if src.shape != (model.cfg.grid, model.cfg.grid):
-        raise ValueError(f"the {x.shape[3]}x{x.shape[2]} image tokenizes to a {src.shape[1]}x{src.shape[0]} grid, "
+        raise InvalidInput(f"the {x.shape[3]}x{x.shape[2]} image tokenizes to a {src.shape[1]}x{src.shape[0]} grid, "
                          f"but the model samples {model.cfg.grid}x{model.cfg.grid}: resize the image")
     mask = region_token_mask(region, (x.shape[2], x.shape[3]), tuple(src.shape)).to(device)
     ids = edit_tokens(model, src, mask, condition, settings, generator)

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from enat_lightning.fileio import atomic_write_bytes, atomic_writer  # noqa: F401 (atomic_write_bytes: re-exported)
+from enat_lightning.errors import InvalidInput
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the zip epoch: no wall-clock time in sample files
 
@@ -50,11 +51,11 @@ def save_npz_streamed(path: str | os.PathLike, arrays: dict[str, tuple[tuple[int
                     for part in parts:
                         part = np.ascontiguousarray(part, dtype=dtype)
                         if part.shape[1:] != tuple(shape[1:]):
-                            raise ValueError(f"{path}: part of {name} has shape {part.shape}, expected (*, {shape[1:]})")
+                            raise InvalidInput(f"{path}: part of {name} has shape {part.shape}, expected (*, {shape[1:]})")
                         f.write(part.tobytes())
                         written += part.shape[0]
                     if written != shape[0]:
-                        raise ValueError(f"{path}: {name} got {written} rows, expected {shape[0]}")
+                        raise InvalidInput(f"{path}: {name} got {written} rows, expected {shape[0]}")
     return path
 
 
@@ -63,7 +64,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     from PIL import Image
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"save_png expects uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        raise InvalidInput(f"save_png expects uint8 (H, W, 3), got {image.dtype} {image.shape}")
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
@@ -74,7 +75,7 @@ def to_uint8(images) -> np.ndarray:
     uint8 (N, H, W, 3). Clamped to [0, 1] first (as the official sampler), then rounded."""
     x = images.detach().float().cpu().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected images (N, 3, H, W), got shape {x.shape}")
+        raise InvalidInput(f"expected images (N, 3, H, W), got shape {x.shape}")
     x = np.clip(x, 0.0, 1.0) * 255.0 + 0.5
     return np.floor(x).astype(np.uint8).transpose(0, 2, 3, 1)
 
@@ -83,7 +84,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: i
     """uint8 (N, H, W, 3) -> one uint8 image with ``nrow`` images per row (default ~sqrt(N)), padding
     of grey level ``fill``. The package's one grid tiler."""
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
-        raise ValueError(f"make_grid expects a non-empty uint8 (N, H, W, 3) array, got {images.shape}")
+        raise InvalidInput(f"make_grid expects a non-empty uint8 (N, H, W, 3) array, got {images.shape}")
     n, h, w, _ = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from enat_lightning.models.conditioning import Condition
 from enat_lightning.models.tokens import ENATOutput, check_ids, split_positions
 
 from .noise import Generators, gumbel  # noqa: F401  (gumbel re-exported)
-from .orders import halton_priority, random_priority
+from .orders import OrderContext, get_order
 from .settings import SAMP_TEMP_FLOOR, SamplerSettings  # noqa: F401  (SAMP_TEMP_FLOOR re-exported)
+from .stepper import as_stepper
 
 
 @dataclass
@@ -88,16 +88,6 @@ def _concat(a: ENATOutput, b: ENATOutput) -> ENATOutput:
                       torch.cat([a.masking, b.masking]), lf, a.num_masked)
 
 
-def _state_is_empty_when_all_masked(model) -> bool:
-    """True if a reuse state from an all-[MASK] input carries no information (R is empty).
-
-    ENAT reads only previously *visible* features (default ``reuse_tokens="visible"``); NAT ignores
-    ``prev``. Then the unconditional pass of step 0 (weight 0, nothing visible) can be skipped and
-    the conditional state stands in for it at step 1. With ``reuse_tokens="all"`` it cannot.
-    """
-    return getattr(model.cfg, "reuse_tokens", "visible") == "visible"
-
-
 def resolve_settings(settings: SamplerSettings | None, overrides: dict) -> SamplerSettings:
     """``settings`` with keyword overrides (field names of SamplerSettings only)."""
     settings = SamplerSettings() if settings is None else settings
@@ -131,28 +121,27 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
 
     ``settings``: the sampler options (``SamplerSettings()`` = the official sampler); keyword
     ``overrides`` replace single fields (``generate(model, y, steps=4)`` is
-    ``generate(model, y, dataclasses.replace(SamplerSettings(), steps=4))``). ``model`` is an ENAT
-    or NAT (the conditioning interface of ``models/conditioning.py`` and the ``(ids, cond, prev,
-    logits_at, num_masked=)`` call; ``num_masked``: the step's [MASK] count from the schedule, so
-    the network reads nothing back to validate it). ``labels``: class ids (B,) for a class model,
-    ``Captions`` for a text model;
-    ``model.prepare_condition`` turns them into the condition once for all steps and
-    ``model.null_condition`` gives the unconditional one (null label / empty caption) for the CFG
-    rows. ``init_ids`` (B, L) or (B, grid, grid): editing
-    -- its tokens stay fixed, its [MASK] positions (``model.cfg.mask_id``, the same number in every
+    ``generate(model, y, dataclasses.replace(SamplerSettings(), steps=4))``). ``model`` is a
+    ``Stepper`` (stepper.py: conditions, one forward, the grid) or a network of ``models/`` (ENAT,
+    NAT, text ENAT), which is wrapped in ``NetworkStepper``. ``labels``: class ids (B,) for a class
+    model, ``Captions`` for a text model; the stepper turns them into the condition once for all
+    steps, plus the unconditional one (null label / empty caption) for the CFG rows. The forward
+    gets ``num_masked``, the step's [MASK] count from the schedule, so the network reads nothing
+    back to validate it. ``init_ids`` (B, L) or (B, grid, grid): editing
+    -- its tokens stay fixed, its [MASK] positions (the stepper's ``mask_id``, the same number in every
     row) are generated. With ``return_trace`` the result is ``(ids, GenerationTrace)``;
     ``trace_logits`` also records full (B, L, V) logits (the normal path computes the output head at
     masked positions only) and runs the unconditional pass at every guided step. ``generator`` is one
     generator for the batch or a list of B (one per sample: ``seeding.sample_generators``), so a sample
-    does not depend on its batch.
+    does not depend on its batch. The token order is the registered function ``settings.order``
+    (orders.py).
     """
     settings = resolve_settings(settings, overrides)
-    cfg = model.cfg
-    L, mask_id = cfg.seq_len, cfg.mask_id
-    device = next(model.parameters()).device
-    # B rows: label embeddings / caption keys+values, once; every block's adaLN output is cached
-    # in the condition at the first step (the condition does not change over the steps)
-    condition = model.prepare_condition(labels).caching_modulation()
+    stepper = as_stepper(model)
+    L, mask_id, device = stepper.seq_len, stepper.mask_id, stepper.device
+    make_order = get_order(settings.order)
+    guided = settings.guided
+    condition, both_conditions = stepper.conditions(labels, guided)  # B rows; 2B rows [cond ; null] if guided
     B = len(condition)
     if init_ids is None:
         ids = torch.full((B, L), mask_id, dtype=torch.long, device=device)  # (B, L)
@@ -165,10 +154,9 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
     n_region = int((ids[0] == mask_id).sum()) if B else L
     plan = settings.plan(n_region)
     steps, counts, weights = settings.steps, plan.counts, plan.weights
-    guided = any(w != 0 for w in weights)
     # The step-0 unconditional pass is skipped where its weight is 0 and its reuse state would be
     # empty (nothing visible); trace_logits keeps it (the parity fixture records it).
-    empty_state0 = n_region == L and _state_is_empty_when_all_masked(model)
+    empty_state0 = n_region == L and stepper.empty_state_when_all_masked
 
     def runs_uncond(s: int) -> bool:
         if not guided or s in plan.skip_uncond:
@@ -178,19 +166,10 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
     logits_at = "all" if trace_logits else "masked"
     trace = GenerationTrace() if return_trace else None
     reuse = settings.reuse
-    # 2B rows for the guided passes: the condition, then the null condition of the same rows
-    both_conditions = Condition.cat([condition, model.null_condition(condition)]).caching_modulation() \
-        if guided else None
 
-    was_training = model.training
-    model.eval()
-    try:
-        if settings.order == "random":
-            fixed_prio = random_priority(B, L, generator, device)  # (B, L), drawn before any step
-        elif settings.order == "halton":
-            fixed_prio = halton_priority(cfg.grid, B, device)  # (B, L)
-        else:
-            fixed_prio = None
+    with stepper.sampling():
+        # the order's rule; an order fixed before sampling draws its randomness here, before any step
+        priority = make_order(OrderContext(batch=B, grid=stepper.grid, device=device, generator=generator))
         sampled = ids
         cond_state = pair = None  # reuse states: conditional B rows; the last 2B-row output if the step ran both
         resid = resid_masking = None  # last cond - uncond at that step's masked positions
@@ -200,14 +179,14 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
             both = runs_uncond(s)
             if both:
                 prev = _prev_pair(cond_state, pair) if reuse and cond_state is not None else None
-                out = model(torch.cat([ids, ids]), both_conditions, prev=prev, logits_at=logits_at,
-                            num_masked=counts[s])  # 2B rows: cond then uncond
+                out = stepper(torch.cat([ids, ids]), both_conditions, prev, logits_at,
+                              num_masked=counts[s])  # 2B rows: cond then uncond
                 cond, uncond = out.logits[:B], out.logits[B:]  # (B, Lm|L, V)
                 if reuse:
                     cond_state, pair = out.select(slice(0, B)), out
             else:
                 prev = cond_state if reuse else None
-                out = model(ids, condition, prev=prev, logits_at=logits_at, num_masked=counts[s])
+                out = stepper(ids, condition, prev, logits_at, num_masked=counts[s])
                 cond, uncond = out.logits, None
                 if reuse:
                     cond_state, pair = out, None
@@ -239,17 +218,12 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
                     num_masked=counts[s], cfg_weight=w, had_prev=prev is not None,
                     cond_logits=cond if trace_logits else None,
                     uncond_logits=uncond if trace_logits else None, uncond_ran=both))
-            if fixed_prio is not None:
-                conf = torch.where(masking, fixed_prio, conf)  # order fixed before sampling
-            elif tau_mask > 0:
-                conf = conf + tau_mask * gumbel((B, L), generator, device)
+            conf = priority(conf, masking, tau_mask)  # (B, L), +inf at visible positions
             n_next = counts[s + 1]
             if n_next > 0:
                 remask = torch.argsort(conf, dim=1, stable=True)[:, :n_next]  # (B, n_next) lowest first
                 ids = sampled.scatter(1, remask, mask_id)
             else:
                 ids = sampled
-    finally:
-        model.train(was_training)
-    out_ids = sampled.reshape(B, cfg.grid, cfg.grid)
+    out_ids = sampled.reshape(B, stepper.grid, stepper.grid)
     return (out_ids, trace) if return_trace else out_ids

@@ -1,7 +1,11 @@
 """Token orders: which masked positions a sampling step reveals (pure torch).
 
-Every order produces a per-position *priority* (B, L); the sampler keeps the ``n_{s+1}`` lowest
-priorities masked, exactly as it does with the official confidence. Visible positions get +inf.
+An order is ONE registered function (``@register_order("name")``) in this file. ``generate`` calls it
+once before the first step with an ``OrderContext`` (batch, grid, device, generator); it returns the
+per-step rule ``priority(confidence, masking, mask_temp) -> (B, L)``. The sampler keeps the
+``n_{s+1}`` lowest priorities masked; visible positions must get +inf (``confidence`` already holds
++inf there). Randomness an order needs before sampling is drawn in the outer function (the
+generator is then at the same point for every step after it).
 
   confidence  logp of the drawn token + tau_mask * Gumbel noise (official ENAT / MaskGIT; default)
   random      a uniformly random permutation per sample, drawn once before the first step
@@ -9,17 +13,75 @@ priorities masked, exactly as it does with the official confidence. Visible posi
               Generative Image Transformer" (ICLR 2025, code valeoai/Halton-MaskGIT), the same for
               every sample and fixed before sampling
 
-``random`` and ``halton`` never look at the network's outputs.
+``random`` and ``halton`` never look at the network's outputs. Adding an order: one function
+below plus its test; ``SamplerSettings.order`` accepts every registered name and refuses others.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import torch
 
-from .noise import Generators, uniform
+from .noise import Generators, gumbel, uniform
 
-ORDERS = ("confidence", "random", "halton")
+# priority(confidence (B, L), masking (B, L) bool, mask_temp) -> priority (B, L)
+Priority = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """What an order may know before the first step."""
+
+    batch: int
+    grid: int
+    device: torch.device
+    generator: Generators
+
+
+ORDERS: dict[str, Callable[[OrderContext], Priority]] = {}
+
+
+def register_order(name: str):
+    """Decorator: register ``fn(ctx: OrderContext) -> Priority`` as the token order ``name``."""
+    def add(fn: Callable[[OrderContext], Priority]):
+        if name in ORDERS:
+            raise ValueError(f"token order {name!r} is already registered")
+        ORDERS[name] = fn
+        return fn
+    return add
+
+
+def get_order(name: str) -> Callable[[OrderContext], Priority]:
+    if name not in ORDERS:
+        raise ValueError(f"unknown token order {name!r}; choose from {list(ORDERS)}")
+    return ORDERS[name]
+
+
+def _fixed(prio: torch.Tensor) -> Priority:
+    """A priority fixed before sampling: the masked positions take ``prio``, visible ones stay +inf."""
+    return lambda conf, masking, mask_temp: torch.where(masking, prio, conf)
+
+
+@register_order("confidence")
+def confidence_order(ctx: OrderContext) -> Priority:
+    """Official: the drawn token's logp plus Gumbel noise annealed by the mask temperature."""
+    def priority(conf: torch.Tensor, masking: torch.Tensor, mask_temp: float) -> torch.Tensor:
+        if mask_temp > 0:
+            return conf + mask_temp * gumbel(conf.shape, ctx.generator, ctx.device)
+        return conf
+    return priority
+
+
+@register_order("random")
+def random_order(ctx: OrderContext) -> Priority:
+    return _fixed(random_priority(ctx.batch, ctx.grid * ctx.grid, ctx.generator, ctx.device))  # (B, L)
+
+
+@register_order("halton")
+def halton_order(ctx: OrderContext) -> Priority:
+    return _fixed(halton_priority(ctx.grid, ctx.batch, ctx.device))  # (B, L)
 
 
 def _radical_inverse(i: int, base: int) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enat_lightning.errors import UserError
+from enat_lightning.errors import InvalidInput, MissingInput, UserError
 from enat_lightning.seeding import sample_generators
 
 from . import io as sio
@@ -58,13 +58,13 @@ class SampleRun:
 def class_labels(num_classes: int, labels: list[int] | None = None, per_class: int | None = None) -> list[int]:
     """The label list: explicit labels, each repeated per_class times, or per_class of every class."""
     if labels is None and per_class is None:
-        raise ValueError("give --labels and/or --per-class")
+        raise InvalidInput("give --labels and/or --per-class")
     if per_class is not None and per_class < 1:
-        raise ValueError(f"--per-class must be >= 1, got {per_class}")
+        raise InvalidInput(f"--per-class must be >= 1, got {per_class}")
     base = list(range(num_classes)) if labels is None else list(labels)
     bad = [c for c in base if not 0 <= c <= num_classes]
     if bad:
-        raise ValueError(f"labels {bad[:5]} outside [0, {num_classes}] ({num_classes} = unconditional)")
+        raise InvalidInput(f"labels {bad[:5]} outside [0, {num_classes}] ({num_classes} = unconditional)")
     return [c for c in base for _ in range(per_class or 1)]
 
 
@@ -212,7 +212,7 @@ def assemble(out_dir: str | Path, n_chunks: int, *, save_images: bool = False, g
     paths = [chunk_path(out_dir, i) for i in range(n_chunks)]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"chunk file {missing[0]} is missing; rerun the same command to finish it")
+        raise MissingInput(f"chunk file {missing[0]} is missing; rerun the same command to finish it")
     shapes = []
     for p in paths:
         with np.load(p) as z:

@@ -17,9 +17,10 @@ after step s, evaluated in float64 exactly as the official sampler (REPRO: the o
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+from enat_lightning.errors import InvalidInput
 
 SCHEDULES = ("cosine", "linear", "square", "cubic", "sqrt")
 OFFICIAL_SCHEDULE = "cosine"  # the official sampler's mask schedule: the default of SamplerSettings.schedule
@@ -44,7 +45,7 @@ Schedule = str | Sequence[float]
 
 def _check_kind(kind: str) -> None:
     if kind not in _RATIO:
-        raise ValueError(f"unknown mask schedule {kind!r}; choose from {list(SCHEDULES)} or pass a "
+        raise InvalidInput(f"unknown mask schedule {kind!r}; choose from {list(SCHEDULES)} or pass a "
                          f"list of per-step ratios (manual schedule)")
 
 
@@ -53,10 +54,10 @@ def mask_ratio(t: float | torch.Tensor, kind: str = "cosine") -> float | torch.T
     _check_kind(kind)
     if isinstance(t, torch.Tensor):
         if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
-            raise ValueError("mask_ratio: progress t must lie in [0, 1]")
+            raise InvalidInput("mask_ratio: progress t must lie in [0, 1]")
         return _RATIO_T[kind](t).clamp(0.0, 1.0)
     if not 0.0 <= t <= 1.0:
-        raise ValueError(f"mask_ratio: progress t must lie in [0, 1], got {t}")
+        raise InvalidInput(f"mask_ratio: progress t must lie in [0, 1], got {t}")
     return min(1.0, max(0.0, _RATIO[kind](float(t))))
 
 
@@ -71,51 +72,75 @@ def masked_counts(seq_len: int, steps: int, schedule: Schedule | None = None) ->
     if schedule is None:
         schedule = OFFICIAL_SCHEDULE
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InvalidInput(f"steps must be >= 1, got {steps}")
     if isinstance(schedule, str):
         _check_kind(schedule)
         after = [math.floor(seq_len * _RATIO[schedule]((s + 1) / steps)) for s in range(steps)]
     else:
         ratios = [float(r) for r in schedule]
         if len(ratios) != steps:
-            raise ValueError(f"manual schedule has {len(ratios)} ratios but steps={steps}")
+            raise InvalidInput(f"manual schedule has {len(ratios)} ratios but steps={steps}")
         if any(not 0.0 <= r <= 1.0 for r in ratios):
-            raise ValueError(f"manual schedule ratios must lie in [0, 1], got {ratios}")
+            raise InvalidInput(f"manual schedule ratios must lie in [0, 1], got {ratios}")
         if ratios[-1] != 0.0:
-            raise ValueError(f"manual schedule must end at ratio 0 (all tokens decoded), got {ratios[-1]}")
+            raise InvalidInput(f"manual schedule must end at ratio 0 (all tokens decoded), got {ratios[-1]}")
         after = [math.floor(seq_len * r) for r in ratios]
     counts = [seq_len, *[max(0, min(seq_len, n)) for n in after]]
     if any(b > a for a, b in zip(counts, counts[1:])):
-        raise ValueError(f"mask schedule must be non-increasing (decoded tokens stay decoded); "
+        raise InvalidInput(f"mask schedule must be non-increasing (decoded tokens stay decoded); "
                          f"got masked counts {counts}")
     return counts
 
 
 # ---------------------------------------------------------------------------------------------
-# Guidance schedules: the weight w_s of step s in  logits = cond + w_s (cond - uncond)
-GUIDANCE = ("linear", "constant", "power", "interval")
+# Guidance schedules: the weight w_s of step s in  logits = cond + w_s (cond - uncond).
+# A schedule is ONE registered function ``fn(scale, steps, *, power, interval) -> [w_0 .. w_{S-1}]``
+# (``@register_guidance("name")``); ``SamplerSettings.guidance`` accepts every registered name.
+GuidanceFn = Callable[..., list]
+GUIDANCE: dict[str, GuidanceFn] = {}
+
+
+def register_guidance(name: str):
+    """Decorator: register ``fn(scale, steps, *, power, interval)`` as the guidance schedule ``name``."""
+    def add(fn: GuidanceFn) -> GuidanceFn:
+        if name in GUIDANCE:
+            raise InvalidInput(f"guidance schedule {name!r} is already registered")
+        GUIDANCE[name] = fn
+        return fn
+    return add
+
+
+@register_guidance("linear")
+def linear_guidance(scale: float, steps: int, **_) -> list[float]:
+    """w_s = s/S * scale (official ENAT: updated at the *end* of a step, so step 0 is unguided)."""
+    return [(1.0 * s / steps) * scale for s in range(steps)]  # REPRO: the official float ops
+
+
+@register_guidance("constant")
+def constant_guidance(scale: float, steps: int, **_) -> list[float]:
+    return [float(scale)] * steps
+
+
+@register_guidance("power")
+def power_guidance(scale: float, steps: int, *, power: float = 1.0, **_) -> list[float]:
+    """w_s = scale * (1 - cos(pi * (s/S)**power)) / 2 (RAR's "power-cosine" decay,
+    bytedance/1d-tokenizer; RAR writes uncond + g (cond - uncond), i.e. our w = g - 1, and ramps
+    g - 1 the same way)."""
+    return [scale * (1 - math.cos(math.pi * (s / steps) ** power)) / 2 for s in range(steps)]
+
+
+@register_guidance("interval")
+def interval_guidance(scale: float, steps: int, *, interval: tuple[int, int] | None = None, **_) -> list[float]:
+    """w_s = scale for first <= s <= last (inclusive), else 0."""
+    if interval is None:
+        raise InvalidInput("guidance 'interval' needs guidance_interval (first and last step)")
+    first, last = interval
+    return [float(scale) if first <= s <= last else 0.0 for s in range(steps)]
 
 
 def guidance_weights(kind: str, scale: float, steps: int, *, power: float = 1.0,
                      interval: tuple[int, int] | None = None) -> list[float]:
-    """Per-step guidance weights w_0 .. w_{S-1}.
-
-    linear    w_s = s/S * scale (official ENAT: updated at the *end* of a step, so step 0 is unguided)
-    constant  w_s = scale
-    power     w_s = scale * (1 - cos(pi * (s/S)**power)) / 2 (RAR's "power-cosine" decay,
-              bytedance/1d-tokenizer; RAR writes uncond + g (cond - uncond), i.e. our w = g - 1,
-              and ramps g - 1 the same way)
-    interval  w_s = scale for first <= s <= last (inclusive), else 0
-    """
-    if kind == "linear":
-        return [(1.0 * s / steps) * scale for s in range(steps)]  # REPRO: the official float ops
-    if kind == "constant":
-        return [float(scale)] * steps
-    if kind == "power":
-        return [scale * (1 - math.cos(math.pi * (s / steps) ** power)) / 2 for s in range(steps)]
-    if kind == "interval":
-        if interval is None:
-            raise ValueError("guidance 'interval' needs guidance_interval (first and last step)")
-        first, last = interval
-        return [float(scale) if first <= s <= last else 0.0 for s in range(steps)]
-    raise ValueError(f"unknown guidance schedule {kind!r}; choose from {list(GUIDANCE)}")
+    """Per-step guidance weights w_0 .. w_{S-1} of the registered schedule ``kind``."""
+    if kind not in GUIDANCE:
+        raise InvalidInput(f"unknown guidance schedule {kind!r}; choose from {list(GUIDANCE)}")
+    return [float(w) for w in GUIDANCE[kind](scale, steps, power=power, interval=interval)]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
 
 from .orders import ORDERS
 from .schedules import GUIDANCE, OFFICIAL_SCHEDULE, SCHEDULES, guidance_weights, masked_counts
+from enat_lightning.errors import InvalidInput
 
 SAMP_TEMP_FLOOR = 1e-3  # REPRO: official floor on the annealed sampling temperature
 
@@ -44,8 +44,10 @@ class SamplerSettings:
     schedule           mask schedule name (cosine | linear | square | cubic | sqrt) or a list of S
                        masked ratios after each step (the last one 0)
     reuse              pass the previous step's output back (ENAT computation reuse)
-    order              which masked positions a step reveals: confidence | random | halton
-    guidance           guidance schedule: linear (official ramp) | constant | power | interval
+    order              which masked positions a step reveals: a name of ``orders.ORDERS``
+                       (confidence | random | halton, and any order registered there)
+    guidance           guidance schedule: a name of ``schedules.GUIDANCE`` (linear = official
+                       ramp | constant | power | interval, and any schedule registered there)
     guidance_power     exponent of the ``power`` schedule (RAR's power-cosine ramp)
     guidance_interval  (first, last) steps, inclusive, that ``interval`` guides
     uncond_skip_steps  steps that reuse the last residual (cond - uncond) at the still-masked
@@ -60,8 +62,8 @@ class SamplerSettings:
     samp_temp: float = 6.0
     schedule: str | tuple[float, ...] = OFFICIAL_SCHEDULE
     reuse: bool = True
-    order: Literal["confidence", "random", "halton"] = "confidence"
-    guidance: Literal["linear", "constant", "power", "interval"] = "linear"
+    order: str = "confidence"  # a name registered in orders.py (checked in __post_init__)
+    guidance: str = "linear"  # a name registered in schedules.py (checked in __post_init__)
     guidance_power: float = 3.0  # RAR's sample_fn default
     guidance_interval: tuple[int, int] | None = None
     uncond_skip_steps: tuple[int, ...] = ()
@@ -69,7 +71,7 @@ class SamplerSettings:
 
     def __post_init__(self):
         def bad(name, why):
-            raise ValueError(f"SamplerSettings.{name} {why}, got {getattr(self, name)!r}")
+            raise InvalidInput(f"SamplerSettings.{name} {why}, got {getattr(self, name)!r}")
 
         # lists from YAML / JSON -> tuples (the dataclass stays hashable and comparable)
         for name in ("schedule", "guidance_interval", "uncond_skip_steps"):
@@ -167,7 +169,7 @@ class SamplerSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown sampler settings {unknown}; known: {sorted(known)}")
+            raise InvalidInput(f"unknown sampler settings {unknown}; known: {sorted(known)}")
         return cls(**d)
 
 

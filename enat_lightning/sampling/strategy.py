@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from enat_lightning.errors import InvalidInput
 
 KEYS = ("manual_ratios", "manual_temp", "manual_samp_temp", "manual_cfg")
 
@@ -39,7 +40,7 @@ def _numbers(path: Path, key: str, value) -> tuple[float, ...]:
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"strategy file {path}: {key} must be a list of finite numbers, got {value!r}")
+            raise InvalidInput(f"strategy file {path}: {key} must be a list of finite numbers, got {value!r}")
         out.append(float(v))
     return tuple(out)
 
@@ -50,29 +51,29 @@ def load_strategy(path: str | Path) -> Strategy:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"strategy file {path} does not exist (sampler setting `strategy`)")
+        raise InvalidInput(f"strategy file {path} does not exist (sampler setting `strategy`)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"strategy file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise InvalidInput(f"strategy file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"strategy file {path} must be a mapping with keys {list(KEYS)}, got {type(data).__name__}")
+        raise InvalidInput(f"strategy file {path} must be a mapping with keys {list(KEYS)}, got {type(data).__name__}")
     missing = [k for k in KEYS if k not in data]
     unknown = sorted(set(data) - set(KEYS))
     if missing or unknown:
-        raise ValueError(f"strategy file {path}: missing keys {missing}, unknown keys {unknown}; an AutoNAT "
+        raise InvalidInput(f"strategy file {path}: missing keys {missing}, unknown keys {unknown}; an AutoNAT "
                          f"strategy has exactly {list(KEYS)}")
     ratios, temps, samp, cfg = (_numbers(path, k, data[k]) for k in KEYS)
     S = len(cfg)
     if S < 1 or len(samp) != S or len(ratios) != S - 1 or len(temps) != S - 1:
-        raise ValueError(f"strategy file {path}: inconsistent lengths (manual_ratios {len(ratios)}, manual_temp "
+        raise InvalidInput(f"strategy file {path}: inconsistent lengths (manual_ratios {len(ratios)}, manual_temp "
                          f"{len(temps)}, manual_samp_temp {len(samp)}, manual_cfg {len(cfg)}); S steps need "
                          f"S-1, S-1, S, S values")
     if any(not 0.0 <= r <= 1.0 for r in ratios):
-        raise ValueError(f"strategy file {path}: manual_ratios must lie in [0, 1], got {list(ratios)}")
+        raise InvalidInput(f"strategy file {path}: manual_ratios must lie in [0, 1], got {list(ratios)}")
     for key, vals in (("manual_temp", temps), ("manual_samp_temp", samp), ("manual_cfg", cfg)):
         if any(v < 0 for v in vals):
-            raise ValueError(f"strategy file {path}: {key} must be >= 0, got {list(vals)}")
+            raise InvalidInput(f"strategy file {path}: {key} must be >= 0, got {list(vals)}")
     return Strategy(ratios, temps, samp, cfg)
 
 

@@ -24,12 +24,11 @@ Spec (``experiments/studies/sampler_zoo.yaml``)::
     evaluation: {num_samples: 500, seed: 0, batch_size: 250, feature: demo, ref_stats: "demo:val",
                  tokenizer: demo, time_samples: 100}
 
-Run: ``enat study run experiments/studies/sampler_zoo.yaml --ckpt CKPT`` or
-``python -m enat_lightning.studies.sampler_zoo SPEC --ckpt CKPT --out DIR``.
+Run: ``enat study run experiments/studies/sampler_zoo.yaml --ckpt CKPT [--num-samples N] [--out DIR]``
+(the one entry point; commands/study.py).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from enat_lightning.fileio import atomic_write_bytes
 from enat_lightning.sampling.settings import SamplerSettings
 
 from .study import check_sampling, resolve_path
+from enat_lightning.errors import InvalidInput, MissingInput
 
 SPEC_KEYS = {"kind", "name", "title", "checkpoint", "base", "orders", "guidance", "variants", "rows",
              "evaluation", "notes"}
@@ -78,13 +78,13 @@ def load_zoo(path: str | os.PathLike) -> ZooSpec:
     """Parses a zoo spec into rows of SamplerSettings; errors name the file and key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sampler zoo spec {path} does not exist")
+        raise MissingInput(f"sampler zoo spec {path} does not exist")
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict) or d.get("kind") != "sampler_zoo":
-        raise ValueError(f"{path}: not a sampler zoo spec (needs kind: sampler_zoo)")
+        raise InvalidInput(f"{path}: not a sampler zoo spec (needs kind: sampler_zoo)")
     unknown = sorted(set(d) - SPEC_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(SPEC_KEYS)}")
+        raise InvalidInput(f"{path}: unknown key(s) {unknown}; known: {sorted(SPEC_KEYS)}")
     base = dict(d.get("base") or {})
     check_sampling(path, "base", base)
     orders = list(d.get("orders") or [SamplerSettings.order])
@@ -103,18 +103,18 @@ def load_zoo(path: str | os.PathLike) -> ZooSpec:
                 {"order": order, **(extra or {})})
     for i, r in enumerate(d.get("rows") or []):
         if not isinstance(r, dict) or "name" not in r or set(r) - {"name", "sampler"}:
-            raise ValueError(f"{path}: rows[{i}] must be {{name: ..., sampler: {{...}}}}, got {r!r}")
+            raise InvalidInput(f"{path}: rows[{i}] must be {{name: ..., sampler: {{...}}}}, got {r!r}")
         sampler = dict(r.get("sampler") or {})
         if "strategy" in sampler and sampler["strategy"]:
             sampler["strategy"] = str(resolve_path(sampler["strategy"], path))
         add(str(r["name"]), f"rows[{i}].sampler", sampler)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: row names must be distinct, got {names}")
+        raise InvalidInput(f"{path}: row names must be distinct, got {names}")
     ev = dict(d.get("evaluation") or {})
     bad = sorted(set(ev) - set(EVAL_DEFAULTS))
     if bad:
-        raise ValueError(f"{path}: evaluation: unknown key(s) {bad}; known: {sorted(EVAL_DEFAULTS)}")
+        raise InvalidInput(f"{path}: evaluation: unknown key(s) {bad}; known: {sorted(EVAL_DEFAULTS)}")
     return ZooSpec(str(d.get("name") or path.stem), str(d.get("title") or d.get("name") or path.stem), path,
                    d.get("checkpoint"), rows, {**EVAL_DEFAULTS, **ev})
 
@@ -170,10 +170,10 @@ def run_zoo(spec: ZooSpec, out_dir: str | os.PathLike, *, ckpt: str | os.PathLik
 
     ckpt = ckpt or spec.checkpoint
     if not ckpt:
-        raise ValueError(f"{spec.path}: no checkpoint: set `checkpoint:` in the spec or pass --ckpt")
+        raise InvalidInput(f"{spec.path}: no checkpoint: set `checkpoint:` in the spec or pass --ckpt")
     ckpt = Path(ckpt)
     if not ckpt.exists():  # a .ckpt file or an export folder
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (train one: `python -m enat_lightning.demo` "
+        raise MissingInput(f"checkpoint {ckpt} does not exist (train one: `python -m enat_lightning.demo` "
                                 f"or `enat fit -c experiments/demo.yaml`)")
     ev = {**spec.evaluation, **(overrides or {})}
     model, cfg = load_generator(ckpt, device=device)
@@ -246,24 +246,3 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path, title: str = "", feature: s
     save_figure(fig, path)
     plt.close(fig)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m enat_lightning.studies.sampler_zoo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("spec", type=Path)
-    ap.add_argument("--ckpt", help="checkpoint (default: the spec's `checkpoint`)")
-    ap.add_argument("--out", help="output folder (default runs/studies/<name>)")
-    ap.add_argument("--num-samples", type=int, help="samples per row (default: the spec's)")
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args(argv)
-    spec = load_zoo(args.spec)
-    out = Path(args.out) if args.out else Path("runs") / "studies" / spec.name
-    over = {"num_samples": args.num_samples} if args.num_samples else None
-    run_zoo(spec, out, ckpt=args.ckpt, device=args.device, overrides=over)
-    print((out / "results.md").read_text())
-    print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'fid_vs_gflops.png'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -43,6 +43,7 @@ from enat_lightning.training_config import get as _get
 from enat_lightning.analysis.attention import load_tokens, masked_token_loss
 from enat_lightning.analysis.report import markdown_table, write_csv
 from enat_lightning.sampling.settings import SamplerSettings
+from enat_lightning.errors import InvalidInput, MissingInput
 
 KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
 METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",
@@ -76,17 +77,17 @@ def resolve_path(p: str | os.PathLike, spec_path: Path) -> Path:
     for folder in [spec_path.parent, *spec_path.resolve().parents]:
         if (folder / p).exists():
             return folder / p
-    raise FileNotFoundError(f"{spec_path}: config file {p} not found (relative to the working directory or "
+    raise MissingInput(f"{spec_path}: config file {p} not found (relative to the working directory or "
                             f"the spec's folders)")
 
 
 def _read_yaml(path: Path) -> dict:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"study file {path} does not exist")
+        raise MissingInput(f"study file {path} does not exist")
     try:
         d = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from e
+        raise InvalidInput(f"{path}: not valid YAML ({e})") from e
     return d if isinstance(d, dict) else {}
 
 
@@ -95,33 +96,33 @@ def load_study(path: str | os.PathLike) -> Study:
     path = Path(path)
     d = _read_yaml(path)
     if "rows" not in d:
-        raise ValueError(f"{path}: not a study spec (no 'rows' key); see experiments/studies/")
+        raise InvalidInput(f"{path}: not a study spec (no 'rows' key); see experiments/studies/")
     unknown = sorted(set(d) - {"name", "title", "base", "metrics", "sampling", "rows", "notes"})
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}")
+        raise InvalidInput(f"{path}: unknown key(s) {unknown}")
     metrics = list(d.get("metrics") or [])
     bad = [m for m in metrics if m not in KNOWN_METRICS]
     if bad:
-        raise ValueError(f"{path}: metrics {bad} unknown; choose from {list(KNOWN_METRICS)}")
+        raise InvalidInput(f"{path}: metrics {bad} unknown; choose from {list(KNOWN_METRICS)}")
     if not isinstance(d["rows"], list) or not d["rows"]:
-        raise ValueError(f"{path}: 'rows' must be a non-empty list")
+        raise InvalidInput(f"{path}: 'rows' must be a non-empty list")
     rows = []
     for i, r in enumerate(d["rows"]):
         if not isinstance(r, dict) or "name" not in r:
-            raise ValueError(f"{path}: rows[{i}] needs a 'name'")
+            raise InvalidInput(f"{path}: rows[{i}] needs a 'name'")
         extra = sorted(set(r) - {"name", "configs", "paper", "sampling"})
         if extra:
-            raise ValueError(f"{path}: rows[{i}] ({r['name']}): unknown key(s) {extra}")
+            raise InvalidInput(f"{path}: rows[{i}] ({r['name']}): unknown key(s) {extra}")
         paper = dict(r.get("paper") or {})
         badp = [k for k in paper if k not in KNOWN_METRICS]
         if badp:
-            raise ValueError(f"{path}: rows[{i}].paper keys {badp} unknown; choose from {list(KNOWN_METRICS)}")
+            raise InvalidInput(f"{path}: rows[{i}].paper keys {badp} unknown; choose from {list(KNOWN_METRICS)}")
         rows.append(StudyRow(str(r["name"]), [resolve_path(c, path) for c in r.get("configs") or []], paper,
                              dict(r.get("sampling") or {})))
         check_sampling(path, f"rows[{i}].sampling", {**(d.get("sampling") or {}), **rows[-1].sampling})
     names = [r.name for r in rows]
     if len(set(map(slug, names))) != len(names):
-        raise ValueError(f"{path}: row names must be distinct (after slugging): {names}")
+        raise InvalidInput(f"{path}: row names must be distinct (after slugging): {names}")
     return Study(str(d.get("name") or path.stem), str(d.get("title") or path.stem), path,
                  [resolve_path(c, path) for c in d.get("base") or []], metrics, dict(d.get("sampling") or {}), rows)
 
@@ -131,7 +132,7 @@ def check_sampling(path: Path, key: str, sampling: dict) -> SamplerSettings:
     try:
         return SamplerSettings.from_dict(sampling)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: {key}: {e}") from None
+        raise InvalidInput(f"{path}: {key}: {e}") from None
 
 
 def find_studies_for(config: Path, search: Path | None = None) -> list[tuple[Study, list[int]]]:
@@ -162,7 +163,7 @@ def study_for_path(path: str | os.PathLike) -> Study:
         return load_study(path)
     found = find_studies_for(path)
     if not found:
-        raise ValueError(f"{path} is a config, not a study spec, and no spec under experiments/studies/ lists "
+        raise InvalidInput(f"{path} is a config, not a study spec, and no spec under experiments/studies/ lists "
                          f"it; write a spec (see experiments/studies/) or pass one")
     st, idx = found[0]
     keep = sorted({0, *idx})
@@ -179,7 +180,8 @@ def slug(name: str) -> str:
 def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     """Trains one row with LightningCLI (in process) and saves ``out_dir/final.ckpt`` (EMA inside)."""
     from enat_lightning.module import ENATModule
-    from enat_lightning.training_cli import ENATLightningCLI, _quiet_known_warnings
+    from enat_lightning.quiet import quiet_known_warnings
+    from enat_lightning.training_cli import ENATLightningCLI
     from enat_lightning.training_config import _override_arg, get, resolve_training_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +193,7 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     if isinstance(get(resolved, "trainer.logger"), dict):  # keep each row's logs inside the study folder
         args += ["--trainer.logger.init_args.save_dir", str(out_dir / "logs")]
     args += [_override_arg(s) for s in sets]
-    _quiet_known_warnings()
+    quiet_known_warnings()
     try:
         with warnings.catch_warnings():
             # the row's arguments go in as args= (sys.argv holds `enat study ...`): LightningCLI's
@@ -200,7 +202,7 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
             cli = ENATLightningCLI(ENATModule, datamodule_class=None, auto_configure_optimizers=False,
                                    save_config_kwargs={"overwrite": True}, run=False, args=args)
     except SystemExit as e:
-        raise ValueError(f"LightningCLI rejected the composed config {[str(c) for c in configs]} + {list(sets)} "
+        raise InvalidInput(f"LightningCLI rejected the composed config {[str(c) for c in configs]} + {list(sets)} "
                          f"(exit {e.code}); its message is printed above") from e
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = out_dir / "final.ckpt"
@@ -256,7 +258,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, *, overrides: list[Path]
         configs = [*study.base, *row.configs, *map(Path, overrides)]
         for c in configs:
             if not c.is_file():
-                raise FileNotFoundError(f"study {study.path}, row {row.name!r}: config {c} does not exist")
+                raise MissingInput(f"study {study.path}, row {row.name!r}: config {c} does not exist")
         from enat_lightning.training_config import resolve_training_config
 
         composed = resolve_training_config(configs, sets)  # exactly what `enat fit` trains for this row
@@ -355,14 +357,14 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
         missing = [n for n, v in (("--fid-stats", fid_stats), ("--tokenizer", tokenizer),
                                   ("--inception", feature)) if not v]
         if missing:
-            raise ValueError(f"--metric fid needs {', '.join(missing)} (reference stats from `enat fid-stats`, the "
+            raise InvalidInput(f"--metric fid needs {', '.join(missing)} (reference stats from `enat fid-stats`, the "
                              f"VQGAN checkpoint, the Inception-v3 weights file)")
         tok = load_tokenizer(tokenizer)
         extractor = load_feature_extractor(feature, device=device)
         ref = load_stats(fid_stats)
         prefix = ""
     else:
-        raise ValueError(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
+        raise InvalidInput(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
     if hasattr(tok, "to"):
         tok = tok.to(device)
     setup = demo_setup if kind == "demo-fid" else (lambda model: (tok, extractor, ref))

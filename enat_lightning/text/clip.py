@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from enat_lightning.errors import MissingInput
 
 
 def _weights_digest(path: Path) -> str | None:
@@ -32,11 +33,11 @@ class CLIPTextEncoder:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None):
         self.path = Path(path)
         if not str(path) or not self.path.is_dir():
-            raise FileNotFoundError(f"CLIP text-encoder weights directory {str(path)!r} does not exist; it must "
+            raise MissingInput(f"CLIP text-encoder weights directory {str(path)!r} does not exist; it must "
                                     f"hold a transformers CLIPTextModel (config.json + weights) and its "
                                     f"tokenizer files (nothing is downloaded)")
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.path / 'config.json'} is missing: {self.path} is not a saved "
+            raise MissingInput(f"{self.path / 'config.json'} is missing: {self.path} is not a saved "
                                     f"transformers CLIP text model")
         try:
             from transformers import CLIPTextModel, CLIPTokenizer
@@ -47,7 +48,7 @@ class CLIPTextEncoder:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(self.path), local_files_only=True)
             self.model = CLIPTextModel.from_pretrained(str(self.path), local_files_only=True)
         except OSError as e:
-            raise FileNotFoundError(f"cannot load a CLIP text model from {self.path}: {e}") from e
+            raise MissingInput(f"cannot load a CLIP text model from {self.path}: {e}") from e
         self.model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
         self.length = int(max_length or self.model.config.max_position_embeddings)

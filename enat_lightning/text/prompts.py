@@ -7,17 +7,18 @@ import os
 from pathlib import Path
 
 from .base import TextEncoder
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
     """One prompt per line; blank lines and lines starting with # are skipped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompts file {path} does not exist")
+        raise MissingInput(f"prompts file {path} does not exist")
     prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
-        raise ValueError(f"{path} holds no prompts (one caption per line)")
+        raise InvalidInput(f"{path} holds no prompts (one caption per line)")
     return prompts
 
 
@@ -33,10 +34,10 @@ def encode_prompts(prompts: list[str], encoder: TextEncoder, cfg=None):
 
     if cfg is not None:
         if cfg.condition != "text":
-            raise ValueError(f"prompts need a text-conditioned model (condition: text), got condition="
+            raise InvalidInput(f"prompts need a text-conditioned model (condition: text), got condition="
                              f"{cfg.condition!r}; class-conditional models take --labels")
         if (encoder.length, encoder.dim) != (cfg.text_len, cfg.text_dim):
-            raise ValueError(f"the text encoder gives {encoder.length} x {encoder.dim} (T x Dt) embeddings but the "
+            raise InvalidInput(f"the text encoder gives {encoder.length} x {encoder.dim} (T x Dt) embeddings but the "
                              f"model expects text_len={cfg.text_len}, text_dim={cfg.text_dim}: use the encoder "
                              f"the training shards were made with")
     text, mask = encoder.encode(list(prompts))

@@ -6,6 +6,7 @@ from pathlib import Path
 from .base import Tokenizer
 from .vqgan import PRESETS as VQGAN_PRESETS
 from .vqgan import VQGAN, VQGANConfig
+from enat_lightning.errors import InvalidInput
 
 __all__ = ["Tokenizer", "VQGAN", "VQGANConfig", "VQGAN_PRESETS", "load_tokenizer"]
 
@@ -33,7 +34,7 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
             try:
                 spec = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"tokenizer spec {text!r} is not valid JSON ({e})") from e
+                raise InvalidInput(f"tokenizer spec {text!r} is not valid JSON ({e})") from e
         elif Path(text).is_dir():  # an export folder made with `enat export --with_tokenizer`
             from .exported import load_exported_tokenizer
 
@@ -46,7 +47,7 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
         else:
             path = Path(text)
             if path.suffix.lower() not in VQGAN_SUFFIXES:
-                raise ValueError(f"tokenizer {path} should end in one of {list(VQGAN_SUFFIXES)} (a VQGAN checkpoint) "
+                raise InvalidInput(f"tokenizer {path} should end in one of {list(VQGAN_SUFFIXES)} (a VQGAN checkpoint) "
                                  "or be 'demo' / a demo tokenizer .npz; for other tokenizers pass "
                                  "{'kind': ..., 'path': ...}")
             return VQGAN.from_checkpoint(path)
@@ -55,15 +56,15 @@ def load_tokenizer(spec: str | Path | dict) -> Tokenizer:
                         f"{type(spec).__name__}")
     kind = spec.get("kind")
     if "path" not in spec:
-        raise ValueError(f"tokenizer spec {spec} lacks 'path'")
+        raise InvalidInput(f"tokenizer spec {spec} lacks 'path'")
     if kind == "vqgan":
         unknown = sorted(set(spec) - {"kind", "path", "config", "trust_pickle"})
         if unknown:
-            raise ValueError(f"unknown keys {unknown} in vqgan tokenizer spec; "
+            raise InvalidInput(f"unknown keys {unknown} in vqgan tokenizer spec; "
                              "allowed: kind, path, config, trust_pickle")
         return VQGAN.from_checkpoint(spec["path"], spec.get("config"), trust_pickle=bool(spec.get("trust_pickle")))
     if kind == "demo":
         from .demo import DemoTokenizer
 
         return DemoTokenizer.load(spec["path"])
-    raise ValueError(f"unknown tokenizer kind {kind!r} in spec {spec}; expected 'vqgan' or 'demo'")
+    raise InvalidInput(f"unknown tokenizer kind {kind!r} in spec {spec}; expected 'vqgan' or 'demo'")

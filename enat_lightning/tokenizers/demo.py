@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from enat_lightning.fileio import atomic_write_bytes
+from enat_lightning.errors import InvalidInput, MissingInput
 
 
 def default_data_root() -> Path:
@@ -37,9 +38,9 @@ class DemoTokenizer:
 
     def __init__(self, centroids: torch.Tensor, patch: int, image_size: int) -> None:
         if centroids.ndim != 2 or centroids.shape[1] != patch * patch:
-            raise ValueError(f"centroids must be (K, {patch * patch}) for patch {patch}, got {tuple(centroids.shape)}")
+            raise InvalidInput(f"centroids must be (K, {patch * patch}) for patch {patch}, got {tuple(centroids.shape)}")
         if image_size % patch:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch {patch}")
+            raise InvalidInput(f"image_size {image_size} is not a multiple of patch {patch}")
         self.centroids = centroids.float()  # (K, p*p)
         self.patch = patch
         self.image_size = image_size
@@ -59,11 +60,11 @@ class DemoTokenizer:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [0, 1] -> ids int64 (B, H/p, W/p)."""
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+            raise InvalidInput(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
         b, _, hh, ww = images.shape
         p = self.patch
         if hh % p or ww % p:
-            raise ValueError(f"image size {hh}x{ww} is not a multiple of the patch size {p}")
+            raise InvalidInput(f"image size {hh}x{ww} is not a multiple of the patch size {p}")
         grey = images.float().mean(1)  # (B, H, W): the demo data is grey, colour is averaged away
         patches = grey.reshape(b, hh // p, p, ww // p, p).permute(0, 1, 3, 2, 4).reshape(-1, p * p)  # (B*h*w, p*p)
         c = self.centroids.to(patches.device)
@@ -74,11 +75,11 @@ class DemoTokenizer:
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, h, w) -> images (B, 3, h*p, w*p), grey replicated to RGB (unclamped)."""
         if ids.ndim != 3:
-            raise ValueError(f"expected ids (B, h, w), got {tuple(ids.shape)}")
+            raise InvalidInput(f"expected ids (B, h, w), got {tuple(ids.shape)}")
         b, h, w = ids.shape
         p = self.patch
         if int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size:
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
+            raise InvalidInput(f"token ids must be in [0, {self.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
         patches = self.centroids.to(ids.device)[ids.long()]  # (B, h, w, p*p)
         grey = patches.reshape(b, h, w, p, p).permute(0, 1, 3, 2, 4).reshape(b, 1, h * p, w * p)  # (B, 1, H, W)
         return grey.expand(b, 3, h * p, w * p).contiguous()
@@ -104,10 +105,10 @@ class DemoTokenizer:
     def load(cls, path: str | os.PathLike) -> "DemoTokenizer":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"demo tokenizer file {path} not found (build it: enat tokenize demo, or make demo)")
+            raise MissingInput(f"demo tokenizer file {path} not found (build it: enat tokenize demo, or make demo)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(torch.from_numpy(z["centroids"].astype(np.float32)), int(z["patch"]),
                            int(z["image_size"]))
         except (KeyError, ValueError, OSError) as e:
-            raise ValueError(f"{path} is not a demo tokenizer file ({e})") from e
+            raise InvalidInput(f"{path} is not a demo tokenizer file ({e})") from e

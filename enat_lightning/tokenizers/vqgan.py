@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enat_lightning.errors import InvalidInput
 from enat_lightning.fileio import sha256_file
 
 OFFICIAL_FILE = "vqgan_jax_strongaug.ckpt"
@@ -350,13 +351,18 @@ def resolve_config(config: VQGANConfig | dict | str | None) -> VQGANConfig:
 
 def read_state_dict(path: Path, trust_pickle: bool = False) -> dict:
     """The weights in ``path``: the dict itself, or its ``'state_dict'`` entry; ``loss.*`` keys dropped."""
+    from enat_lightning.sampling.checkpoint import UntrustedCheckpointError, read_torch_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; report them all the same way
-        hint = ("; it holds Python objects beyond tensors: if you trust the file, load it with "
-                "trust_pickle=True" if "weights_only" in str(err) else "")
-        raise ValueError(f"cannot read VQGAN checkpoint {path} as a torch file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}){hint}") from err
+        obj = read_torch_file(path, what="VQGAN checkpoint", trust=trust_pickle,
+                              make_hint="point to the MaskGIT VQGAN weights (docs/tokenizer.md)")
+    except FileNotFoundError:
+        raise
+    except UntrustedCheckpointError as err:
+        raise InvalidInput(f"cannot read VQGAN checkpoint {path}: it holds Python objects beyond tensors: if you "
+                           f"trust the file, load it with trust_pickle=True") from err
+    except ValueError as err:
+        raise InvalidInput(f"cannot read VQGAN checkpoint {path} as a torch file ({err})") from err
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

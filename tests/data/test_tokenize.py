@@ -59,7 +59,7 @@ def test_imagefolder_round_trip_unreadable_and_resume(tmp_path, tok, capsys):
     assert m.sample_count == 9 and m.has_flip and m.num_classes == 3 and m.latent_side == 4
     assert m.source["classes"] == classes and m.tokenizer == tok.identity()
 
-    dm = TokenShardDataModule(str(out), str(out), batch_size=4, num_workers=0, codebook_size=128, latent_side=4)
+    dm = TokenShardDataModule(str(out), str(out), batch_size=4, num_workers=0, codebook_size=128, grid=4)
     dm.setup("fit")
     got = torch.cat([b["tokens"] for b in dm.val_dataloader()])
     labels = torch.cat([b["label"] for b in dm.val_dataloader()])

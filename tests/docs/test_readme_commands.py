@@ -357,3 +357,48 @@ def test_collector_splits_and_filters():
     argvs, _ = block_commands("console", "$ enat models\npython 3.11 output line\n")
     assert argvs == [["enat", "models"]]
     assert block_commands("python", "import os\n") == ([], [])
+
+
+def test_a_missing_demo_asset_names_its_exact_command_and_the_readme_runs_it_first(tmp_path):
+    """After `make demo` (MNIST only) the README's tiny study needs the digits shards: the error for a missing
+    digits manifest names `enat tokenize demo --dataset digits`, and the README gives that command before
+    the study command (README order)."""
+    import enat_lightning.demo.data  # noqa: F401  registers the demo data sets' commands (as the commands do)
+    from enat_lightning.data.reader import resolve_manifest
+    from enat_lightning.errors import MissingInput
+
+    for name, folder in (("digits", "digits"), ("mnist", "demo")):
+        with pytest.raises(MissingInput, match=rf"build these shards with `enat tokenize demo --dataset {name}`"):
+            resolve_manifest(str(REPO / "data" / folder / "shards" / "no-such-split" / "x.tar"))
+    with pytest.raises(MissingInput, match="enat tokenize imagefolder"):  # not a demo path: the generic advice
+        resolve_manifest(str(tmp_path / "shards"))
+    readme = README.read_text()
+    study = readme.index("enat study run experiments/studies/fig2_attention_removal.yaml --override")
+    assert readme.index("enat tokenize demo --dataset digits") < study
+
+
+SPEED_VS_OFFICIAL = re.compile(r"(faster|speed(-?up)?|slower)[^.\n|]{0,80}official[^.\n|]{0,60}\d(\.\d+)?\s?×"
+                               r"|official[^.\n|]{0,80}(faster|speed(-?up)?)[^.\n|]{0,40}\d(\.\d+)?\s?×"
+                               r"|\d(\.\d+)?\s?×[^.\n|]{0,40}(faster|speed(-?up)?)[^.\n|]{0,40}official", re.I)
+
+
+def test_no_stale_cross_references_and_one_page_per_measured_figure():
+    """A page never announces an existing page as "planned"; the speed against the official code is stated on
+    performance.md only (other pages link it)."""
+    problems = []
+    for page in PAGES:
+        text = page.read_text()
+        for m in re.finditer(r"planned pages?\b[^.]*", text, re.I):
+            linked = re.findall(r"\]\(([\w./-]+\.md)", m.group(0))
+            problems += [f"{page.name}: announces existing page {t} as planned" for t in linked
+                         if (page.parent / t).exists()]
+        if page.name != "performance.md":
+            problems += [f"{page.name}: speed figure vs the official code outside performance.md: {m.group(0)!r}"
+                         for m in SPEED_VS_OFFICIAL.finditer(text)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_stale_reference_check_can_fail():
+    assert SPEED_VS_OFFICIAL.search("`generate` is 1.1–1.25× faster than the official call pattern")
+    assert SPEED_VS_OFFICIAL.search("speed against the official code (2-core CPU: sampling 1.6×)")
+    assert not SPEED_VS_OFFICIAL.search("the speed against the official code: [performance.md](performance.md)")

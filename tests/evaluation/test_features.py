@@ -70,7 +70,7 @@ def test_evaluation_and_analysis_import_no_lightning():
 
 def test_low_packages_never_import_the_demo():
     """The demo sits above tokenizers/, data/, evaluation/, callbacks/, models/, sampling/: none of their
-    modules imports enat_lightning.demo (the demo classifier is reached through the PLUGINS tables), and
+    modules imports enat_lightning.demo (the demo classifier registers itself in the evaluation registries), and
     the feature extractors live apart from their factory (no evaluation.features <-> classifier cycle)."""
     import ast
     from pathlib import Path
@@ -97,3 +97,15 @@ def test_low_packages_never_import_the_demo():
     classifier = imports(root / "demo" / "classifier.py")
     assert "enat_lightning.evaluation.extractors" in classifier
     assert "enat_lightning.evaluation.features" not in classifier
+
+
+def test_the_demo_feature_network_is_registered_from_above():
+    """evaluation/ holds registries, not "module:function" strings; importing the demo classifier fills them."""
+    import subprocess
+    import sys
+
+    code = ("import enat_lightning.evaluation.features as f, enat_lightning.evaluation.reference as r; "
+            "assert 'demo' not in f.FEATURE_NETWORKS and 'demo' not in r.REFERENCES; "
+            "import enat_lightning.demo.classifier as c; "
+            "assert f.FEATURE_NETWORKS['demo'] is c.load_demo_features and r.REFERENCES['demo'] is c.demo_reference_stats")
+    subprocess.run([sys.executable, "-c", code], check=True)

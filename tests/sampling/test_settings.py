@@ -70,8 +70,11 @@ def test_jsonargparse_round_trip():
     # dump and parse again: the same settings
     dumped = p.dump(p.parse_args(["--sampler.samp_temp", "2.0", "--sampler.uncond_skip_steps", "[4]"]))
     assert p.instantiate_classes(p.parse_string(dumped)).sampler == SamplerSettings(samp_temp=2.0, uncond_skip_steps=(4,))
-    with pytest.raises(Exception):
-        p.parse_args(["--sampler.order", "spiral"])
+    # the names come from the registries (orders.py, schedules.py): an unknown one is refused by name
+    with pytest.raises(ValueError, match="order must be one of.*confidence.*'spiral'"):
+        p.instantiate_classes(p.parse_args(["--sampler.order", "spiral"]))
+    with pytest.raises(ValueError, match="guidance must be one of.*linear.*'ramp'"):
+        p.instantiate_classes(p.parse_args(["--sampler.guidance", "ramp"]))
 
 
 # -- one definition of every sampler default -----------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from enat_lightning.models import ENAT, ENATConfig
-from enat_lightning.studies.sampler_zoo import is_zoo_spec, load_zoo, main, pareto_front, run_zoo
+from enat_lightning.studies.sampler_zoo import is_zoo_spec, load_zoo, pareto_front, run_zoo
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "experiments" / "studies" / "sampler_zoo.yaml"
@@ -108,5 +108,6 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path):
     spec = load_zoo(SPEC)
     with pytest.raises(FileNotFoundError, match="python -m enat_lightning.demo"):
         run_zoo(spec, tmp_path, ckpt=tmp_path / "none.ckpt")
-    with pytest.raises(FileNotFoundError):
-        main([str(SPEC), "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)])
+    from enat_lightning import cli
+
+    assert cli.main(["study", "run", str(SPEC), "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)]) == 2
