@@ -61,9 +61,11 @@ def check_output_dir(path: Path, flag: str = "--out") -> None:
 
 def network_config(*, preset: Optional[str] = None, experiment: Optional[list[Path]] = None,
                    ckpt: Optional[Path] = None, resolution: Optional[int] = None, num_classes: Optional[int] = None,
-                   overrides: tuple[str, ...] = (), trust_checkpoint: bool = False):
+                   overrides: tuple[str, ...] = (), trust_checkpoint: bool = False, import_code: bool = False,
+                   command: str = "this command"):
     """(network config, whether it was trained to reuse) from exactly one of a preset (paper Table 7),
-    training config(s) (resolved as ``enat fit`` would) or a checkpoint."""
+    training config(s) (resolved as ``enat fit`` would, importing no code outside the package unless
+    ``import_code``) or a checkpoint."""
     given = [n for n, v in (("--preset", preset), ("-c/--experiment", experiment), ("--ckpt", ckpt)) if v]
     if len(given) != 1:
         raise UserError(f"give exactly one model source: --preset NAME, -c CONFIG.yaml (a training config) or "
@@ -84,7 +86,7 @@ def network_config(*, preset: Optional[str] = None, experiment: Optional[list[Pa
     if experiment:
         from enat_lightning.training_config import model_config, resolve_training_config, trains_with_reuse
 
-        resolved = resolve_training_config(experiment, overrides)
+        resolved = resolve_training_config(experiment, overrides, import_code=import_code, command=command)
         return model_config(resolved), trains_with_reuse(resolved)
     from enat_lightning.sampling.checkpoint import generator_config, load_checkpoint_dict
 

@@ -28,7 +28,7 @@ def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Option
     from enat_lightning.models import build_model, load_official_weights
     from enat_lightning.sampling.checkpoint import read_torch_file
 
-    cfg, _ = network_config(preset=preset, experiment=experiment, resolution=resolution,
+    cfg, _ = network_config(preset=preset, experiment=experiment, resolution=resolution, command="enat sample",
                             num_classes=num_classes if preset else None)
     sd = read_torch_file(official_weights, what="official weights", trust=trust_checkpoint,
                          make_hint="download nnet_ema.pth of the official ENAT release")
