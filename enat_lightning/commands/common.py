@@ -23,30 +23,14 @@ def check_device(device: Optional[str]) -> None:
         raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
 def check_output_file(path: Optional[Path], *, overwrite: bool, flag: str = "--out",
                       same_run=None) -> None:
-    """Before any work: ``path`` must be writable, and an existing file is replaced only with ``--overwrite``
-    or when ``same_run(path)`` says this command made it with the same settings (a rerun)."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'results.json'}")
-    if path.exists() and not overwrite and not (same_run is not None and same_run(path)):
-        raise UserError(f"{flag} {path} already exists and was not written by this command with these settings; "
-                        f"choose another {flag} or pass --overwrite to replace it")
-    folder = _nearest_existing(path.parent)
-    if not folder.is_dir():
-        raise UserError(f"{flag} {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"{flag} {path} is not writable ({folder} is read-only for this user); choose another {flag}")
+    """Before any work: the output rule of ``fileio.check_output`` (exists and not ours -> refused unless
+    ``--overwrite``; ``same_run(path)`` says this command made it with the same settings; writable)."""
+    from enat_lightning.fileio import check_output
+
+    if path is not None:
+        check_output(path, overwrite=overwrite, is_ours=same_run, flag=flag)
 
 
 def check_output_dir(path: Path, flag: str = "--out") -> None:
@@ -54,7 +38,9 @@ def check_output_dir(path: Path, flag: str = "--out") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file; give a folder")
-    folder = _nearest_existing(path)
+    from enat_lightning.fileio import nearest_existing
+
+    folder = nearest_existing(path)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path} is not writable ({folder} is read-only for this user); choose another {flag}")
 

@@ -76,6 +76,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
     from enat_lightning.commands.common import check_device, check_output_dir
     from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.errors import UserError
+    from enat_lightning.fileio import OutputLock, lock_path
     from enat_lightning.prediction import sample_to_dir
     from enat_lightning.sampling.runner import SampleRun, class_labels
 
@@ -84,7 +85,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
         return edit_image(edit, region, labels, per_class, out, ckpt=ckpt, preset=preset, experiment=experiment,
                           official_weights=official_weights, num_classes=num_classes, resolution=resolution,
                           tokenizer=tokenizer, device=device, seed=seed, trust_checkpoint=trust_checkpoint,
-                          sampler=sampler)
+                          sampler=sampler, overwrite=overwrite)
     if out is None:
         raise UserError("--out is required: the folder the samples go to (or --edit IMAGE --region ... to edit an image)")
     check_output_dir(out)
@@ -106,9 +107,10 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
     else:
         wanted = class_labels(model.cfg.num_classes, labels, per_class)
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
-    r = sample_to_dir(model, wanted, out, sampler, tok, run=SampleRun(seed, batch_size), save_images=save_images,
-                      overwrite=overwrite, device=device, model_id=model_id, progress=progress, extra_files=extra,
-                      conditions=conditions)
+    with OutputLock(lock_path(out, folder=True), what=f"--out {out}", holder="sample run"):  # one writer
+        r = sample_to_dir(model, wanted, out, sampler, tok, run=SampleRun(seed, batch_size), save_images=save_images,
+                          overwrite=overwrite, device=device, model_id=model_id, progress=progress,
+                          extra_files=extra, conditions=conditions)
     if "samples_npz" not in r:  # a rank > 0 of a multi-GPU run: rank 0 reports
         return r
     print(f"{r['num_samples']} samples on {', '.join(r['devices'])} ({r['resumed']} chunks resumed) -> "
@@ -122,7 +124,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
 
 def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[list[int]], per_class: Optional[int],
                out: Optional[Path], *, ckpt, preset, experiment, official_weights, num_classes, resolution,
-               tokenizer, device, seed, trust_checkpoint, sampler: SamplerSettings) -> dict:
+               tokenizer, device, seed, trust_checkpoint, sampler: SamplerSettings, overwrite: bool = False) -> dict:
     """`enat sample --edit IMAGE --region X0,Y0,X1,Y1 --labels ...`: regenerate the box once per label;
     tokens outside it stay as the image's (``sampling.edit``)."""
     import numpy as np
@@ -130,6 +132,7 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
     from PIL import Image
 
     from enat_lightning.commands.common import check_output_dir
+    from enat_lightning.fileio import check_output
     from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.errors import UserError
     from enat_lightning.sampling import io as sio
@@ -147,6 +150,9 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
                         "another class to class-edit)")
     out_dir = Path(out) if out is not None else image.parent
     check_output_dir(out_dir)
+    stem = image.stem + "_edited"
+    for path in (out_dir / f"{stem}.png", out_dir / f"{stem}.npz"):  # a user's file of that name stays
+        check_output(path, overwrite=overwrite, flag="--edit output")
     wanted = [c for c in labels for _ in range(per_class or 1)]
     box = parse_region(region)
     model, _ = load_network(ckpt, preset, experiment, official_weights, num_classes, resolution, trust_checkpoint)
@@ -156,7 +162,6 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
     pixels = np.asarray(Image.open(image).convert("RGB"))
     res = edit(model, tok, pixels, box, torch.tensor(wanted, device=dev), sampler,
                torch.Generator(device=dev).manual_seed(seed))
-    stem = image.stem + "_edited"
     source = sio.to_uint8(tok.decode(res.source_ids[None]))  # (1, H, W, 3): the input as tokenized
     grid = sio.make_grid(np.concatenate([source, sio.to_uint8(res.images)]), nrow=len(wanted) + 1)
     png = sio.save_png(out_dir / f"{stem}.png", grid)
