@@ -20,7 +20,7 @@ def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Option
         from enat_lightning.sampling.checkpoint import load_generator
 
         model, _ = load_generator(ckpt, trust=trust_checkpoint)
-        return model, {"ckpt": str(Path(ckpt).resolve())}
+        return model, {"ckpt": str(Path(ckpt).resolve()), "weights": model.weights_source}
     if not (preset or experiment):
         raise UserError("give either --ckpt or --preset / -c CONFIG.yaml (with --official_weights)")
     if official_weights is None:
@@ -32,7 +32,12 @@ def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Option
                             num_classes=num_classes if preset else None)
     sd = read_torch_file(official_weights, what="official weights", trust=trust_checkpoint,
                          make_hint="download nnet_ema.pth of the official ENAT release")
+    from enat_lightning.sampling.checkpoint import check_finite_weights
+
+    if isinstance(sd, dict):
+        check_finite_weights(sd, official_weights)
     model = load_official_weights(build_model(cfg), sd, source=str(official_weights)).eval()
+    model.checkpoint_path = str(official_weights)
     return model, {"config": preset or [str(e) for e in experiment],
                    "official_weights": str(Path(official_weights).resolve())}
 
@@ -49,7 +54,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
 
     Args:
         out: output folder (rerun with the same arguments to resume); required unless --edit (default: beside IMAGE)
-        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        ckpt: checkpoint from `enat fit` or `enat import-official` (its EMA weights; the raw weights, with a note saying so, when it has no EMA copy)
         preset: with --official_weights: an architecture preset (`enat models`)
         experiment: with --official_weights: training config(s) naming the network (also `-c CONFIG.yaml`)
         official_weights: official nnet_ema.pth to load into --preset / -c

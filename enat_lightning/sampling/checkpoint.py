@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -136,8 +137,26 @@ def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     if missing or unexpected or wrong:
         raise CheckpointError(f"checkpoint {ckpt_path}: weights under '{prefix}' do not fit {cfg}: missing {missing[:8]}, "
                         f"unexpected {unexpected[:8]}, shape mismatches {wrong[:8]}")
+    check_finite_weights(weights, ckpt_path, prefix)
     model.load_state_dict(weights)
+    # Which weights run, said where they are chosen: the help promises EMA; a checkpoint without an EMA
+    # copy (ema_decay off, a hand-made file) samples its raw weights, and the user is told so.
+    model.weights_source = "ema" if prefix.startswith("ema.") else "raw"
+    model.checkpoint_path = str(ckpt_path)  # named by sampling's non-finite-logits error
+    if model.weights_source == "raw":
+        print(f"note: checkpoint {ckpt_path} has no EMA weights; using its raw training weights ('{prefix}*')",
+              file=sys.stderr)
     return model.to(device).eval(), cfg
+
+
+def check_finite_weights(weights: dict, path, prefix: str = "") -> None:
+    """A checkpoint with NaN / inf weights (a diverged run) is refused at load: it would sample id 0
+    everywhere and score deceptively well. Raises CheckpointError naming the file and the tensors."""
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights (NaN/inf) in {len(bad)} tensor(s) under "
+                              f"'{prefix}', e.g. {bad[:3]}: the run diverged before this save; use an earlier "
+                              f"checkpoint of the run")
 
 
 def save_generator_checkpoint(path: str | os.PathLike, cfg: ModelConfig, weights: dict,
