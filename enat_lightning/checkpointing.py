@@ -30,7 +30,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from enat_lightning.errors import UserError
-from enat_lightning.fileio import (ChecksumMismatchError, OutputLock, atomic_writer, checksum_path, verify_checksum,
+from enat_lightning.fileio import (ChecksumMismatchError, OutputLock, atomic_writer, checksum_path, verify_integrity,
                                    write_checksum)
 
 
@@ -74,9 +74,11 @@ def checkpoint_problem(path, deep: bool = True) -> str | None:
     if path.stat().st_size == 0:
         return "empty file (0 bytes)"
     try:
-        verify_checksum(path)
-    except ChecksumMismatchError:
-        return f"its bytes differ from the sha256 recorded at save time ({checksum_path(path).name}): corrupted"
+        verify_integrity(path)  # the .sha256 sidecar, else the CRC-32 inside the zip
+    except ChecksumMismatchError as e:
+        if checksum_path(path).is_file():
+            return f"its bytes differ from the sha256 recorded at save time ({checksum_path(path).name}): corrupted"
+        return str(e).split(" is ", 1)[-1].removeprefix("corrupted: ") + ": corrupted"
     if not deep:
         return None
     try:

@@ -8,7 +8,10 @@ import-official) reads it through ``read_torch_file``:
   ``trust=True`` (the commands' ``--trust_checkpoint`` flag, for files you made yourself) loads it
   with full unpickling.
 * the checksum recorded beside the file at save time (``<file>.sha256``, ``enat_lightning.fileio``)
-  is verified first; a mismatch is a one-line error naming the file.
+  is verified first, or, for a file that travelled without it, the CRC-32 of every member of the
+  zip that ``torch.save`` writes (``fileio.verify_integrity``); a mismatch is a one-line error
+  naming the file.
+* weights that are NaN / inf (a diverged run) are refused by ``load_generator``.
 * a missing, empty, truncated or foreign file is a one-line ``UserError`` naming the file and what to do.
 
 Generator checkpoint format (a Lightning checkpoint dict; only these keys matter here):
@@ -32,7 +35,8 @@ from pathlib import Path
 import torch
 
 from enat_lightning.errors import UserError
-from enat_lightning.fileio import ChecksumMismatchError, atomic_torch_save, verify_checksum, write_checksum
+from enat_lightning.fileio import (ChecksumMismatchError, atomic_torch_save, verify_integrity,
+                                  write_checksum)
 from enat_lightning.models import build_model, config_from_dict
 from enat_lightning.models.config import ModelConfig
 
@@ -64,7 +68,7 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", trust:
         raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted copy or save?): delete it and copy it "
                         f"again, or {make_hint}")
     try:
-        verify_checksum(path)
+        verify_integrity(path)  # the .sha256 sidecar, else the CRC-32 inside the zip
     except ChecksumMismatchError as e:
         raise CheckpointError(str(e)) from e
     try:

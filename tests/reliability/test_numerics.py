@@ -61,3 +61,48 @@ def test_a_checkpoint_without_ema_says_raw_weights_are_used(tmp_path, capsys):
     assert model.weights_source == "raw" and "no EMA weights" in capsys.readouterr().err
     model, _ = load_generator(tiny_checkpoint(tmp_path / "ema.ckpt"))
     assert model.weights_source == "ema" and "no EMA" not in capsys.readouterr().err
+
+
+# -- item 9: corruption is caught without the .sha256 sidecar (the zip's own CRC-32) ---------------------------
+def _flip(path, offsets):
+    data = bytearray(path.read_bytes())
+    for i in offsets:
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_without_the_sidecar_are_caught_by_every_reader(tmp_path, capsys):
+    import random
+
+    from enat_lightning.checkpointing import checkpoint_problem
+    from enat_lightning.fileio import checksum_path
+
+    path = tiny_checkpoint(tmp_path / "copied.ckpt")
+    checksum_path(path).unlink()  # scp'd without its sidecar
+    size = path.stat().st_size
+    random.seed(0)
+    _flip(path, random.sample(range(size // 4, size // 2), 400))  # inside the tensors
+    with pytest.raises(CheckpointError, match=r"copied.ckpt is corrupted: member .* CRC-32"):
+        load_generator(path)
+    one_line_error(capsys, ["sample", "--ckpt", str(path), "--labels", "1", "--out", str(tmp_path / "s")],
+                   str(path), "corrupted")
+    assert "corrupted" in checkpoint_problem(path)  # the training resume path
+
+
+def test_one_flipped_bit_in_a_tensor_is_caught(tmp_path):
+    from enat_lightning.fileio import checksum_path
+
+    path = tiny_checkpoint(tmp_path / "m.ckpt")
+    checksum_path(path).unlink()
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:  # the first byte of the largest tensor's data
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + name_len + extra_len] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="CRC-32"):
+        load_generator(path)
