@@ -141,16 +141,22 @@ def writing(path: Path):
     try:
         yield
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}; nothing was written there (free some space or "
-                        f"choose another location, then rerun)") from e
+        from enat_lightning.errors import os_error_message
+
+        raise UserError(f"cannot write {path}: {os_error_message(e)}") from e
 
 
-def prompt_encoder(text_encoder: Optional[str]):
-    """The text encoder for ``--prompts`` (``--text_encoder`` is required; CLIP needs the [t2i] extra)."""
+def prompt_encoder(text_encoder: Optional[str], model=None):
+    """The text encoder for ``--prompts`` (``--text_encoder`` is required; CLIP needs the [t2i] extra),
+    checked against the encoder the model's checkpoint records (``text.base.check_encoder_identity``)."""
     from enat_lightning.text import build_text_encoder
+    from enat_lightning.text.base import check_encoder_identity
 
     if not text_encoder:
         raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
     if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
         require_extra("transformers>=4.40")
-    return build_text_encoder(text_encoder)
+    encoder = build_text_encoder(text_encoder)
+    recorded = getattr(model, "text_encoder_identity", None)
+    check_encoder_identity(encoder.identity(), recorded, f"checkpoint {getattr(model, 'checkpoint_path', '')}".strip())
+    return encoder

@@ -101,7 +101,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
         from enat_lightning.commands.common import prompt_encoder
         from enat_lightning.text import encode_prompts, prompts_sha1, read_prompts
 
-        encoder = prompt_encoder(text_encoder)
+        encoder = prompt_encoder(text_encoder, model)
         lines = read_prompts(prompts)
         wanted = [i for i in range(len(lines)) for _ in range(per_class or 1)]
         conditions = encode_prompts(lines, encoder, model.cfg)[torch.tensor(wanted)]

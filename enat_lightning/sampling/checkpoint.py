@@ -147,6 +147,7 @@ def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     # copy (ema_decay off, a hand-made file) samples its raw weights, and the user is told so.
     model.weights_source = "ema" if prefix.startswith("ema.") else "raw"
     model.checkpoint_path = str(ckpt_path)  # named by sampling's non-finite-logits error
+    model.text_encoder_identity = ckpt.get("text_encoder")  # the encoder of its training captions (text models)
     if model.weights_source == "raw":
         print(f"note: checkpoint {ckpt_path} has no EMA weights; using its raw training weights ('{prefix}*')",
               file=sys.stderr)
