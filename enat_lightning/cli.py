@@ -129,7 +129,7 @@ def _guarded(fn, *args, **kwargs) -> int:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"enat: error: {' '.join(str(msg).split())}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except OSError as e:  # the file and the real cause; disk-full advice only for ENOSPC (errors.py)
         if env_flag("ENAT_DEBUG"):
             raise

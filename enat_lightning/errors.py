@@ -9,6 +9,13 @@ class UserError(Exception):
     """
 
 
+class Terminated(UserError):
+    """The run was asked to stop (SIGTERM) and stopped at a safe point; rerunning the command resumes it.
+    The CLI exits with ``exit_code`` (128 + SIGTERM), as a killed process would, after the one line."""
+
+    exit_code = 143
+
+
 def env_flag(name: str) -> bool:
     """An on/off environment switch read as users expect: unset, "", "0", "false", "no", "off" mean off."""
     import os

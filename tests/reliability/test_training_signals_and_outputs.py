@@ -52,3 +52,30 @@ def test_validate_and_test_without_a_checkpoint_are_refused(tmp_path):
         with contextlib.redirect_stderr(err):
             rc = cli.main(argv)
         assert rc == 2 and "untrained" in err.getvalue(), (argv, err.getvalue()[-2000:])
+
+
+def test_sigterm_stops_sampling_after_the_current_chunk_and_the_rerun_resumes(tmp_path):
+    import os
+    import signal
+
+    import pytest
+
+    from commands_helpers import tiny_checkpoint
+    from enat_lightning.errors import Terminated
+    from enat_lightning.prediction import sample_to_dir
+    from enat_lightning.sampling.checkpoint import load_generator
+    from enat_lightning.sampling.runner import SampleRun
+    from enat_lightning.sampling.settings import SamplerSettings
+
+    model, _ = load_generator(tiny_checkpoint(tmp_path / "m.ckpt"))
+    out, labels, settings = tmp_path / "s", [1, 2, 3, 4, 5, 6], SamplerSettings(steps=2)
+
+    def term(c):
+        if c == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Terminated, match="stopped by SIGTERM after chunk 0"):
+        sample_to_dir(model, labels, out, settings, run=SampleRun(0, 2), device="cpu", progress=False, on_chunk=term)
+    assert sorted(p.name for p in (out / "chunks").glob("chunk_*.npz")) == ["chunk_000000.npz"]
+    r = sample_to_dir(model, labels, out, settings, run=SampleRun(0, 2), device="cpu", progress=False)
+    assert r["resumed"] == 1 and r["num_samples"] == 6
