@@ -22,7 +22,6 @@ What ``fit`` adds to plain LightningCLI (docs/training.md, docs/reliability.md):
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import warnings
 from pathlib import Path

@@ -14,7 +14,7 @@ import torch
 from commands_helpers import TINY_ENAT, one_line_error, tiny_checkpoint
 from enat_lightning.cli import main
 from enat_lightning.errors import UserError
-from enat_lightning.fileio import OutputLock, check_output, claim_output, lock_path
+from enat_lightning.fileio import check_output, claim_output, lock_path
 
 
 # -- the rule itself (fileio.claim_output) ---------------------------------------------------------------
