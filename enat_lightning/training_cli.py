@@ -283,7 +283,7 @@ def _quiet_known_warnings() -> None:
 
 def run_lightning_cli(argv: list[str]) -> int:
     """Runs LightningCLI on argv (``["fit", "-c", "experiments/enat_s.yaml", ...]``) -> exit code."""
-    from enat_lightning.training_config import config_files, read_config_file
+    from enat_lightning.config_files import config_files, read_config_file
 
     for path in config_files(argv):
         read_config_file(path)  # missing, empty or not a mapping: one line naming the file, not a usage dump

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "enat_lightning"
 
 # The layers, bottom first: a module may import its own layer or lower ones only.
 LAYERS = [
-    {"errors", "fileio", "seeding"},
+    {"errors", "fileio", "seeding", "config_files"},
     {"models", "tokenizers", "masking", "sampling", "text"},
     {"data", "evaluation", "demo.data", "demo.classifier"},  # the demo's data set and feature network
     {"sharding", "checkpointing"},

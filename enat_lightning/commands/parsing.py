@@ -64,7 +64,7 @@ def one_line_error(prog: str, parser, e: Exception) -> str:
 
 def normalize_argv(parser, argv: list[str], fn: Callable) -> list[str]:
     """Dashes in flag names, bare bool flags, ``a,b`` lists, ungrouped sampler fields, training ``-c``."""
-    from enat_lightning.training_config import config_files, read_config_file
+    from enat_lightning.config_files import config_files, read_config_file
 
     for path in config_files(argv):
         read_config_file(path)  # missing, empty or not a mapping: one line naming the file
