@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from enat_lightning.sampling.checkpoint import read_torch_file
 from enat_lightning.errors import UserError
-from enat_lightning.fileio import (ChecksumMismatchError, atomic_writer, checksum_path, verify_checksum,
+from enat_lightning.fileio import (ChecksumMismatchError, OutputLock, atomic_writer, checksum_path, verify_integrity,
                                    write_checksum)
 
 
@@ -75,9 +75,11 @@ def checkpoint_problem(path, deep: bool = True) -> str | None:
     if path.stat().st_size == 0:
         return "empty file (0 bytes)"
     try:
-        verify_checksum(path)
-    except ChecksumMismatchError:
-        return f"its bytes differ from the sha256 recorded at save time ({checksum_path(path).name}): corrupted"
+        verify_integrity(path)  # the .sha256 sidecar, else the CRC-32 inside the zip
+    except ChecksumMismatchError as e:
+        if checksum_path(path).is_file():
+            return f"its bytes differ from the sha256 recorded at save time ({checksum_path(path).name}): corrupted"
+        return str(e).split(" is ", 1)[-1].removeprefix("corrupted: ") + ": corrupted"
     if not deep:
         return None
     try:
@@ -157,7 +159,8 @@ class RunCheckpoints(pl.Callback):
             getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
         self.auto_requeue = isinstance(env, SLURMEnvironment) and env.auto_requeue
         preempt = (env.requeue_signal if isinstance(env, SLURMEnvironment) else None) or signal.SIGUSR1
-        for signum, handler in ((signal.SIGINT, self._on_sigint), (preempt, self._on_sigusr1)):
+        handlers = {signal.SIGTERM: self._on_sigterm, signal.SIGINT: self._on_sigint, preempt: self._on_sigusr1}
+        for signum, handler in handlers.items():
             self._previous[signum] = signal.signal(signum, handler)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -173,6 +176,11 @@ class RunCheckpoints(pl.Callback):
         print("\nCtrl-C: saving last.ckpt after the current step, then stopping (Ctrl-C again to abort now)",
               flush=True)
 
+    def _on_sigterm(self, signum, frame) -> None:
+        # Clusters and container runtimes send SIGTERM some seconds before SIGKILL: save, then exit non-zero.
+        self.requested = "terminate"
+        print("\nSIGTERM: saving last.ckpt after the current step, then stopping", flush=True)
+
     def _on_sigusr1(self, signum, frame) -> None:
         self.requested = "preempt"
         rank_zero_info("SIGUSR1 (pre-emption): saving last.ckpt after the current step, then requeueing")
@@ -182,7 +190,7 @@ class RunCheckpoints(pl.Callback):
         if trainer.world_size > 1:
             if trainer.global_step % self.sync_every:
                 return
-            codes = {None: 0, "interrupt": 1, "preempt": 2}
+            codes = {None: 0, "interrupt": 1, "terminate": 2, "preempt": 3}
             flag = torch.tensor(codes[self.requested], device=pl_module.device)
             flag = int(trainer.strategy.reduce(flag, reduce_op="max"))
             self.requested = {v: k for k, v in codes.items()}[flag]
@@ -229,51 +237,9 @@ def requeue() -> int:
 
 
 # -- one writer per run directory -------------------------------------------------------------------------------
-class RunDirLock:
-    """``<run dir>/.lock`` created with O_EXCL and holding ``<hostname> <pid> [<SLURM job id>]``. A lock
-    left by a process that no longer runs on this host, or by an earlier run of the same SLURM job (a
-    requeued job may land on another node), is stale and taken over; any other lock refuses the run."""
+class RunDirLock(OutputLock):
+    """``<run dir>/.lock``: the one output lock of the package (``fileio.OutputLock``) on a training run."""
 
     def __init__(self, run_dir):
-        self.path = Path(run_dir) / ".lock"
-        self.held = False
-
-    def acquire(self) -> "RunDirLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        job = os.environ.get("SLURM_JOB_ID", "")
-        me = f"{os.uname().nodename} {os.getpid()} {job}".strip()
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self.path.read_text().split() if self.path.is_file() else []
-                dead = len(owner) >= 2 and owner[0] == os.uname().nodename and not _pid_alive(int(owner[1]))
-                requeued = len(owner) == 3 and job and owner[2] == job  # an earlier run of this very SLURM job
-                if dead or requeued:
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                owner = owner[:2]
-                raise UserError(
-                    f"{self.path.parent} is in use by another training run ({' pid '.join(owner) or 'unknown'}, "
-                    f"lock file {self.path}); wait for it to finish, or pick another run directory "
-                    f"(--trainer.logger.init_args.name). If no such run exists, delete {self.path}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            self.held = True
-            return self
-        raise UserError(f"cannot take the lock {self.path}")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        super().__init__(Path(run_dir) / ".lock", what=str(run_dir), holder="training run",
+                         hint="wait for it to finish, or pick another run directory (--trainer.logger.init_args.name)")

@@ -15,7 +15,7 @@ import sys
 from typing import Callable
 
 from enat_lightning.commands.parsing import command_parser, normalize_argv, one_line_error
-from enat_lightning.errors import UserError
+from enat_lightning.errors import UserError, env_flag, os_error_message
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -122,17 +122,21 @@ def _guarded(fn, *args, **kwargs) -> int:
     try:
         rc = fn(*args, **kwargs)
         return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+    except BrokenPipeError:  # `enat flops | head`: the reader left; nothing to report
+        try:  # Python docs' recipe: no second BrokenPipeError when stdout is flushed at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     except USER_ERRORS as e:
-        if os.environ.get("ENAT_DEBUG"):
+        if env_flag("ENAT_DEBUG"):
             raise
         print(f"enat: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, read-only file system...: name the path, no traceback
-        if os.environ.get("ENAT_DEBUG"):
+        return getattr(e, "exit_code", 2)
+    except OSError as e:  # the file and the real cause; disk-full advice only for ENOSPC (errors.py)
+        if env_flag("ENAT_DEBUG"):
             raise
-        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"enat: error: {e.strerror or e}{where}; nothing was half-written (outputs are atomic): "
-              f"free space or choose another --out, then rerun", file=sys.stderr)
+        print(f"enat: error: {os_error_message(e)}", file=sys.stderr)
         return 2
 
 

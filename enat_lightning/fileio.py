@@ -123,3 +123,177 @@ def verify_checksum(path: str | os.PathLike) -> bool:
             f"{path} is corrupted: its sha256 {actual[:12]}… differs from the one recorded at save time in "
             f"{side.name} ({recorded[:12]}…); restore the file from a copy, or delete {side.name} to load it anyway")
     return True
+
+
+def verify_zip_members(path: str | os.PathLike) -> bool:
+    """Checks the CRC-32 that a zip file stores for every member (``torch.save`` writes a zip, so every
+    checkpoint carries its own checksums, wherever it travelled, with or without a ``.sha256`` sidecar).
+
+    Returns True if verified, False if ``path`` is not a readable zip (legacy pickles; a truncated zip
+    has lost its directory, and the reader reports that); raises ``ChecksumMismatchError`` naming the
+    file and member when bytes changed (a flipped bit in a tensor, a damaged header)."""
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise ChecksumMismatchError(f"{path} is corrupted: its zip structure is damaged ({e}); copy it again "
+                                    f"from its source") from e
+    if bad is not None:
+        raise ChecksumMismatchError(f"{path} is corrupted: member {bad} fails the CRC-32 stored in the file (bytes "
+                                    f"changed after it was written, e.g. a bad copy or disk); copy it again from "
+                                    f"its source")
+    return True
+
+
+def verify_integrity(path: str | os.PathLike) -> str:
+    """The one corruption check of a file we read back: the ``.sha256`` sidecar when there is one, else the
+    zip members' CRC-32 (every torch checkpoint). Returns which check ran ("sha256", "crc32" or "none");
+    raises ``ChecksumMismatchError`` naming the file."""
+    if verify_checksum(path):
+        return "sha256"
+    return "crc32" if verify_zip_members(path) else "none"
+
+
+# -- the output rule: every file or folder a command writes for the user ----------------------------------------
+def is_launch_rank_zero() -> bool:
+    """Global rank 0 as known before the process group exists (torchrun: RANK; SLURM: SLURM_PROCID;
+    Lightning's launcher and manual multi-node: NODE_RANK and LOCAL_RANK)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_path(target: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Where the writer of ``target`` holds its lock: ``DIR/.lock`` for a folder, ``.NAME.lock`` beside a file."""
+    target = Path(target)
+    return target / ".lock" if folder else target.with_name(f".{target.name}.lock")
+
+
+class OutputLock:
+    """One writer per output: a lock file created with O_EXCL holding ``<hostname> <pid> [<SLURM job id>]``.
+
+    A lock left by a process that no longer runs on this host, or by an earlier run of the same SLURM
+    job (a requeued job may land on another node), is stale and taken over; any other lock refuses
+    the second writer with a one-line UserError naming the holder and the lock file. Only the launch
+    rank 0 takes it (the other ranks of a run are the same writer). Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike, *, what: str | None = None, holder: str = "run",
+                 hint: str = "wait for it to finish, or choose another output"):
+        self.path, self.holder = Path(path), holder
+        self.what = what or str(self.path.parent)
+        self.hint = hint
+        self.held = False
+
+    def acquire(self) -> "OutputLock":
+        from enat_lightning.errors import UserError
+
+        if not is_launch_rank_zero():
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        job = os.environ.get("SLURM_JOB_ID", "")
+        me = f"{os.uname().nodename} {os.getpid()} {job}".strip()
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+            except FileExistsError:
+                owner = self.path.read_text().split() if self.path.is_file() else []
+                dead = len(owner) >= 2 and owner[0] == os.uname().nodename and not _pid_alive(int(owner[1]))
+                requeued = len(owner) == 3 and job and owner[2] == job  # an earlier run of this very SLURM job
+                if dead or requeued:
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise UserError(f"{self.what} is in use by another {self.holder} ({' pid '.join(owner[:2]) or 'unknown'}, "
+                                f"lock file {self.path}); {self.hint}. If no such run exists, delete "
+                                f"{self.path}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            self.held = True
+            return self
+        raise UserError(f"cannot take the lock {self.path}")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool = False, is_ours=None, flag: str = "--out",
+                 folder: bool = False) -> Path:
+    """The output rule, checked before any work (``claim_output`` also locks; use that when you write).
+
+    * an existing file (or, with ``folder=True``, a non-empty folder) is replaced only with
+      ``overwrite`` or when ``is_ours(path)`` says this command made it (a rerun or a resume);
+      anything else — a checkpoint, a user's image, another command's output — is refused, naming
+      ``flag``;
+    * a file output must not be a folder and a folder output must not be a file;
+    * the nearest existing parent must be a writable folder.
+
+    Raises UserError (one line). Returns ``path`` as a Path."""
+    from enat_lightning.errors import UserError
+
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder")
+    present = (path.is_dir() and any(p.name != ".lock" for p in path.iterdir())) if folder else path.exists()
+    if present and not overwrite and not (is_ours is not None and is_ours(path)):
+        raise UserError(f"{flag} {path} already exists and was not written by this command with these settings; "
+                        f"choose another {flag} or pass --overwrite to replace it")
+    parent = nearest_existing(path if folder else path.parent)
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag} {path} is not writable ({parent} is read-only for this user); choose another {flag}")
+    return path
+
+
+@contextmanager
+def claim_output(path: str | os.PathLike, *, overwrite: bool = False, is_ours=None, flag: str = "--out",
+                 folder: bool = False) -> Iterator[Path]:
+    """THE output rule of every command that writes a file or folder the user names (``--out`` ...):
+
+        with claim_output(out, overwrite=overwrite, is_ours=made_by_me):
+            ...compute...
+            atomic_write_bytes(out, data)   # or any atomic writer of this module
+
+    1. ``check_output``: exists and not ours -> refused unless ``--overwrite``; writable; right kind;
+    2. ``OutputLock`` for the whole block: a second concurrent writer of the same output is refused
+       (``DIR/.lock`` for a folder, ``.NAME.lock`` beside a file), released on exit;
+    3. the writes themselves stay atomic (``atomic_writer``): a crash leaves the old file or none.
+
+    New commands and outputs (tokenizer training, export, apps) adopt the rule by wrapping their writes
+    in this context; ``is_ours`` is the command's own test that an existing output is its rerun."""
+    path = check_output(path, overwrite=overwrite, is_ours=is_ours, flag=flag, folder=folder)
+    with OutputLock(lock_path(path, folder=folder), what=f"{flag} {path}"):
+        yield path

@@ -298,6 +298,8 @@ class ENATModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._stop_if_not_finite("before saving a checkpoint")  # raising here writes nothing
+        if getattr(self, "text_encoder_identity", None):  # which encoder made the captions it learned from
+            checkpoint["text_encoder"] = self.text_encoder_identity
 
     def on_train_end(self) -> None:
         self._stop_if_not_finite("at the end of training")
@@ -310,8 +312,10 @@ class ENATModule(pl.LightningModule):
         if dm is not None and self.cfg.condition == "text" and hasattr(dm, "manifest"):
             from enat_lightning.data.coco import configure_text_model  # shard text info + null caption
 
+            text = dm.manifest("train").text
             for net in (self.net, self.ema.module):
-                configure_text_model(net, dm.manifest("train").text, "train shards")
+                configure_text_model(net, text, "train shards")
+            self.text_encoder_identity = (text or {}).get("identity")  # saved in checkpoints (on_save_checkpoint)
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:

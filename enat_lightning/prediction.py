@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from enat_lightning.devices import check_device
-from enat_lightning.errors import UserError
+from enat_lightning.errors import Terminated, UserError
 from enat_lightning.sampling import io as sio
 from enat_lightning.sampling.runner import (SampleRun, assemble, check_memory, check_out_dir, chunk_path, chunk_ranges,
                                             manifest, prepare_out_dir, sample_chunk, todo_chunks)
@@ -123,6 +123,9 @@ class ChunkWriter(BasePredictionWriter):
         self.written.append(c)
         if self.on_chunk is not None:
             self.on_chunk(c)
+        if trainer.received_sigterm:  # Lightning's handler only records SIGTERM: stop here, chunks are saved
+            raise Terminated(f"stopped by SIGTERM after chunk {c} ({len(self.written)} chunk(s) written by this "
+                             f"process to {self.out_dir / 'chunks'}); rerun the same command to resume")
 
     def on_predict_end(self, trainer, pl_module) -> None:
         made = torch.tensor([len(self.written)], device=trainer.strategy.root_device)

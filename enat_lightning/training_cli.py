@@ -24,7 +24,6 @@ What ``fit`` adds to plain LightningCLI (docs/training.md, docs/reliability.md):
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import jsonargparse
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -39,6 +39,7 @@ import enat_lightning.demo.classifier  # noqa: F401  registers feature: demo / r
 from enat_lightning.checkpointing import (AtomicCheckpointIO, RunCheckpoints, RunDirLock, checkpoint_problem,
                                           newest_valid_checkpoint, resume_candidates)
 from enat_lightning.errors import UserError
+from enat_lightning.fileio import is_launch_rank_zero
 from enat_lightning.models import config_from_dict
 from enat_lightning.module import ENATModule, NonFiniteLossError, upgrade_checkpoint
 from enat_lightning.quiet import quiet_known_warnings
@@ -116,15 +117,25 @@ class ENATLightningCLI(LightningCLI):
         lock = RunDirLock(dirs["run"]) if dirs["run"] and is_launch_rank_zero() else None
         if lock:
             lock.acquire()
+        terminated = False
         try:
             trainer.fit(model, ckpt_path=str(ckpt) if ckpt else None, **kwargs)
+        except SIGTERMException:  # Lightning's own SIGTERM exit (a SystemExit with code None, i.e. 0)
+            terminated = True
         finally:
             if lock:
                 lock.release()
         stopped = getattr(self.run_checkpoints, "stopped_by", None)
+        if terminated and stopped != "terminate":
+            say(f"terminated (SIGTERM) at step {trainer.global_step} before last.ckpt could be saved; continue "
+                f"with --ckpt_path last from the newest checkpoint")
+            raise SystemExit(143)
         if stopped == "interrupt":
             say(f"interrupted at step {trainer.global_step}; last.ckpt saved. Continue with --ckpt_path last")
             raise SystemExit(130)
+        if stopped == "terminate":
+            say(f"terminated (SIGTERM) at step {trainer.global_step}; last.ckpt saved. Continue with --ckpt_path last")
+            raise SystemExit(143)  # 128 + SIGTERM: the job did not finish
         if stopped == "preempt":
             then = "job requeued" if self.run_checkpoints.auto_requeue else "continue with --ckpt_path last"
             say(f"pre-empted at step {trainer.global_step}; last.ckpt saved, {then}")
@@ -138,7 +149,13 @@ class ENATLightningCLI(LightningCLI):
         self.trainer.test(model, **kwargs)
 
     def _eval_ckpt(self, model) -> str | None:
+        if self.ckpt_request is None:  # metrics of random weights, reported as if they meant something
+            raise UserError(f"enat {self.subcommand} needs --ckpt_path FILE (or --ckpt_path last): without a "
+                            f"checkpoint it would score untrained, randomly initialised weights")
         ckpt = self.resolve_ckpt(model, run_dirs(self.trainer))
+        if ckpt is None:
+            raise UserError(f"enat {self.subcommand} --ckpt_path {self.ckpt_request}: no valid checkpoint found, "
+                            f"so only untrained weights could be scored; train first (enat fit) or name a file")
         return str(ckpt) if ckpt else None
 
     # -- which checkpoint, and does it fit the config? ------------------------------------------------------
@@ -227,15 +244,6 @@ def refuse_non_empty(folder: Path) -> None:
                         "another folder (--trainer.logger.init_args.name NAME or .version V)")
 
 
-def is_launch_rank_zero() -> bool:
-    """Global rank 0 as known before the process group exists (torchrun: RANK; SLURM: SLURM_PROCID;
-    Lightning's launcher and manual multi-node: NODE_RANK and LOCAL_RANK)."""
-    for key in ("RANK", "SLURM_PROCID"):
-        if key in os.environ:
-            return int(os.environ[key]) == 0
-    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
-
-
 class SaveConfigWithTensorBoard(SaveConfigCallback):
     """Saves the resolved config beside the logs (LightningCLI default) and also as TensorBoard text,
     so a run's panels say exactly what produced them."""
@@ -250,6 +258,10 @@ class SaveConfigWithTensorBoard(SaveConfigCallback):
 
 def run_lightning_cli(argv: list[str]) -> int:
     """Runs LightningCLI on argv (``["fit", "-c", "experiments/enat_s.yaml", ...]``) -> exit code."""
+    from enat_lightning.config_files import config_files, read_config_file
+
+    for path in config_files(argv):
+        read_config_file(path)  # missing, empty or not a mapping: one line naming the file, not a usage dump
     quiet_known_warnings()
     try:
         with warnings.catch_warnings():
@@ -261,7 +273,8 @@ def run_lightning_cli(argv: list[str]) -> int:
                 datamodule_class=None,  # any LightningDataModule, chosen by class_path in the YAML
                 auto_configure_optimizers=False,
                 # a resumed run writes its resolved config again into its own log dir
-                save_config_callback=SaveConfigWithTensorBoard,
+                # only fit writes its config (validate/test never write into a training run's files)
+                save_config_callback=SaveConfigWithTensorBoard if argv[:1] == ["fit"] else None,
                 save_config_kwargs={"overwrite": True},
                 args=list(argv),
             )

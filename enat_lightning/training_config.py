@@ -18,9 +18,10 @@ import random
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from enat_lightning.errors import MissingInput, UserError
+from enat_lightning.config_files import config_files, read_config_file  # noqa: F401  (re-exported)
+from enat_lightning.errors import UserError
 
 
 @contextmanager
@@ -59,19 +60,66 @@ def _override_arg(item: str) -> str:
     return f"--{key.strip().lstrip('-')}={value}"
 
 
-def resolve_training_config(configs: Iterable[str | os.PathLike], overrides: Iterable[str] = ()) -> dict:
+# Packages a ``class_path`` may name without importing user code: ours and the libraries we build on.
+TRUSTED_PACKAGES = ("enat_lightning", "lightning", "pytorch_lightning", "lightning_fabric", "torch", "torchvision")
+IMPORT_FLAG = "--import_code"
+
+
+def _class_paths(node, where: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, class_path value) of every ``class_path`` in a parsed YAML tree."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{where}.{k}" if where else str(k)
+            if k == "class_path" and isinstance(v, str):
+                yield key, v
+            else:
+                yield from _class_paths(v, key)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _class_paths(v, f"{where}[{i}]")
+
+
+def refuse_foreign_code(configs: Iterable[str | os.PathLike], overrides: Iterable[str] = (), *,
+                        command: str = "this command") -> None:
+    """The one check that a config read for information does not import user code.
+
+    Resolving a config imports the module of every ``class_path`` (that is how jsonargparse finds the
+    class), and importing a module runs it. ``enat fit``/``validate``/``test``/``study`` run the config,
+    so they import what it names; commands that only read a config (``enat flops``, ``sample -c``,
+    ``analyze -c``) accept only ``class_path``s inside ``TRUSTED_PACKAGES`` unless the user passes
+    ``--import_code``. Raises UserError naming the file, the key and the module."""
+    found = []
+    for c in configs:
+        found += [(str(c), k, v) for k, v in _class_paths(read_config_file(c))]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip().lstrip("-").endswith("class_path"):
+            found.append(("the command line", key.strip(), value.strip()))
+    for where, key, value in found:
+        top = value.split(".", 1)[0]
+        if "." in value and top not in TRUSTED_PACKAGES:
+            raise UserError(f"{where}: {key}: {value} is code outside enat_lightning and the libraries it uses; "
+                            f"{command} reads configs without importing user code (importing a module runs it). "
+                            f"If you trust that module, rerun with {IMPORT_FLAG}")
+
+
+def resolve_training_config(configs: Iterable[str | os.PathLike], overrides: Iterable[str] = (), *,
+                            import_code: bool = True, command: str = "this command") -> dict:
     """The config ``enat fit -c configs[0] -c configs[1] ... --key=value ...`` would run, as a dict.
 
     ``overrides``: ``"trainer.max_steps=50"`` items (LightningCLI's dotted keys). Errors (missing file,
-    unknown key, bad value) are one-line ``UserError``s naming the files.
+    empty file or not a mapping, unknown key, bad value) are one-line ``UserError``s naming the files.
+    ``import_code=False``: refuse a ``class_path`` outside the package before anything is imported
+    (``refuse_foreign_code``), for commands that only read the config.
     """
+    configs = [Path(c) for c in configs]
+    for c in configs:
+        read_config_file(c)
+    if not import_code:
+        refuse_foreign_code(configs, overrides, command=command)
     from enat_lightning.module import ENATModule
     from enat_lightning.training_cli import ENATLightningCLI
 
-    configs = [Path(c) for c in configs]
-    for c in configs:
-        if not c.is_file():
-            raise MissingInput(f"config file {c} does not exist (the training configs are in experiments/)")
     args: list[str] = []
     for c in configs:
         args += ["-c", str(c)]

@@ -72,6 +72,9 @@ def test_tiny_text_model_trains_and_samples(coco_shards, tmp_path):
     loaded = ENATModule.load_from_checkpoint(ckpt)
     assert isinstance(loaded.ema_net, ENAT) and loaded.cfg == module.cfg
     assert torch.equal(loaded.ema_net.conditioner.null_text, module.ema_net.conditioner.null_text)
+    # ... and the identity of the encoder that made its captions (issue 25, item 10)
+    recorded = torch.load(ckpt, map_location="cpu", weights_only=True)["text_encoder"]
+    assert recorded == HashTextEncoder(dim=12, length=6).identity()
 
     enc = HashTextEncoder(dim=12, length=6)
     text, mask = enc.encode(["a red square", "a blue sky"])

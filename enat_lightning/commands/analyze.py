@@ -40,7 +40,7 @@ def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[li
     """Token-wise cosine similarity of adjacent steps' features (paper Fig. 5).
 
     Args:
-        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        ckpt: checkpoint from `enat fit` or `enat import-official` (its EMA weights; the raw weights, with a note saying so, when it has no EMA copy)
         out: output folder
         num_samples: samples to generate (classes cycled)
         labels: class ids to cycle through, e.g. 1,2,3 (default: all classes)
@@ -81,7 +81,7 @@ def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optiona
     """Attention mass of [MASK] queries on visible vs [MASK] keys per block and step.
 
     Args:
-        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        ckpt: checkpoint from `enat fit` or `enat import-official` (its EMA weights; the raw weights, with a note saying so, when it has no EMA copy)
         out: output folder
         num_samples: samples to generate (classes cycled)
         labels: class ids to cycle through, e.g. 1,2,3 (default: all classes)

@@ -10,30 +10,16 @@ from enat_lightning.devices import check_device  # noqa: F401  (the one device c
 from enat_lightning.errors import UserError
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
 
 
 def check_output_file(path: Optional[Path], *, overwrite: bool, flag: str = "--out",
                       same_run=None) -> None:
-    """Before any work: ``path`` must be writable, and an existing file is replaced only with ``--overwrite``
-    or when ``same_run(path)`` says this command made it with the same settings (a rerun)."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'results.json'}")
-    if path.exists() and not overwrite and not (same_run is not None and same_run(path)):
-        raise UserError(f"{flag} {path} already exists and was not written by this command with these settings; "
-                        f"choose another {flag} or pass --overwrite to replace it")
-    folder = _nearest_existing(path.parent)
-    if not folder.is_dir():
-        raise UserError(f"{flag} {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"{flag} {path} is not writable ({folder} is read-only for this user); choose another {flag}")
+    """Before any work: the output rule of ``fileio.check_output`` (exists and not ours -> refused unless
+    ``--overwrite``; ``same_run(path)`` says this command made it with the same settings; writable)."""
+    from enat_lightning.fileio import check_output
+
+    if path is not None:
+        check_output(path, overwrite=overwrite, is_ours=same_run, flag=flag)
 
 
 def check_output_dir(path: Path, flag: str = "--out") -> None:
@@ -41,16 +27,20 @@ def check_output_dir(path: Path, flag: str = "--out") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file; give a folder")
-    folder = _nearest_existing(path)
+    from enat_lightning.fileio import nearest_existing
+
+    folder = nearest_existing(path)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path} is not writable ({folder} is read-only for this user); choose another {flag}")
 
 
 def network_config(*, preset: Optional[str] = None, experiment: Optional[list[Path]] = None,
                    ckpt: Optional[Path] = None, resolution: Optional[int] = None, num_classes: Optional[int] = None,
-                   overrides: tuple[str, ...] = (), trust_checkpoint: bool = False):
+                   overrides: tuple[str, ...] = (), trust_checkpoint: bool = False, import_code: bool = False,
+                   command: str = "this command"):
     """(network config, whether it was trained to reuse) from exactly one of a preset (paper Table 7),
-    training config(s) (resolved as ``enat fit`` would) or a checkpoint."""
+    training config(s) (resolved as ``enat fit`` would, importing no code outside the package unless
+    ``import_code``) or a checkpoint."""
     given = [n for n, v in (("--preset", preset), ("-c/--experiment", experiment), ("--ckpt", ckpt)) if v]
     if len(given) != 1:
         raise UserError(f"give exactly one model source: --preset NAME, -c CONFIG.yaml (a training config) or "
@@ -71,7 +61,7 @@ def network_config(*, preset: Optional[str] = None, experiment: Optional[list[Pa
     if experiment:
         from enat_lightning.training_config import model_config, resolve_training_config, trains_with_reuse
 
-        resolved = resolve_training_config(experiment, overrides)
+        resolved = resolve_training_config(experiment, overrides, import_code=import_code, command=command)
         return model_config(resolved), trains_with_reuse(resolved)
     from enat_lightning.sampling.checkpoint import generator_config, load_checkpoint_dict
 
@@ -140,16 +130,22 @@ def writing(path: Path):
     try:
         yield
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}; nothing was written there (free some space or "
-                        f"choose another location, then rerun)") from e
+        from enat_lightning.errors import os_error_message
+
+        raise UserError(f"cannot write {path}: {os_error_message(e)}") from e
 
 
-def prompt_encoder(text_encoder: Optional[str]):
-    """The text encoder for ``--prompts`` (``--text_encoder`` is required; CLIP needs the [t2i] extra)."""
+def prompt_encoder(text_encoder: Optional[str], model=None):
+    """The text encoder for ``--prompts`` (``--text_encoder`` is required; CLIP needs the [t2i] extra),
+    checked against the encoder the model's checkpoint records (``text.base.check_encoder_identity``)."""
     from enat_lightning.text import build_text_encoder
+    from enat_lightning.text.base import check_encoder_identity
 
     if not text_encoder:
         raise UserError("--prompts needs --text_encoder (the encoder the training shards were made with)")
     if not text_encoder.startswith("hash"):  # a CLIP text model: the [t2i] extra
         require_extra("transformers>=4.40")
-    return build_text_encoder(text_encoder)
+    encoder = build_text_encoder(text_encoder)
+    recorded = getattr(model, "text_encoder_identity", None)
+    check_encoder_identity(encoder.identity(), recorded, f"checkpoint {getattr(model, 'checkpoint_path', '')}".strip())
+    return encoder

@@ -45,7 +45,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
     """FID / IS of a checkpoint (generating N samples) or of an existing samples.npz against reference stats.
 
     Args:
-        ckpt: a training / generator checkpoint (EMA weights are used)
+        ckpt: a training / generator checkpoint (its EMA weights; the raw weights, with a note saying so, when it has no EMA copy)
         samples: instead of --ckpt: score an existing samples.npz (arr_0 uint8 (N,H,W,3), labels)
         ref: reference statistics .npz (`enat fid-stats`); omit for IS only
         inception: Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth)

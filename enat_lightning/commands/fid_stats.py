@@ -8,7 +8,7 @@ from typing import Literal, Optional
 def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = None, demo: bool = False,
               feature: Optional[str] = None, inception: Optional[Path] = None, tokenizer: Optional[str] = None,
               resolution: int = 256, split: Literal["train", "val", "all"] = "train", limit: Optional[int] = None,
-              batch_size: int = 100, device: str = "cpu") -> dict:
+              batch_size: int = 100, device: str = "cpu", overwrite: bool = False) -> dict:
     """Compute FID reference statistics (mu, sigma .npz) from images, token shards or the demo digits.
 
     Args:
@@ -24,14 +24,11 @@ def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = 
         limit: use at most this many images
         batch_size: images per feature-network call
         device: cpu, cuda, cuda:1 ...
+        overwrite: replace an existing --out that is not FID statistics (a rerun replaces its own statistics)
     """
-    import json
-
-    from enat_lightning.commands.common import check_device, check_output_file, feature_spec, load_features
+    from enat_lightning.commands.common import check_device, feature_spec
     from enat_lightning.errors import UserError
-    from enat_lightning.evaluation.frechet import save_stats
-    from enat_lightning.evaluation.reference import load_reference, stats_from_folder, stats_from_shards
-    from enat_lightning.fileio import sha256_file
+    from enat_lightning.fileio import claim_output
 
     if sum(x is not None and x is not False for x in (images, shards, demo or None)) != 1:
         raise UserError("give exactly one source: --images DIR, --shards DIR or --demo")
@@ -39,7 +36,31 @@ def fid_stats(out: Path, images: Optional[Path] = None, shards: Optional[str] = 
     spec = feature_spec(inception, feature, "demo" if demo else None)
     source = f"demo MNIST digits ({split})" if demo else str(images if images is not None else shards)
 
-    check_output_file(out, overwrite=True)  # writable? (before minutes of feature extraction)
+    with claim_output(out, overwrite=overwrite, is_ours=is_fid_stats):  # before minutes of feature extraction
+        return _compute(out, images, shards, demo, spec, tokenizer, resolution, split, limit, batch_size, device,
+                        source)
+
+
+def is_fid_stats(path: Path) -> bool:
+    """Whether ``path`` is a statistics file this command wrote (an .npz with mu, sigma and feature)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"mu", "sigma", "feature"} <= set(z.files)
+    except Exception:  # noqa: BLE001 - anything else (a checkpoint, an image, garbage) is not ours
+        return False
+
+
+def _compute(out, images, shards, demo, spec, tokenizer, resolution, split, limit, batch_size, device, source):
+    import json
+
+    from enat_lightning.commands.common import load_features
+    from enat_lightning.errors import UserError
+    from enat_lightning.evaluation.frechet import save_stats
+    from enat_lightning.evaluation.reference import load_reference, stats_from_folder, stats_from_shards
+    from enat_lightning.fileio import sha256_file
+
     extractor = load_features(spec, device)
     if demo:
         stats = load_reference(f"demo:{split}", extractor)

@@ -9,7 +9,7 @@ from enat_lightning.sampling.settings import SamplerSettings
 
 def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None, ckpt: Optional[Path] = None,
           resolution: Optional[int] = None, guidance_pass: bool = True, vq: str = "maskgit-f16",
-          json: bool = False, force_reuse: bool = False, trust_checkpoint: bool = False,
+          json: bool = False, force_reuse: bool = False, trust_checkpoint: bool = False, import_code: bool = False,
           sampler: SamplerSettings = SamplerSettings()) -> dict:
     """Count the GMACs of one generation (paper convention: MACs, cond+uncond, all steps).
 
@@ -23,6 +23,7 @@ def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None,
         json: print one JSON object instead of a table
         force_reuse: count reuse even for an ENAT trained without it (model.reuse_prob 0, Table 6a row 2); a NAT never reuses
         trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)
+        import_code: import the modules a -c config's class_path names outside enat_lightning (runs their code)
         sampler: sampler settings (steps, schedule, reuse: reuse is used only by networks trained to reuse)
     """
     import dataclasses
@@ -32,7 +33,8 @@ def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None,
     from enat_lightning.evaluation.flops import count_generation
 
     cfg, can_reuse = network_config(preset=preset, experiment=experiment, ckpt=ckpt, resolution=resolution,
-                                    trust_checkpoint=trust_checkpoint)
+                                    trust_checkpoint=trust_checkpoint, import_code=import_code,
+                                    command="enat flops")
     s = sampler_for(sampler, can_reuse or (force_reuse and cfg.supports_reuse))
     if not guidance_pass:
         s = dataclasses.replace(s, cfg_scale=0.0)  # no unconditional pass is counted

@@ -8,7 +8,7 @@ from enat_lightning.errors import MissingInput
 
 def import_official(nnet: Path, out: Path, preset: Optional[str] = None,
                     official_config: Optional[Union[dict, str]] = None, num_classes: int = 1000,
-                    resolution: int = 256, trust_checkpoint: bool = False) -> dict:
+                    resolution: int = 256, trust_checkpoint: bool = False, overwrite: bool = False) -> dict:
     """Convert an official ENAT checkpoint (nnet_ema.pth) into a checkpoint for enat sample / evaluate / fit.
 
     Args:
@@ -20,14 +20,17 @@ def import_official(nnet: Path, out: Path, preset: Optional[str] = None,
         num_classes: with --preset
         resolution: with --preset: image side in pixels (latent grid = side/16)
         trust_checkpoint: load an --nnet holding pickled Python objects (can run code; only files you trust)
+        overwrite: replace an existing --out (never done otherwise: it may be a training checkpoint)
     """
     from enat_lightning.errors import UserError
+    from enat_lightning.fileio import check_output, claim_output
     from enat_lightning.models import ENATConfig, build_model, config_from_official, load_official_weights
     from enat_lightning.models import preset as make_preset
     from enat_lightning.sampling.checkpoint import read_torch_file, save_generator_checkpoint
 
     if resolution % 16:
         raise UserError(f"--resolution must be a multiple of 16, got {resolution}")
+    check_output(out, overwrite=overwrite)  # before reading a GB of weights
     if (preset is None) == (official_config is None):
         raise UserError("give exactly one of --preset and --official_config")
     if official_config is not None:
@@ -42,8 +45,9 @@ def import_official(nnet: Path, out: Path, preset: Optional[str] = None,
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     model = load_official_weights(build_model(cfg), sd, source=str(nnet))
-    save_generator_checkpoint(out, cfg, model.state_dict(),
-                              extra={"enat_import": {"source": str(nnet), "preset": preset, "official_config": oc}})
+    with claim_output(out, overwrite=overwrite):
+        save_generator_checkpoint(out, cfg, model.state_dict(),
+                                  extra={"enat_import": {"source": str(nnet), "preset": preset, "official_config": oc}})
     r = {"out": str(out), "preset": preset or "official config",
          "num_params": sum(p.numel() for p in model.parameters())}
     print(f"wrote {r['out']} ({r['preset']}, {r['num_params'] / 1e6:.2f}M parameters; EMA = net = official weights)")

@@ -64,8 +64,10 @@ def one_line_error(prog: str, parser, e: Exception) -> str:
 
 def normalize_argv(parser, argv: list[str], fn: Callable) -> list[str]:
     """Dashes in flag names, bare bool flags, ``a,b`` lists, ungrouped sampler fields, training ``-c``."""
-    import yaml
+    from enat_lightning.config_files import config_files, read_config_file
 
+    for path in config_files(argv):
+        read_config_file(path)  # missing, empty or not a mapping: one line naming the file
     opts = _options(parser)
     takes_experiment = "experiment" in inspect.signature(fn).parameters
     out: list[str] = []
@@ -73,11 +75,7 @@ def normalize_argv(parser, argv: list[str], fn: Callable) -> list[str]:
     while i < len(argv):
         tok = argv[i]
         if tok in ("-c", "--config") and takes_experiment and i + 1 < len(argv):
-            try:
-                with open(argv[i + 1]) as f:
-                    data = yaml.safe_load(f)
-            except (OSError, yaml.YAMLError):
-                data = None
+            data = read_config_file(argv[i + 1])
             if isinstance(data, dict) and data and set(data) <= TRAINING_CONFIG_KEYS:
                 out += ["--experiment+" if _is_list(opts["--experiment"]) else "--experiment", argv[i + 1]]
                 i += 2

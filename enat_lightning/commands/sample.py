@@ -21,7 +21,7 @@ def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Option
         from enat_lightning.sampling.checkpoint import load_generator
 
         model, _ = load_generator(ckpt, trust=trust_checkpoint)
-        return model, {"ckpt": str(Path(ckpt).resolve())}
+        return model, {"ckpt": str(Path(ckpt).resolve()), "weights": model.weights_source}
     if not (preset or experiment):
         raise UserError("give either --ckpt or --preset / -c CONFIG.yaml (with --official_weights)")
     if official_weights is None:
@@ -29,11 +29,16 @@ def load_network(ckpt: Optional[Path], preset: Optional[str], experiment: Option
     from enat_lightning.models import build_model, load_official_weights
     from enat_lightning.sampling.checkpoint import read_torch_file
 
-    cfg, _ = network_config(preset=preset, experiment=experiment, resolution=resolution,
+    cfg, _ = network_config(preset=preset, experiment=experiment, resolution=resolution, command="enat sample",
                             num_classes=num_classes if preset else None)
     sd = read_torch_file(official_weights, what="official weights", trust=trust_checkpoint,
                          make_hint="download nnet_ema.pth of the official ENAT release")
+    from enat_lightning.sampling.checkpoint import check_finite_weights
+
+    if isinstance(sd, dict):
+        check_finite_weights(sd, official_weights)
     model = load_official_weights(build_model(cfg), sd, source=str(official_weights)).eval()
+    model.checkpoint_path = str(official_weights)
     return model, {"config": preset or [str(e) for e in experiment],
                    "official_weights": str(Path(official_weights).resolve())}
 
@@ -50,7 +55,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
 
     Args:
         out: output folder (rerun with the same arguments to resume); required unless --edit (default: beside IMAGE)
-        ckpt: checkpoint from `enat fit` or `enat import-official` (EMA weights are used)
+        ckpt: checkpoint from `enat fit` or `enat import-official` (its EMA weights; the raw weights, with a note saying so, when it has no EMA copy)
         preset: with --official_weights: an architecture preset (`enat models`)
         experiment: with --official_weights: training config(s) naming the network (also `-c CONFIG.yaml`)
         official_weights: official nnet_ema.pth to load into --preset / -c
@@ -77,6 +82,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
     from enat_lightning.commands.common import check_device, check_output_dir
     from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.errors import UserError
+    from enat_lightning.fileio import OutputLock, lock_path
     from enat_lightning.prediction import sample_to_dir
     from enat_lightning.sampling.runner import SampleRun, class_labels
 
@@ -85,7 +91,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
         return edit_image(edit, region, labels, per_class, out, ckpt=ckpt, preset=preset, experiment=experiment,
                           official_weights=official_weights, num_classes=num_classes, resolution=resolution,
                           tokenizer=tokenizer, device=device, seed=seed, trust_checkpoint=trust_checkpoint,
-                          sampler=sampler)
+                          sampler=sampler, overwrite=overwrite)
     if out is None:
         raise UserError("--out is required: the folder the samples go to (or --edit IMAGE --region ... to edit an image)")
     check_output_dir(out)
@@ -96,7 +102,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
         from enat_lightning.commands.common import prompt_encoder
         from enat_lightning.text import encode_prompts, prompts_sha1, read_prompts
 
-        encoder = prompt_encoder(text_encoder)
+        encoder = prompt_encoder(text_encoder, model)
         lines = read_prompts(prompts)
         wanted = [i for i in range(len(lines)) for _ in range(per_class or 1)]
         conditions = encode_prompts(lines, encoder, model.cfg)[torch.tensor(wanted)]
@@ -107,9 +113,10 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
     else:
         wanted = class_labels(model.cfg.num_classes, labels, per_class)
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
-    r = sample_to_dir(model, wanted, out, sampler, tok, run=SampleRun(seed, batch_size), save_images=save_images,
-                      overwrite=overwrite, device=device, model_id=model_id, progress=progress, extra_files=extra,
-                      conditions=conditions)
+    with OutputLock(lock_path(out, folder=True), what=f"--out {out}", holder="sample run"):  # one writer
+        r = sample_to_dir(model, wanted, out, sampler, tok, run=SampleRun(seed, batch_size), save_images=save_images,
+                          overwrite=overwrite, device=device, model_id=model_id, progress=progress,
+                          extra_files=extra, conditions=conditions)
     if "samples_npz" not in r:  # a rank > 0 of a multi-GPU run: rank 0 reports
         return r
     print(f"{r['num_samples']} samples on {', '.join(r['devices'])} ({r['resumed']} chunks resumed) -> "
@@ -123,7 +130,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
 
 def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[list[int]], per_class: Optional[int],
                out: Optional[Path], *, ckpt, preset, experiment, official_weights, num_classes, resolution,
-               tokenizer, device, seed, trust_checkpoint, sampler: SamplerSettings) -> dict:
+               tokenizer, device, seed, trust_checkpoint, sampler: SamplerSettings, overwrite: bool = False) -> dict:
     """`enat sample --edit IMAGE --region X0,Y0,X1,Y1 --labels ...`: regenerate the box once per label;
     tokens outside it stay as the image's (``sampling.edit``)."""
     import numpy as np
@@ -131,6 +138,7 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
     from PIL import Image
 
     from enat_lightning.commands.common import check_output_dir
+    from enat_lightning.fileio import check_output
     from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.errors import UserError
     from enat_lightning.sampling import io as sio
@@ -148,6 +156,9 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
                         "another class to class-edit)")
     out_dir = Path(out) if out is not None else image.parent
     check_output_dir(out_dir)
+    stem = image.stem + "_edited"
+    for path in (out_dir / f"{stem}.png", out_dir / f"{stem}.npz"):  # a user's file of that name stays
+        check_output(path, overwrite=overwrite, flag="--edit output")
     wanted = [c for c in labels for _ in range(per_class or 1)]
     box = parse_region(region)
     model, _ = load_network(ckpt, preset, experiment, official_weights, num_classes, resolution, trust_checkpoint)
@@ -157,7 +168,6 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
     pixels = np.asarray(Image.open(image).convert("RGB"))
     res = edit(model, tok, pixels, box, torch.tensor(wanted, device=dev), sampler,
                torch.Generator(device=dev).manual_seed(seed))
-    stem = image.stem + "_edited"
     source = sio.to_uint8(tok.decode(res.source_ids[None]))  # (1, H, W, 3): the input as tokenized
     grid = sio.make_grid(np.concatenate([source, sio.to_uint8(res.images)]), nrow=len(wanted) + 1)
     png = sio.save_png(out_dir / f"{stem}.png", grid)

@@ -259,6 +259,10 @@ def eval_captions(model, shards: str, num: int, seed: int = 0):
 
     manifest, _, where = resolve_manifest_text(shards)
     check_text_fits(model.cfg, manifest.text, where)
+    from enat_lightning.text.base import check_encoder_identity
+
+    check_encoder_identity(manifest.text.get("identity"), getattr(model, "text_encoder_identity", None),
+                           f"checkpoint {getattr(model, 'checkpoint_path', '')}", what=f"the encoder of {where}")
     if not bool(model.conditioner.null_mask.any()) and null_condition_from_text_info(manifest.text, where) is not None:
         configure_text_model(model, manifest.text, where)
     texts, masks = [], []

@@ -47,8 +47,26 @@ class Sample:
 
 @dataclass
 class ShardInfo:
-    name: str  # file name relative to the manifest, or an absolute URL
+    name: str  # a plain file name in the manifest's folder (``check_shard_name``)
     samples: int
+
+
+def check_shard_name(name, where: str = "manifest") -> str:
+    """The one rule for a shard name read from a manifest: a plain file name inside the manifest's folder.
+
+    A data folder someone sends you must never run code or read outside itself. webdataset opens
+    ``pipe:CMD`` through a shell and ``scheme://`` through other programs, so a name from a file's
+    content may hold no scheme (no ``:``), no path separator, no ``..`` and no absolute path. Remote or
+    piped sources come only from the user's own option (``--shards URL``), where the name is joined to
+    that base. Raises BadDataError naming the manifest and the name."""
+    ok = (isinstance(name, str) and name not in ("", ".", "..") and not name.startswith(("-", "~"))
+          and not any(c in name for c in ("/", "\\", ":", "\0", "\n", "\r", "|", ";", "`", "$")))
+    if not ok:
+        raise BadDataError(f"{where}: shard name {name!r} is not a plain file name in the manifest's folder "
+                           f"(no scheme such as pipe: or https:, no path separators, no '..'); a manifest must "
+                           f"never name a command or a file elsewhere. Rewrite the manifest with "
+                           f"`enat tokenize ...`, or point --shards at the remote folder yourself")
+    return name
 
 
 @dataclass
@@ -79,6 +97,8 @@ class Manifest:
         if missing:
             raise BadDataError(f"{where}: missing key(s) {missing}")
         shards = [ShardInfo(**s) for s in d["shards"]]
+        for s in shards:
+            check_shard_name(s.name, where)
         if sum(s.samples for s in shards) != d["sample_count"]:
             raise BadDataError(f"{where}: sample_count {d['sample_count']} != sum of shard counts "
                                f"{sum(s.samples for s in shards)}")

@@ -91,7 +91,7 @@ def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:
             raise BadDataError(f"{where}: not valid JSON ({e})") from e
     m = Manifest.from_dict(d, where)
     base = where.rsplit("/", 1)[0] if "/" in where else "."
-    urls = [s.name if (_is_url(s.name) or os.path.isabs(s.name)) else f"{base}/{s.name}" for s in m.shards]
+    urls = [f"{base}/{s.name}" for s in m.shards]  # plain names only (Manifest.from_dict -> check_shard_name)
     if not spec.endswith(".json") and (_is_url(spec) or not os.path.isdir(spec)):
         # a pattern selects a subset of the manifest's shards (e.g. for a quick run); webdataset's
         # own expansion, so `::`-joined lists and ${WDS_...} variables work as in wds.WebDataset

@@ -17,9 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from enat_lightning.errors import InvalidInput, MissingInput, UserError
+
 from .format import Manifest, Sample
 from .writer import ShardSetWriter
-from enat_lightning.errors import InvalidInput, MissingInput
 
 # torchvision's ImageFolder extensions, so class indices and file sets match it
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -44,9 +45,33 @@ def load_image(path: str | os.PathLike, resolution: int) -> torch.Tensor:
     """-> float32 (3, R, R) in [0, 1]. Raises OSError / ValueError on unreadable files."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = adm_center_crop(im.convert("RGB"), resolution)
+    try:
+        with Image.open(path) as im:
+            im = adm_center_crop(to_rgb(im), resolution)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for one broken file: name the file
+        raise UnreadableImageError(f"image {path} cannot be read ({type(e).__name__}: {e})") from e
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+class UnreadableImageError(UserError, OSError):
+    """An image file that cannot be decoded; the message names it. Also an OSError, as PIL's own errors."""
+
+
+def to_rgb(im):
+    """Any PIL mode -> 8-bit RGB with the right brightness. ``convert("RGB")`` clips 16-bit and 32-bit
+    greyscale ('I;16', 'I', 'F': values up to 65535) to 255, turning most of the image white; those are
+    rescaled from their own range first. Every other mode (L, P, RGBA, CMYK, YCbCr, LA, 1) converts as
+    torchvision's loader does."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        full = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and a.max(initial=0) > 255) else 255.0
+        if im.mode == "F":
+            full = 1.0 if a.max(initial=0) <= 1.0 else 255.0
+        a = np.clip(np.round(a / full * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L").convert("RGB")
+    return im.convert("RGB")
 
 
 def list_imagefolder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], list[str]]:
@@ -60,11 +85,31 @@ def list_imagefolder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], li
         raise MissingInput(f"{root} has no class sub-directories (expected ROOT/<class>/<image>)")
     items = []
     for label, c in enumerate(classes):
-        for dirpath, _, files in sorted(os.walk(root / c, followlinks=True)):
-            items += [(os.path.join(dirpath, f), label) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
-    if not items:
-        raise MissingInput(f"no images with extensions {IMG_EXTENSIONS} under {root}")
+        found = _walk_images(root / c)
+        if not found:  # torchvision refuses such a folder too (it would shift every later label)
+            raise InvalidInput(f"class folder {root / c} holds no images with extensions {IMG_EXTENSIONS}: every "
+                            f"sub-folder of {root} is a class (torchvision ImageFolder rules; hidden ones such as "
+                            f".ipynb_checkpoints too), so remove it or move it out of {root}")
+        items += [(p, label) for p in found]
     return items, classes
+
+
+def _walk_images(folder: Path) -> list[str]:
+    """Image files under ``folder`` in torchvision's order (os.walk following links, sorted); a symlink loop
+    (a folder that contains itself) is refused naming it instead of walking forever."""
+    out, seen = [], set()
+    for dirpath, dirnames, files in sorted(os.walk(folder, followlinks=True)):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # reached a second time through links (a loop between folders)
+            raise UserError(f"{dirpath} is a symlink loop or a second link to {real}; remove the link")
+        seen.add(real)
+        for d in dirnames:
+            target = os.path.realpath(os.path.join(dirpath, d))
+            if target == real or real.startswith(target + os.sep):
+                raise UserError(f"{os.path.join(dirpath, d)} is a symlink loop (it leads back to {target}); "
+                                f"remove the link")
+        out += [os.path.join(dirpath, f) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+    return out
 
 
 def read_list(path: str | os.PathLike) -> list[tuple[str, int]]:
@@ -168,7 +213,7 @@ def tokenize_items(items: list[tuple[str, int]], tokenizer, out: str | os.PathLi
                 good = []
                 for i, img in zip(idx, loaded):
                     if isinstance(img, Exception):
-                        print(f"enat tokenize: skipping unreadable image {items[i][0]}: {img}", file=sys.stderr)
+                        print(f"enat tokenize: skipping: {img}", file=sys.stderr)  # names the file
                         result.unreadable.append(items[i][0])
                     else:
                         good.append((i, img))
@@ -184,6 +229,10 @@ def tokenize_items(items: list[tuple[str, int]], tokenizer, out: str | os.PathLi
             writer.add_shard(samples)
             if on_shard is not None:
                 on_shard(k)
+    if not any(sh.samples for sh in writer.shards):  # every image failed: not a data set
+        writer.release()
+        raise UserError(f"no image could be read ({len(result.unreadable)} of {len(items)} failed, e.g. "
+                        f"{result.unreadable[:3]}); nothing was written as a data set in {out}")
     result.manifest = writer.finish()
     return result
 

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from enat_lightning.fileio import OutputLock, lock_path
+
 from .format import MANIFEST_NAME, Manifest, Sample, ShardInfo, atomic_write_bytes, write_manifest, write_shard
 from enat_lightning.errors import InvalidInput
 
@@ -24,6 +26,10 @@ class ShardSetWriter:
             shard size, ...). A progress file with the same job is resumed; a different job in a
             directory that already holds shards is refused.
         manifest_fields: Manifest fields other than sample_count / shards.
+
+    The writer holds ``out_dir/.lock`` (``fileio.OutputLock``, the package's one output lock) from
+    construction to ``finish()`` (or ``release()``): a second tokenize run into the same folder is
+    refused instead of both reporting success over each other's shards.
     """
 
     def __init__(self, out_dir: str | os.PathLike, job: dict, *, codebook_size: int, latent_side: int,
@@ -31,6 +37,26 @@ class ShardSetWriter:
                  source: dict | None = None, prefix: str = "shard") -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = OutputLock(lock_path(self.out, folder=True), what=f"shard folder {self.out}",
+                                holder="tokenize run").acquire()
+        try:
+            self._setup(job, codebook_size=codebook_size, latent_side=latent_side, num_classes=num_classes,
+                        tokenizer=tokenizer, has_flip=has_flip, text=text, source=source, prefix=prefix)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Gives up the folder's lock (``finish`` does it; also for a run that stops with an error)."""
+        self._lock.release()
+
+    def __del__(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
+    def _setup(self, job: dict, *, codebook_size: int, latent_side: int, num_classes: int | None, tokenizer: dict,
+               has_flip: bool, text: dict | None, source: dict | None, prefix: str) -> None:
         self.job = json.loads(json.dumps(job))  # normalise (tuples -> lists) for comparison
         self.prefix = prefix
         self.fields = dict(codebook_size=codebook_size, latent_side=latent_side, num_classes=num_classes,
@@ -94,4 +120,5 @@ class ShardSetWriter:
             write_manifest(self.out, m)
             (self.out / PROGRESS_NAME).unlink(missing_ok=True)
             self.complete = True
+        self.release()
         return m

@@ -8,7 +8,10 @@ import-official) reads it through ``read_torch_file``:
   ``trust=True`` (the commands' ``--trust_checkpoint`` flag, for files you made yourself) loads it
   with full unpickling.
 * the checksum recorded beside the file at save time (``<file>.sha256``, ``enat_lightning.fileio``)
-  is verified first; a mismatch is a one-line error naming the file.
+  is verified first, or, for a file that travelled without it, the CRC-32 of every member of the
+  zip that ``torch.save`` writes (``fileio.verify_integrity``); a mismatch is a one-line error
+  naming the file.
+* weights that are NaN / inf (a diverged run) are refused by ``load_generator``.
 * a missing, empty, truncated or foreign file is a one-line ``UserError`` naming the file and what to do.
 * an export folder (``enat export``: config.json + model.safetensors + manifest.json,
   ``models/pretrained.py``) is accepted wherever a checkpoint is: every file's sha256 is checked against
@@ -27,13 +30,15 @@ Generator checkpoint format (a Lightning checkpoint dict; only these keys matter
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from pathlib import Path
 
 import torch
 
 from enat_lightning.errors import UserError
-from enat_lightning.fileio import ChecksumMismatchError, atomic_torch_save, verify_checksum, write_checksum
+from enat_lightning.fileio import (ChecksumMismatchError, atomic_torch_save, verify_integrity,
+                                  write_checksum)
 from enat_lightning.models import build_model, config_from_dict
 from enat_lightning.models.config import ModelConfig
 from enat_lightning.models.pretrained import is_export_dir, net_to_yaml_form, read_network  # noqa: F401 (re-exported)
@@ -68,7 +73,7 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint", trust:
         raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted copy or save?): delete it and copy it "
                         f"again, or {make_hint}")
     try:
-        verify_checksum(path)
+        verify_integrity(path)  # the .sha256 sidecar, else the CRC-32 inside the zip
     except ChecksumMismatchError as e:
         raise CheckpointError(str(e)) from e
     try:
@@ -157,8 +162,27 @@ def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     if missing or unexpected or wrong:
         raise CheckpointError(f"checkpoint {ckpt_path}: weights under '{prefix}' do not fit {cfg}: missing {missing[:8]}, "
                         f"unexpected {unexpected[:8]}, shape mismatches {wrong[:8]}")
+    check_finite_weights(weights, ckpt_path, prefix)
     model.load_state_dict(weights)
+    # Which weights run, said where they are chosen: the help promises EMA; a checkpoint without an EMA
+    # copy (ema_decay off, a hand-made file) samples its raw weights, and the user is told so.
+    model.weights_source = "ema" if prefix.startswith("ema.") else "raw"
+    model.checkpoint_path = str(ckpt_path)  # named by sampling's non-finite-logits error
+    model.text_encoder_identity = ckpt.get("text_encoder")  # the encoder of its training captions (text models)
+    if model.weights_source == "raw":
+        print(f"note: checkpoint {ckpt_path} has no EMA weights; using its raw training weights ('{prefix}*')",
+              file=sys.stderr)
     return model.to(device).eval(), cfg
+
+
+def check_finite_weights(weights: dict, path, prefix: str = "") -> None:
+    """A checkpoint with NaN / inf weights (a diverged run) is refused at load: it would sample id 0
+    everywhere and score deceptively well. Raises CheckpointError naming the file and the tensors."""
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights (NaN/inf) in {len(bad)} tensor(s) under "
+                              f"'{prefix}', e.g. {bad[:3]}: the run diverged before this save; use an earlier "
+                              f"checkpoint of the run")
 
 
 def save_generator_checkpoint(path: str | os.PathLike, cfg: ModelConfig, weights: dict,

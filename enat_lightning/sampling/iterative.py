@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from enat_lightning.errors import UserError
 from enat_lightning.models.tokens import ENATOutput, check_ids, split_positions
 
 from .noise import Generators, gumbel  # noqa: F401  (gumbel re-exported)
@@ -113,6 +114,29 @@ def _prev_pair(cond_state: ENATOutput, last: ENATOutput | None) -> ENATOutput:
     return _concat(cond_state, cond_state)
 
 
+class NonFiniteLogitsError(UserError, ValueError):
+    """Sampling met NaN / inf logits: the weights are not finite (a diverged run) or a setting overflows.
+    Never turned into tokens: argmax over NaN picks id 0, which scores deceptively well."""
+
+
+def check_finite_logits(finite: list[torch.Tensor], weights, settings: SamplerSettings, model) -> None:
+    """The one numerics check of sampling: raises NonFiniteLogitsError naming the first bad step, its
+    guidance weight, the settings and the checkpoint (``model.checkpoint_path``, set by the loader)."""
+    if not finite:
+        return
+    ok = torch.stack(finite)  # (S, B)
+    if bool(ok.all()):  # one device sync per generate call
+        return
+    step = int((~ok).any(1).nonzero()[0])
+    source = getattr(model, "checkpoint_path", None)
+    who = f"checkpoint {source}" if source else "the network"
+    raise NonFiniteLogitsError(
+        f"non-finite logits (NaN/inf) at sampling step {step} of {len(finite)} ({int((~ok[step]).sum())} of "
+        f"{ok.shape[1]} samples; guidance weight {weights[step]:g} from cfg_scale {settings.cfg_scale:g}, "
+        f"samp_temp {settings.samp_temp:g}): {who} produced them or a setting overflows float; check the "
+        f"checkpoint's weights (a diverged run) and lower --sampler.cfg_scale / raise --sampler.samp_temp")
+
+
 @torch.no_grad()
 def generate(model, labels, settings: SamplerSettings | None = None, *, generator: Generators = None,
              init_ids: torch.Tensor | None = None, return_trace: bool = False, trace_logits: bool = False,
@@ -171,6 +195,7 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
         # the order's rule; an order fixed before sampling draws its randomness here, before any step
         priority = make_order(OrderContext(batch=B, grid=stepper.grid, device=device, generator=generator))
         sampled = ids
+        finite = []  # per step: were all logits finite? (B,) bools, read once after the loop: no sync per step
         cond_state = pair = None  # reuse states: conditional B rows; the last 2B-row output if the step ran both
         resid = resid_masking = None  # last cond - uncond at that step's masked positions
         for s in range(steps):
@@ -208,6 +233,7 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
             else:
                 mixed = cond_m
             logp = F.log_softmax(mixed, dim=-1)  # (B, Lm, V)
+            finite.append(torch.isfinite(logp).flatten(1).all(1))  # (B,)
             tokens = (logp / tau_samp + gumbel(logp.shape, generator, device)).argmax(-1)  # (B, Lm)
             sampled = ids.scatter(1, mask_idx, tokens)  # (B, L)
             conf = torch.full((B, L), float("inf"), device=device)
@@ -225,5 +251,6 @@ def generate(model, labels, settings: SamplerSettings | None = None, *, generato
                 ids = sampled.scatter(1, remask, mask_id)
             else:
                 ids = sampled
+    check_finite_logits(finite, weights, settings, getattr(stepper, "net", model))
     out_ids = sampled.reshape(B, stepper.grid, stepper.grid)
     return (out_ids, trace) if return_trace else out_ids

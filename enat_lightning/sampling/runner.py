@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 from enat_lightning.errors import InvalidInput, MissingInput, UserError
+from enat_lightning.fileio import sha256_file
 from enat_lightning.seeding import sample_generators
 
 from . import io as sio
 from .iterative import generate
 from .settings import SamplerSettings
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: checkpoint and strategy files recorded by sha256
 OUTPUT_FILES = ("samples.npz", "grid.png", "prompts.txt")  # files of out_dir a run writes (besides chunks/, images/)
 IMAGE_NAME = re.compile(r"^\d{6}_c\d+\.png$")
 
@@ -69,12 +70,31 @@ def class_labels(num_classes: int, labels: list[int] | None = None, per_class: i
 
 
 # -- the manifest and the overwrite rule ------------------------------------------------------------
+CONTENT_KEYS = ("ckpt", "official_weights")  # model_id entries naming a file: identified by its bytes too
+
+
+def _file_sha256(path) -> str | None:
+    p = Path(path)
+    return sha256_file(p) if p.is_file() else None
+
+
 def manifest(labels: list[int], settings: SamplerSettings, run: SampleRun, model_id: dict,
              tokenizer_id: dict | None) -> dict:
-    """What makes a folder's samples: a rerun with an equal manifest resumes, any other is refused."""
+    """What makes a folder's samples: a rerun with an equal manifest resumes, any other is refused.
+
+    Files are identified by content, not by path: the checkpoint (``model_id["ckpt"]`` /
+    ``["official_weights"]``) and the ``strategy`` file are recorded with their sha256, so a resume after
+    either was replaced or edited at the same path is refused instead of mixing old and new samples."""
+    model_id = dict(model_id)
+    for key in CONTENT_KEYS:
+        if isinstance(model_id.get(key), str):
+            model_id[f"{key}_sha256"] = _file_sha256(model_id[key])
+    config = settings.to_dict()
+    if settings.strategy is not None:
+        config["strategy_sha256"] = _file_sha256(settings.strategy)
     return {"version": MANIFEST_VERSION, "num_samples": len(labels),
             "labels_sha1": hashlib.sha1(json.dumps(labels).encode()).hexdigest(),
-            "settings": settings.to_dict(), "run": asdict(run), "model": model_id, "tokenizer": tokenizer_id}
+            "settings": config, "run": asdict(run), "model": model_id, "tokenizer": tokenizer_id}
 
 
 def manifest_path(out_dir: Path) -> Path:
@@ -123,7 +143,12 @@ def check_out_dir(out_dir: Path, new: dict, overwrite: bool) -> str:
         why = f"{found[0]} exists and no {mpath} says what made it"
     else:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        why = f"{mpath} belongs to a run with other settings (differs in {diff})"
+        changed = [f"{new[part].get(k[:-len('_sha256')], k)}" for part in ("model", "settings")
+                   for k in (new.get(part) or {}) if k.endswith("_sha256") and isinstance(old.get(part), dict)
+                   and old[part].get(k) != new[part].get(k)]
+        why = (f"{', '.join(changed)} changed since the samples in {out_dir} were made (its sha256 differs from "
+               f"the one in {mpath}): they would mix two models" if changed else
+               f"{mpath} belongs to a run with other settings (differs in {diff})")
     raise UserError(f"{why}; use another --out, or --overwrite to replace the earlier samples")
 
 

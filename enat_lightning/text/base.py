@@ -60,3 +60,19 @@ def build_text_encoder(spec: str, device: str | torch.device = "cpu") -> TextEnc
         return CLIPTextEncoder(spec, device=device)
     raise ValueError(f"unknown text encoder {spec!r}: use 'hash[:dim=..,length=..]', 'clip:DIR' or a "
                      f"directory holding a transformers CLIP text model")
+
+
+IDENTITY_KEYS = ("kind", "dim", "length", "seed", "name", "weights")  # not "path": a copied encoder is the same one
+
+
+def check_encoder_identity(now: dict | None, recorded: dict | None, where: str, what: str = "--text_encoder") -> None:
+    """The one check that the text encoder used now is the one ``where`` (a checkpoint, shards) was made
+    with: an encoder of the same shape but other weights (another CLIP, another hash seed) embeds
+    captions the model never saw. ``now`` and ``recorded`` are ``TextEncoder.identity()`` dicts (the
+    encoder used now, the one stored); None (older files, precomputed embeddings) is not checked. Raises
+    ValueError naming both."""
+    if not recorded or not now:
+        return
+    diff = [k for k in IDENTITY_KEYS if k in recorded and recorded.get(k) != now.get(k)]
+    if diff:
+        raise ValueError(f"{what} is not the encoder {where} was made with: {', '.join(f'{k} {recorded[k]!r} there, {now.get(k)!r} now' for k in diff)}; use that encoder (its identity is in the checkpoint / manifest)")
