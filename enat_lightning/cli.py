@@ -33,6 +33,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
                 "attention": "analyze:attention"},
     "study": {"run": "study:run", "plan": "study:plan"},
     "demo": "demo:demo",
+    "tokenizer": {"evaluate": "tokenizer:evaluate"},
 }
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, KeyError, IsADirectoryError, NotADirectoryError,
                PermissionError)

@@ -53,9 +53,10 @@ class TokenShardDataModule(L.LightningDataModule):
             instead of stopping with an error naming the shard and sample.
         codebook_size, latent_side, num_classes: expected values; a manifest that disagrees is
             refused in ``setup`` (the model also calls ``check_compatible``).
-        tokenizer: the tokenizer the run decodes with ('demo', a VQGAN path or a spec dict, as in
-            ``enat tokenize``); shards whose manifest records another tokenizer (kind or weights
-            hash) are refused, since token ids of different tokenizers mean different things.
+        tokenizer: the tokenizer the run decodes with (``{class_path, init_args}`` or an alias: 'demo', a
+            checkpoint path; as in ``enat tokenize``); shards whose manifest records another tokenizer
+            (kind or weights hash) are refused, since token ids of different tokenizers mean different
+            things, and so is a tokenizer whose codebook is not ``codebook_size``.
         rank, world_size: override the trainer's (tests simulate ranks with them).
     """
 
@@ -104,9 +105,13 @@ class TokenShardDataModule(L.LightningDataModule):
 
     def check_tokenizer(self, spec: str | dict) -> None:
         """Refuses shards tokenized with a tokenizer other than ``spec`` (ValueError naming both)."""
-        from enat_lightning.tokenizers import load_tokenizer
+        from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
 
-        want = load_tokenizer(spec).identity()
+        tok = load_tokenizer(spec)
+        if self.hparams.codebook_size is not None:
+            check_codebook_size(tok, self.hparams.codebook_size, "data.codebook_size (= model.net codebook_size)",
+                                f"data.tokenizer {spec_text(spec)}")
+        want = tok.identity()
         splits = ["train"] + (["val"] if self.hparams.val_shards else [])
         for split in splits:
             m, _, where = self._resolve(split)

@@ -249,6 +249,23 @@ class VQAutoencoder(nn.Module):
         return model.eval()
 
 
+def save_tokenizer(model: VQAutoencoder, path: str | Path) -> Path:
+    """A weights-only tokenizer file (the record + the autoencoder's weights, no optimizer state): what
+    ``VQAutoencoder.from_config`` / ``load_tokenizer(PATH)`` read, a fraction of a training checkpoint."""
+    import io
+
+    from enat_lightning.fileio import atomic_write_bytes
+
+    from . import TRAINED_KEY
+
+    buf = io.BytesIO()
+    torch.save({TRAINED_KEY: {"class_path": "enat_lightning.tokenizers.VQAutoencoder",
+                              "autoencoder": model.cfg.to_dict(), "quantizer": model.qcfg.to_dict(),
+                              "prefix": "autoencoder."},
+                "state_dict": {f"autoencoder.{k}": v.detach().cpu() for k, v in model.state_dict().items()}}, buf)
+    return atomic_write_bytes(Path(path), buf.getvalue())
+
+
 def state_dict_sha256(state: dict) -> str:
     """sha256 over the tensors in key order: the same weights give the same identity whatever file (last,
     best, an export) holds them."""
