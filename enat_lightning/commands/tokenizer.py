@@ -7,7 +7,8 @@ from typing import Optional
 
 def evaluate(tokenizer: str, images: Optional[str] = None, shards: Optional[str] = None,
              feature: Optional[str] = "inception", resolution: int = 256, limit: Optional[int] = None,
-             batch_size: int = 100, device: str = "cpu", out: Optional[Path] = None, overwrite: bool = False) -> dict:
+             batch_size: int = 100, device: str = "cpu", out: Optional[Path] = None, overwrite: bool = False,
+             grid: Optional[Path] = None) -> dict:
     """Reconstruction rFID, PSNR, SSIM and codebook usage / perplexity of a tokenizer.
 
     Args:
@@ -21,6 +22,7 @@ def evaluate(tokenizer: str, images: Optional[str] = None, shards: Optional[str]
         device: cpu, cuda, ...
         out: also write the results as JSON here
         overwrite: replace an existing --out
+        grid: also save a PNG of the first 30 images, rows of inputs above rows of their reconstructions
     """
     import json
 
@@ -55,6 +57,13 @@ def evaluate(tokenizer: str, images: Optional[str] = None, shards: Optional[str]
             tok = tok.to(device)
         extractor = load_features(feature, device) if feature else None
         res = measure_reconstructions(tok, (x[i:i + batch_size] for i in range(0, len(x), batch_size)), extractor)
+        if grid is not None:
+            from enat_lightning.evaluation.tokenizer import reconstruction_grid
+            from enat_lightning.sampling.io import save_png
+
+            pick = torch.linspace(0, len(x) - 1, min(30, len(x))).long()  # spread over the classes
+            with writing(grid):
+                res["grid"] = str(save_png(grid, reconstruction_grid(tok, x[pick].to(device))))
     res = {"tokenizer": spec_text(tokenizer), "source": str(images or shards), **res}
     print(json.dumps(res, indent=2, default=str))
     if out is not None:

@@ -87,3 +87,18 @@ def shard_codebook_stats(spec: str, codebook_size: int | None = None) -> dict:
                                      minlength=size)[:size]
             n += 1
     return {"samples": n, **_codebook_stats(counts), "codebook_size": size, "tokenizer": manifest.tokenizer}
+
+
+def reconstruction_grid(tokenizer, images: torch.Tensor, per_row: int = 10, upscale: int = 2):
+    """uint8 (H, W, 3) grid: pairs of rows, the inputs above their reconstructions."""
+    import numpy as np
+
+    from enat_lightning.sampling.io import make_grid, to_uint8
+
+    with torch.no_grad():
+        recon = tokenizer.decode(tokenizer.encode(images.float())).float().cpu()
+    rows = []
+    for i in range(0, len(images), per_row):
+        rows += [images[i:i + per_row].float(), recon[i:i + per_row]]
+    grid = make_grid(to_uint8(torch.cat(rows)), nrow=per_row, fill=128)
+    return np.ascontiguousarray(grid.repeat(upscale, axis=0).repeat(upscale, axis=1))

@@ -34,6 +34,13 @@ CLASS_PATH = "enat_lightning.tokenizers.VQAutoencoder"
 FROZEN = ("lpips.", "rfid.")  # submodules whose weights never enter a checkpoint
 
 
+def check_precision(precision: str) -> None:
+    """fp16 AMP needs Lightning's GradScaler in every optimizer step; the discriminator's is outside it."""
+    if precision.startswith("16"):
+        raise UserError(f"trainer.precision={precision}: the tokenizer trainer steps its discriminator outside "
+                        "Lightning's GradScaler; use bf16-mixed or 32-true")
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min((step + 1) / warmup_steps, 1.0)
 
@@ -78,10 +85,7 @@ class VQTokenizerModule(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        precision = str(getattr(self.trainer, "precision", "32"))
-        if precision.startswith("16"):
-            raise UserError(f"trainer.precision={precision}: the tokenizer trainer steps its discriminator outside "
-                            "Lightning's GradScaler; use bf16-mixed or 32-true")
+        check_precision(str(getattr(self.trainer, "precision", "32")))
         if not self._metrics_ready:
             from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 

@@ -189,7 +189,10 @@ class VQAutoencoder(nn.Module):
         ids = ids.to(self.decoder.conv_in.weight.device, torch.long)
         with torch.autocast(ids.device.type, enabled=False):
             if self.qcfg.kind == "vq":
-                return self.quantizer.get_output_from_indices(ids).permute(0, 3, 1, 2).float()  # (B, C, h, w)
+                # not the library's get_output_from_indices: with image feature maps (1.32) it moves channels
+                # first *before* its output projection, which then mixes the width axis (a test pins ours)
+                codes = self.quantizer.codebook[ids]                            # (B, h, w, D)
+                return self.quantizer.project_out(codes).permute(0, 3, 1, 2).float()  # (B, C, h, w)
             return self.quantizer.indices_to_codes(ids).float()
 
     def decode_unclamped(self, ids: torch.Tensor) -> torch.Tensor:

@@ -65,3 +65,20 @@ def test_measure_reconstructions_of_a_tokenizer():
     assert res["images"] == 40 and res["codebook_size"] == 16 and 0 < res["codebook_usage"] <= 1
     assert res["psnr"] > 0 and -1 <= res["ssim"] <= 1 and 1 <= res["perplexity"] <= 16
     assert "rfid" not in res  # no feature network given
+
+
+@pytest.mark.parametrize("quantizer", [{"kind": "vq", "codebook_size": 16, "code_dim": 4},
+                                       {"kind": "vq", "codebook_size": 16, "cosine": True},
+                                       {"kind": "lfq", "codebook_size": 16},
+                                       {"kind": "fsq", "codebook_size": 16, "fsq_levels": [4, 4]}])
+def test_decode_uses_the_codes_the_encoder_picked(quantizer):
+    """ids -> codes equals the quantizer's own output (vector-quantize-pytorch 1.32's get_output_from_indices
+    projects the wrong axis of image feature maps when code_dim < z_channels)."""
+    torch.manual_seed(0)
+    m = VQAutoencoder({"ch": 32, "ch_mult": [1, 1], "num_res_blocks": 1, "z_channels": 32, "image_size": 8},
+                      quantizer)
+    m(torch.rand(2, 3, 8, 8))  # one training forward (k-means / EMA state)
+    m.eval()
+    z = m.encoder(torch.rand(2, 3, 8, 8))
+    z_q, ids, _ = m.quantize(z)
+    torch.testing.assert_close(m.codes(ids), z_q.float())
