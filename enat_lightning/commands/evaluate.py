@@ -108,7 +108,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         res = score_images(images, labels, extractor, stats, is_splits=is_splits)
         res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
     else:
-        from enat_lightning.tokenizers import load_tokenizer
+        from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
         from enat_lightning.evaluation import evaluate as run_evaluation
         from enat_lightning.sampling.checkpoint import checkpoint_sha256
         conditions = None
@@ -119,6 +119,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         elif model.cfg.condition == "text":
             raise UserError(f"{ckpt} is a text model: give --prompts_from SHARDS (captions to sample)")
         tok = load_tokenizer(tokenizer)
+        check_codebook_size(tok, model.cfg.codebook_size, f"the generator {ckpt}", f"--tokenizer {spec_text(tokenizer)}")
         if hasattr(tok, "to"):
             tok = tok.to(device)
         res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,

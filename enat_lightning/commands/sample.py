@@ -80,7 +80,7 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
     import torch
 
     from enat_lightning.commands.common import check_device, check_output_dir
-    from enat_lightning.tokenizers import load_tokenizer
+    from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
     from enat_lightning.errors import UserError
     from enat_lightning.fileio import OutputLock, lock_path
     from enat_lightning.prediction import sample_to_dir
@@ -113,6 +113,8 @@ def sample(out: Optional[Path] = None, ckpt: Optional[Path] = None, preset: Opti
     else:
         wanted = class_labels(model.cfg.num_classes, labels, per_class)
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+    if tok is not None:
+        check_codebook_size(tok, model.cfg.codebook_size, "the generator", f"--tokenizer {spec_text(tokenizer)}")
     with OutputLock(lock_path(out, folder=True), what=f"--out {out}", holder="sample run"):  # one writer
         r = sample_to_dir(model, wanted, out, sampler, tok, run=SampleRun(seed, batch_size), save_images=save_images,
                           overwrite=overwrite, device=device, model_id=model_id, progress=progress,
@@ -139,7 +141,7 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
 
     from enat_lightning.commands.common import check_output_dir
     from enat_lightning.fileio import check_output
-    from enat_lightning.tokenizers import load_tokenizer
+    from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
     from enat_lightning.errors import UserError
     from enat_lightning.sampling import io as sio
     from enat_lightning.sampling.edit import edit, parse_region
@@ -163,6 +165,7 @@ def edit_image(image: Optional[Path], region: Optional[str], labels: Optional[li
     box = parse_region(region)
     model, _ = load_network(ckpt, preset, experiment, official_weights, num_classes, resolution, trust_checkpoint)
     tok = load_tokenizer(tokenizer)
+    check_codebook_size(tok, model.cfg.codebook_size, "the generator", f"--tokenizer {spec_text(tokenizer)}")
     dev = torch.device(device) if device else torch.device("cpu")
     model = model.to(dev)
     pixels = np.asarray(Image.open(image).convert("RGB"))

@@ -55,9 +55,10 @@ class TokenShardDataModule(L.LightningDataModule):
         grid, codebook_size, num_classes: the network's token grid side, codebook size and class
             count (``enat fit`` gives them from ``model.net``); shards whose manifest disagrees are
             refused in ``setup`` -- the one check of data against the model.
-        tokenizer: the tokenizer the run decodes with ('demo', a VQGAN path or a spec dict, as in
-            ``enat tokenize``); shards whose manifest records another tokenizer (kind or weights
-            hash) are refused, since token ids of different tokenizers mean different things.
+        tokenizer: the tokenizer the run decodes with (``{class_path, init_args}`` or an alias: 'demo', a
+            checkpoint path; as in ``enat tokenize``); shards whose manifest records another tokenizer
+            (kind or weights hash) are refused, since token ids of different tokenizers mean different
+            things, and so is a tokenizer whose codebook is not ``codebook_size``.
         rank, world_size: override the trainer's (tests simulate ranks with them).
     """
 
@@ -108,9 +109,13 @@ class TokenShardDataModule(L.LightningDataModule):
 
     def check_tokenizer(self, spec: str | dict) -> None:
         """Refuses shards tokenized with a tokenizer other than ``spec`` (ValueError naming both)."""
-        from enat_lightning.tokenizers import load_tokenizer
+        from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
 
-        want = load_tokenizer(spec).identity()
+        tok = load_tokenizer(spec)
+        if self.hparams.codebook_size is not None:
+            check_codebook_size(tok, self.hparams.codebook_size, "data.codebook_size (= model.net codebook_size)",
+                                f"data.tokenizer {spec_text(spec)}")
+        want = tok.identity()
         splits = ["train"] + (["val"] if self.hparams.val_shards else [])
         for split in splits:
             m, _, where = self._resolve(split)
