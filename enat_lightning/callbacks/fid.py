@@ -22,7 +22,8 @@ class FIDCallback(pl.Callback):
                        'demo:val' / 'demo:train' / 'demo:digits:val' -> those real digits under ``feature``
         feature:       'inception' (offline, [eval] extra), 'inception:PATH' (local pt_inception-2015-12-05
                        weights: FID and IS), 'demo', 'demo:digits' or 'demo:PATH' (demo classifier)
-        tokenizer:     'demo', 'demo:PATH' or a VQGAN checkpoint path (decodes tokens to pixels)
+        tokenizer:     decodes tokens to pixels: {class_path: ..., init_args: {...}} or an alias ('demo',
+                       'demo:PATH', a tokenizer checkpoint path); its codebook_size must be the model's
         every_n_steps: evaluate when global_step is a multiple of this (0: only at the end)
         num_samples:   K samples per evaluation (per-class balanced labels by default)
         sampler:       the ``SamplerSettings`` (YAML ``sampler: {cfg_scale: 3.0}``; omitted = the defaults)
@@ -33,7 +34,7 @@ class FIDCallback(pl.Callback):
                        (the FID-30K protocol of ``enat evaluate --prompts_from``, in miniature)
     """
 
-    def __init__(self, ref_stats: str | None = None, feature: str = "demo", tokenizer: str = "demo",
+    def __init__(self, ref_stats: str | None = None, feature: str = "demo", tokenizer: str | dict = "demo",
                  every_n_steps: int = 0, num_samples: int = 1000, sampler: SamplerSettings | None = None,
                  per_class_balanced: bool = True, seed: int = 0, batch_size: int = 64, is_splits: int = 10,
                  at_fit_end: bool = True, use_ema: bool = True, prefix: str = "eval",
@@ -62,7 +63,7 @@ class FIDCallback(pl.Callback):
             raise ValueError("FIDCallback: a text model (condition: text) samples captions: set init_args.prompts_from "
                              "to val text shards (`enat tokenize coco`)" if text_model else
                              "FIDCallback: prompts_from is for text models (condition: text); class models sample labels")
-        from enat_lightning.tokenizers import load_tokenizer
+        from enat_lightning.tokenizers import check_codebook_size, load_tokenizer
 
         from enat_lightning.evaluation.reference import load_reference
 
@@ -70,6 +71,8 @@ class FIDCallback(pl.Callback):
         # 'demo:val' etc.: the demo digits under this extractor, computed on the fly; else an .npz file
         self._ref = load_reference(self.ref_stats, self._extractor) if self.ref_stats else None
         self._tokenizer = load_tokenizer(self.tokenizer_spec)
+        check_codebook_size(self._tokenizer, pl_module.cfg.codebook_size, "model.net.init_args",
+                            f"FIDCallback tokenizer ({self._tokenizer.identity().get('kind')})")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

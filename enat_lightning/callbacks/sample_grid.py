@@ -44,7 +44,7 @@ class SampleGrid(pl.Callback):
     labels: classes to sample (default: evenly spread over the classes); prompts + text_encoder:
     what a text model (condition: text) samples instead (captions and the shards' encoder spec,
     e.g. 'clip:DIR'); tokenizer: a
-    ``load_tokenizer`` spec (VQGAN checkpoint path, or ``{kind: demo, path: ...}``) or None for
+    tokenizer spec (``{class_path: ..., init_args: {...}}`` or an alias: 'demo', a checkpoint path) or None for
     heatmaps; sampler: the ``SamplerSettings`` (YAML ``sampler: {cfg_scale: 3.0}``; omitted = the
     official defaults; a NAT ignores ``reuse``). A missing tokenizer file fails when the callback is
     built, before training.
@@ -56,8 +56,9 @@ class SampleGrid(pl.Callback):
                  text_encoder: str | None = None):
         if every_n_steps < 1 or num_samples < 1:
             raise ValueError(f"SampleGrid: every_n_steps and num_samples must be >= 1, got {every_n_steps}, {num_samples}")
-        path = tokenizer.get("path") if isinstance(tokenizer, dict) else tokenizer
-        if path is not None and not Path(path).is_file():
+        path = (tokenizer.get("init_args") or {}).get("path") if isinstance(tokenizer, dict) else tokenizer
+        if path is not None and path != "demo" and not str(path).lstrip().startswith("{") \
+                and not Path(str(path).removeprefix("demo:")).is_file():
             raise FileNotFoundError(f"{KEY}: tokenizer file {path} not found (the demo tokenizer: build it with "
                                     f"`enat tokenize demo` or `make demo`; a VQGAN: download its checkpoint)")
         self.every_n_steps, self.num_samples, self.labels = every_n_steps, num_samples, labels
@@ -75,12 +76,11 @@ class SampleGrid(pl.Callback):
                              "and init_args.text_encoder" if self.prompts is None else
                              "SampleGrid: prompts need a text model (condition: text); class models take labels")
         if self.tokenizer_spec is not None and self.tokenizer is None:
-            from enat_lightning.tokenizers import load_tokenizer
+            from enat_lightning.tokenizers import check_codebook_size, load_tokenizer
 
             self.tokenizer = load_tokenizer(self.tokenizer_spec)
-            if self.tokenizer.codebook_size != pl_module.cfg.codebook_size:
-                raise ValueError(f"{KEY}: tokenizer codebook_size {self.tokenizer.codebook_size} != "
-                                 f"model.net codebook_size {pl_module.cfg.codebook_size}")
+            check_codebook_size(self.tokenizer, pl_module.cfg.codebook_size, "model.net.init_args",
+                                f"{KEY} ({self.tokenizer.identity().get('kind')})")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

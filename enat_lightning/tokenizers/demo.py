@@ -56,6 +56,15 @@ class DemoTokenizer:
     def latent_side(self) -> int:
         return self.image_size // self.patch
 
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return (self.latent_side, self.latent_side)
+
+    @classmethod
+    def from_config(cls, path: str | None = None) -> "DemoTokenizer":
+        """The registry constructor: the .npz at ``path`` (default: data/demo/tokenizer.npz)."""
+        return cls.load(path if path is not None else default_demo_tokenizer())
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [0, 1] -> ids int64 (B, H/p, W/p)."""
         if images.ndim != 4 or images.shape[1] != 3:
@@ -72,7 +81,7 @@ class DemoTokenizer:
         return dist.argmin(1).reshape(b, hh // p, ww // p)
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, h, w) -> images (B, 3, h*p, w*p), grey replicated to RGB (unclamped)."""
+        """ids (B, h, w) -> fp32 images in [0, 1], (B, 3, h*p, w*p), grey replicated to RGB."""
         if ids.ndim != 3:
             raise ValueError(f"expected ids (B, h, w), got {tuple(ids.shape)}")
         b, h, w = ids.shape
@@ -81,7 +90,7 @@ class DemoTokenizer:
             raise ValueError(f"token ids must be in [0, {self.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
         patches = self.centroids.to(ids.device)[ids.long()]  # (B, h, w, p*p)
         grey = patches.reshape(b, h, w, p, p).permute(0, 1, 3, 2, 4).reshape(b, 1, h * p, w * p)  # (B, 1, H, W)
-        return grey.expand(b, 3, h * p, w * p).contiguous()
+        return grey.expand(b, 3, h * p, w * p).clamp(0, 1).contiguous()
 
     def weights_hash(self) -> str:
         return hashlib.sha256(self.centroids.numpy().astype("<f4").tobytes()).hexdigest()

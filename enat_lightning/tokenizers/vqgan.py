@@ -277,6 +277,17 @@ class VQGAN(nn.Module):
     def downsample(self) -> int:
         return self.cfg.downsample
 
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """The id grid at the training resolution (any H, W divisible by ``downsample`` work)."""
+        return (self.cfg.resolution // self.downsample,) * 2
+
+    @classmethod
+    def from_config(cls, path: str, config: dict | str | None = None, trust_pickle: bool = False) -> "VQGAN":
+        """The registry constructor (``init_args``): the official-layout weights file ``path``; ``config``
+        a preset name, VQGANConfig fields or the official ddconfig layout (default ``maskgit-f16``)."""
+        return cls.from_checkpoint(path, config, trust_pickle=trust_pickle)
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """float images in [0, 1], (B, 3, H, W) -> int64 ids (B, H/f, W/f)."""
@@ -284,8 +295,15 @@ class VQGAN(nn.Module):
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """int ids (B, h, w) -> images (B, 3, h*f, w*f), unclamped (the sampler clamps after decoding)."""
-        return self.decoder(self.quantize.lookup(ids))
+        """int ids (B, h, w) -> fp32 images in [0, 1], (B, 3, h*f, w*f) (decoded in fp32 under autocast too)."""
+        return self.decode_unclamped(ids).clamp(0, 1)
+
+    @torch.no_grad()
+    def decode_unclamped(self, ids: torch.Tensor) -> torch.Tensor:
+        """The official decode: ids (B, h, w) -> fp32 decoder output (B, 3, H, W), not clamped."""
+        device = self.quantize.embedding.weight.device
+        with torch.autocast(device.type, enabled=False):
+            return self.decoder(self.quantize.lookup(ids).float())
 
     def identity(self) -> dict:
         """What produced the tokens: kind, config and the sha256 of the weights file (None if not from a file)."""

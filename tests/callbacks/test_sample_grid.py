@@ -6,6 +6,7 @@ from PIL import Image
 from enat_lightning.sampling.settings import SamplerSettings
 from enat_lightning.callbacks.sample_grid import SampleGrid, heatmap, save_png, tile
 from enat_lightning.data.synthetic import SyntheticTokenDataModule
+from enat_lightning.errors import UserError
 from enat_lightning.models import ENATConfig
 from enat_lightning.module import ENATModule
 
@@ -21,11 +22,15 @@ def test_tile_and_heatmap_shapes(tmp_path):
     assert Image.open(path).size == (19, 19) and not list(tmp_path.glob(".*tmp"))
 
 
+def demo_spec(path) -> dict:
+    return {"class_path": "enat_lightning.tokenizers.DemoTokenizer", "init_args": {"path": str(path)}}
+
+
 def test_missing_tokenizer_file_fails_at_construction(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"SampleGrid.*tokenizer.*nope\.ckpt"):
         SampleGrid(tokenizer=str(tmp_path / "nope.ckpt"))
     with pytest.raises(FileNotFoundError, match="nope.npz"):
-        SampleGrid(tokenizer={"kind": "demo", "path": str(tmp_path / "nope.npz")})
+        SampleGrid(tokenizer=demo_spec(tmp_path / "nope.npz"))
 
 
 def test_logs_a_heatmap_grid_every_n_steps(tmp_path):
@@ -51,13 +56,13 @@ def test_decodes_through_the_demo_tokenizer():
     paths = ensure_demo_data(dataset="digits")  # seconds; built from data bundled with scikit-learn
     cfg = ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
     module = ENATModule(cfg)
-    cb = SampleGrid(num_samples=3, nrow=3, sampler=SamplerSettings(steps=2), tokenizer={"kind": "demo", "path": str(paths.tokenizer)})
+    cb = SampleGrid(num_samples=3, nrow=3, sampler=SamplerSettings(steps=2), tokenizer=demo_spec(paths.tokenizer))
     cb.setup(None, module, "fit")
     grid = cb.sample_grid(module)
     assert grid.shape == (3, 16 + 4, 3 * (16 + 2) + 2)  # 16x16 px images
     assert 0 <= grid.min() and grid.max() <= 1
-    bad = SampleGrid(tokenizer={"kind": "demo", "path": str(paths.tokenizer)})
-    with pytest.raises(ValueError, match="codebook_size"):
+    bad = SampleGrid(tokenizer=demo_spec(paths.tokenizer))
+    with pytest.raises(UserError, match="has 128 codes but model.net.init_args has codebook_size 64"):
         bad.setup(None, ENATModule(ENATConfig(codebook_size=64, num_classes=10, grid=4, width=32, heads=2,
                                               enc_depth=1, dec_depth=1)), "fit")
 

@@ -17,7 +17,8 @@ def files(tmp_path_factory, official_enat, official_vqgan):
     assert main(["import-official", "--nnet", str(d / "nnet_ema.pth"), "--official-config",
                  json.dumps(official_enat["config"]), "--out", str(d / "tiny.ckpt")]) == 0
     torch.save({k: v.float() for k, v in official_vqgan["state_dict"].items()}, d / "vq.pt")
-    tok = json.dumps({"kind": "vqgan", "path": str(d / "vq.pt"), "config": official_vqgan["config"]})
+    tok = json.dumps({"class_path": "enat_lightning.tokenizers.VQGAN",
+                      "init_args": {"path": str(d / "vq.pt"), "config": official_vqgan["config"]}})
     return d, tok
 
 

@@ -22,7 +22,7 @@ def test_sample_edit_writes_the_edited_grid_beside_the_input(tmp_path, capsys):
     ckpt = save_generator_checkpoint(tmp_path / "m.ckpt", cfg, ENAT(cfg).state_dict())
     img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(img).save(tmp_path / "in.png")
-    spec = json.dumps({"kind": "demo", "path": str(paths.tokenizer)})
+    spec = json.dumps({"class_path": "enat_lightning.tokenizers.DemoTokenizer", "init_args": {"path": str(paths.tokenizer)}})
     rc = main(["sample", "--ckpt", str(ckpt), "--tokenizer", spec, "--edit", str(tmp_path / "in.png"),
                "--region", "4,4,12,8", "--labels", "1,2,3", "--steps", "3", "--seed", "1"])
     assert rc == 0 and "3 edits" in capsys.readouterr().out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import sys
 import types
@@ -10,6 +11,7 @@ import types
 import pytest
 import torch
 
+from enat_lightning.errors import UserError
 from enat_lightning.tokenizers import VQGAN, VQGAN_PRESETS, Tokenizer, VQGANConfig, load_tokenizer
 from enat_lightning.tokenizers.vqgan import ResnetBlock
 from enat_testing import tolerance
@@ -43,9 +45,12 @@ def test_parity_with_official_fixture(vqgan, official_vqgan):
     assert torch.equal(ids, ref["token_ids"]) and ids.dtype == torch.int64
     torch.testing.assert_close(z_q, ref["z_q"], rtol=0, atol=tolerance(ref["z_q"]))
     assert torch.equal(vqgan.encode(ref["images"]), ref["token_ids"])
-    decoded = vqgan.decode(ref["token_ids"])
+    decoded = vqgan.decode_unclamped(ref["token_ids"])
     torch.testing.assert_close(decoded, ref["decoded"], rtol=0, atol=tolerance(ref["decoded"]))
     assert decoded.min() < 0 and decoded.max() > 1  # unclamped, like the official decode
+    # the Tokenizer protocol's decode: the same, clamped to [0, 1]
+    torch.testing.assert_close(vqgan.decode(ref["token_ids"]), ref["decoded"].clamp(0, 1), rtol=0,
+                               atol=tolerance(ref["decoded"]))
 
 
 def test_quantizer_picks_nearest_code_lowest_index_on_ties(vqgan):
@@ -246,11 +251,16 @@ def test_from_checkpoint_with_python_objects_needs_trust(tmp_path, official_vqga
 # ------------------------------------------------------------------------------ load_tokenizer
 
 
-def test_load_tokenizer_from_dict_spec(tiny_ckpt, vqgan):
-    tok = load_tokenizer({"kind": "vqgan", "path": str(tiny_ckpt), "config": "tiny"})
+def test_load_tokenizer_from_class_path_spec(tiny_ckpt, vqgan):
+    tok = load_tokenizer({"class_path": "enat_lightning.tokenizers.VQGAN",
+                          "init_args": {"path": str(tiny_ckpt), "config": "tiny"}})
     assert isinstance(tok, VQGAN) and _same_weights(tok, vqgan) and not tok.training
-    tok = load_tokenizer({"kind": "vqgan", "path": tiny_ckpt, "config": VQGAN_PRESETS["tiny"].to_dict()})
-    assert tok.cfg == VQGAN_PRESETS["tiny"]
+    tok = load_tokenizer({"class_path": "VQGAN", "init_args": {"path": tiny_ckpt,
+                                                               "config": VQGAN_PRESETS["tiny"].to_dict()}})
+    assert tok.cfg == VQGAN_PRESETS["tiny"] and tok.token_shape == (4, 4)  # tiny: 64 px / 16
+    text = json.dumps({"class_path": "enat_lightning.tokenizers.VQGAN",
+                       "init_args": {"path": str(tiny_ckpt), "config": "tiny"}})
+    assert _same_weights(load_tokenizer(text), vqgan)  # the command-line spelling
 
 
 def test_load_tokenizer_path_assumes_official_config(tiny_ckpt, tmp_path):
@@ -261,21 +271,30 @@ def test_load_tokenizer_path_assumes_official_config(tiny_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("spec, err, msg", [
-    ("weights.bin", ValueError, "should end in one of"),
-    ({"kind": "taming", "path": "x"}, ValueError, "unknown tokenizer kind 'taming'"),
-    ({"kind": "vqgan"}, ValueError, "lacks 'path'"),
-    ({"kind": "vqgan", "path": "x.ckpt", "ckpt": 1}, ValueError, r"unknown keys \['ckpt'\]"),
-    ({"kind": "vqgan", "path": "x.ckpt", "config": "huge"}, ValueError, "unknown VQGAN preset 'huge'"),
-    (3, TypeError, "path or a dict"),
+    ("weights.bin", UserError, "expected 'demo'"),
+    ({"kind": "vqgan", "path": "x.ckpt"}, UserError, r"kind: \.\.\.\} form is gone; write \{class_path: "
+                                                     r"enat_lightning.tokenizers.VQGAN"),
+    ({"class_path": "taming.Nope"}, UserError, "cannot be imported"),
+    ({"class_path": "Nope"}, UserError, "unknown tokenizer class_path 'Nope'"),
+    ({"class_path": "VQGAN", "init_args": {"ckpt": 1}}, UserError, "bad init_args"),
+    ({"class_path": "VQGAN", "init_args": {"path": "x.ckpt", "config": "huge"}}, ValueError,
+     "unknown VQGAN preset 'huge'"),
+    ({"class_path": "VQGAN", "extra": 1}, UserError, r"unknown: \['extra'\]"),
+    ({"class_path": "json.JSONDecoder"}, UserError, "is not a tokenizer"),
+    (3, UserError, "must be a path"),
 ])
 def test_load_tokenizer_bad_specs(spec, err, msg):
     with pytest.raises(err, match=msg):
         load_tokenizer(spec)
 
 
-def test_load_tokenizer_demo_branch_dispatches_to_demo_module(monkeypatch):
+def test_load_tokenizer_demo_aliases_dispatch_to_demo_module(monkeypatch):
     calls = []
     fake = types.ModuleType("enat_lightning.tokenizers.demo")
-    fake.DemoTokenizer = type("DemoTokenizer", (), {"load": staticmethod(lambda p: calls.append(p) or "demo-tok")})
+    fake.DemoTokenizer = type("DemoTokenizer", (), {
+        "from_config": classmethod(lambda cls, path=None: calls.append(path) or "demo-tok"),
+        "encode": None, "decode": None, "identity": None})
     monkeypatch.setitem(sys.modules, "enat_lightning.tokenizers.demo", fake)
-    assert load_tokenizer({"kind": "demo", "path": "demo.pt"}) == "demo-tok" and calls == ["demo.pt"]
+    assert load_tokenizer({"class_path": "DemoTokenizer", "init_args": {"path": "demo.npz"}}) == "demo-tok"
+    assert load_tokenizer("demo:d.npz") == load_tokenizer("e.npz") == load_tokenizer("demo") == "demo-tok"
+    assert calls == ["demo.npz", "d.npz", "e.npz", None]
