@@ -34,6 +34,8 @@ TOKENIZERS: dict[str, str] = {
     "enat_lightning.tokenizers.VQGAN": "enat_lightning.tokenizers.vqgan:VQGAN",
     "enat_lightning.tokenizers.DemoTokenizer": "enat_lightning.tokenizers.demo:DemoTokenizer",
     "enat_lightning.tokenizers.VQAutoencoder": "enat_lightning.tokenizers.autoencoder:VQAutoencoder",
+    "enat_lightning.tokenizers.LlamaGenVQ": "enat_lightning.tokenizers.llamagen:LlamaGenVQ",
+    "enat_lightning.tokenizers.DiffusersVQ": "enat_lightning.tokenizers.diffusers_vq:DiffusersVQ",  # [diffusers] extra
 }
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 TRAINED_KEY = "enat_tokenizer"  # checkpoint entry naming the class of a tokenizer trained with `enat fit`

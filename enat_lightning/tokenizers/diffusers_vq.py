@@ -22,6 +22,8 @@ from torch import nn
 
 from enat_lightning.errors import UserError
 
+from .base import check_ids, check_images, to_unit_range
+
 EXTRA = "diffusers"
 PIXEL_RANGES = ("0,1", "-1,1")
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -51,8 +53,9 @@ def find_vqvae_folder(path: str | Path) -> Path:
 class DiffusersVQ(nn.Module):
     """A diffusers ``VQModel`` behind the tokenizer interface: encode [0, 1] -> ids (B, h, w), decode back."""
 
-    def __init__(self, path: str | Path, pixel_range: str = "0,1"):
+    def __init__(self, path: str | Path, pixel_range: str = "0,1", image_size: int = 256):
         super().__init__()
+        self.image_size = int(image_size)  # the resolution token_shape reports (aMUSEd-256: 256 -> 16x16)
         if pixel_range not in PIXEL_RANGES:
             raise UserError(f"pixel_range must be one of {list(PIXEL_RANGES)} (tokenizer init_args.pixel_range), "
                             f"got {pixel_range!r}")
@@ -73,16 +76,19 @@ class DiffusersVQ(nn.Module):
     def downsample(self) -> int:
         return 2 ** (len(self.vqvae.config.block_out_channels) - 1)
 
-    def token_shape(self, image_size: int = 256) -> tuple[int, int]:
-        return (image_size // self.downsample, image_size // self.downsample)
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return (self.image_size // self.downsample,) * 2
+
+    @classmethod
+    def from_config(cls, path: str, pixel_range: str = "0,1", image_size: int = 256) -> "DiffusersVQ":
+        """The registry constructor (``init_args``): a local ``vqvae/`` folder or the pipeline folder holding it."""
+        return cls(path, pixel_range=pixel_range, image_size=image_size)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> ids (B, H/f, W/f), int64."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-        if images.shape[-1] % self.downsample or images.shape[-2] % self.downsample:
-            raise ValueError(f"image sides {tuple(images.shape[-2:])} must be divisible by {self.downsample}")
+        check_images(images, self.downsample)
         x = images.float() if self.pixel_range == "0,1" else images.float() * 2 - 1
         latents = self.vqvae.encode(x).latents  # (B, C, h, w)
         b, _, h, w = latents.shape
@@ -91,18 +97,16 @@ class DiffusersVQ(nn.Module):
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, h, w) -> images (B, 3, h*f, w*f) in [0, 1], decoded in fp32 (clamped, as aMUSEd does)."""
-        if ids.dim() != 3:
-            raise ValueError(f"ids must be (B, h, w), got shape {tuple(ids.shape)}")
+        check_ids(ids, self.codebook_size)
         b, h, w = ids.shape
         shape = (b, h, w, self.vqvae.config.vq_embed_dim or self.vqvae.config.latent_channels)
-        with torch.autocast(ids.device.type, enabled=False):
+        with torch.autocast(self.vqvae.device.type, enabled=False):
             if self.vqvae.config.lookup_from_codebook:  # aMUSEd: decode() looks the ids up itself
                 out = self.vqvae.decode(ids.long(), force_not_quantize=True, shape=shape).sample
             else:  # LDM VQs: look the codes up, then decode them as already-quantised latents
                 codes = self.vqvae.quantize.get_codebook_entry(ids.long().flatten(), shape)  # (B, C, h, w)
                 out = self.vqvae.decode(codes, force_not_quantize=True).sample
-        out = out.float() if self.pixel_range == "0,1" else (out.float() + 1) / 2
-        return out.clamp(0, 1)
+        return to_unit_range(out if self.pixel_range == "0,1" else (out.float() + 1) / 2)
 
     def identity(self) -> dict:
         from enat_lightning.fileio import sha256_file

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import check_ids, check_images, to_unit_range
+
 USAGE_WINDOW = 65536  # length of the checkpoint's ``quantize.codebook_used`` buffer (a rolling id window)
 
 
@@ -47,12 +49,13 @@ class LlamaGenVQConfig:
     num_res_blocks: int = 2
     z_channels: int = 256
     commit_loss_beta: float = 0.25
+    resolution: int = 256  # training size (token_shape); the network is convolutional: any H, W divisible by f
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
         if not self.ch_mult or min(self.ch_mult) < 1:
             raise ValueError(f"ch_mult must be a non-empty list of positive ints, got {list(self.ch_mult)}")
-        for name in ("codebook_size", "codebook_embed_dim", "ch", "num_res_blocks", "z_channels"):
+        for name in ("codebook_size", "codebook_embed_dim", "ch", "num_res_blocks", "z_channels", "resolution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for width in {self.ch * m for m in self.ch_mult}:
@@ -283,22 +286,31 @@ class LlamaGenVQ(nn.Module):
     def downsample(self) -> int:
         return self.cfg.downsample
 
-    def token_shape(self, image_size: int = 256) -> tuple[int, int]:
-        return (image_size // self.downsample, image_size // self.downsample)
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """The id grid at the training resolution (256 -> 16x16 for VQ-16)."""
+        return (self.cfg.resolution // self.downsample,) * 2
+
+    @classmethod
+    def from_config(cls, path: str, config: dict | str | None = None, trust_pickle: bool = False) -> "LlamaGenVQ":
+        """The registry constructor (``init_args``): LlamaGen's checkpoint ``path`` (``vq_ds16_c2i.pt``);
+        ``config`` a preset name (``vq-16`` default, ``vq-8``) or LlamaGenVQConfig fields."""
+        return cls.from_checkpoint(path, config, trust_pickle=trust_pickle)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> ids (B, H/f, W/f)."""
-        return self.quantize(self.quant_conv(self.encoder(_to_model_range(images, self.downsample)))).ids
+        """(B, 3, H, W) in [0, 1] -> int64 ids (B, H/f, W/f)."""
+        check_images(images, self.downsample)
+        return self.quantize(self.quant_conv(self.encoder(images * 2 - 1))).ids
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, h, w) -> images (B, 3, h*f, w*f) in [0, 1], decoded in fp32 (clamped)."""
-        if ids.dim() != 3:
-            raise ValueError(f"ids must be (B, h, w), got shape {tuple(ids.shape)}")
-        with torch.autocast(ids.device.type, enabled=False):
+        """ids (B, h, w) -> fp32 images (B, 3, h*f, w*f) in [0, 1] (decoded in fp32 under autocast too)."""
+        check_ids(ids, self.codebook_size)
+        device = self.post_quant_conv.weight.device
+        with torch.autocast(device.type, enabled=False):
             x = self.decode_latent(self.quantize.lookup(ids.long()).float())
-        return ((x + 1) / 2).clamp(0, 1)
+        return to_unit_range((x + 1) / 2)
 
     def identity(self) -> dict:
         return {"kind": "llamagen-vq", "config": self.cfg.to_dict(), "source": self.source}
@@ -374,11 +386,3 @@ def _read(path: Path, trust_pickle: bool) -> dict:
     if not isinstance(obj, dict):
         raise ValueError(f"LlamaGen VQ checkpoint {path} holds a {type(obj).__name__}, not a state dict")
     return obj
-
-
-def _to_model_range(images: torch.Tensor, downsample: int) -> torch.Tensor:
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-    if images.shape[-1] % downsample or images.shape[-2] % downsample:
-        raise ValueError(f"image sides {tuple(images.shape[-2:])} must be divisible by {downsample}")
-    return images.float() * 2 - 1

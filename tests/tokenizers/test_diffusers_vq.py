@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from enat_lightning.errors import UserError
+from enat_lightning.tokenizers import Tokenizer, load_tokenizer
 from enat_lightning.tokenizers.diffusers_vq import DiffusersVQ
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,9 +31,11 @@ def save_tiny_vqmodel(root, lookup_from_codebook: bool):
 @pytest.mark.parametrize("lookup, pixel_range", [(True, "0,1"), (False, "-1,1")], ids=["amused", "ldm"])
 def test_round_trip_equals_diffusers_own_calls(tmp_path, lookup, pixel_range):
     ref = save_tiny_vqmodel(tmp_path, lookup)
-    tok = DiffusersVQ(tmp_path, pixel_range=pixel_range)  # the pipeline folder: vqvae/ is found inside
+    spec = {"class_path": "enat_lightning.tokenizers.DiffusersVQ",
+            "init_args": {"path": str(tmp_path), "pixel_range": pixel_range, "image_size": 16}}
+    tok = load_tokenizer(spec)  # the pipeline folder: vqvae/ is found inside
     assert tok.folder == tmp_path / "vqvae" and tok.codebook_size == 32 and tok.downsample == 2
-    assert tok.token_shape(16) == (8, 8)
+    assert tok.token_shape == (8, 8) and isinstance(tok, Tokenizer)
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     x = images if pixel_range == "0,1" else images * 2 - 1
     ids = tok.encode(images)

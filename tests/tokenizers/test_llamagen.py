@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from enat_lightning.tokenizers import Tokenizer, load_tokenizer
 from enat_lightning.tokenizers.llamagen import PRESETS, LlamaGenVQ, LlamaGenVQConfig, load_llamagen_weights
 from enat_testing import tolerance
 
@@ -61,7 +62,7 @@ def test_vq16_checkpoint_layout_loads_unchanged(tmp_path):
         ours = LlamaGenVQ(PRESETS["vq-16"])
     assert {k: list(v.shape) for k, v in ours.state_dict().items()} == layout
     assert ours.codebook_size == 16384 and ours.quantize.embedding.weight.shape == (16384, 8)
-    assert ours.downsample == 16 and ours.token_shape(256) == (16, 16)
+    assert ours.downsample == 16 and ours.token_shape == (16, 16)
     # the full-size load on the meta device (no 280 MB file in a unit test): every key checked, strict
     state = {k: torch.empty(shape, device="meta") for k, shape in layout.items()}
     assert load_llamagen_weights(ours, {"model": state, "steps": 0}, "vq_ds16_c2i.pt") is ours
@@ -71,7 +72,9 @@ def test_checkpoint_in_vq_train_format_loads(tmp_path, model):
     path = tmp_path / "vq_ds16_c2i.pt"
     state = {k: v + 1 for k, v in model.state_dict().items()}
     torch.save({"model": state, "steps": 0}, path)
-    loaded = LlamaGenVQ.from_checkpoint(path, model.cfg)
+    loaded = load_tokenizer({"class_path": "enat_lightning.tokenizers.LlamaGenVQ",
+                             "init_args": {"path": str(path), "config": model.cfg.to_dict()}})
+    assert isinstance(loaded, LlamaGenVQ) and isinstance(loaded, Tokenizer) and loaded.token_shape == (128, 128)
     assert torch.equal(loaded.quantize.embedding.weight, state["quantize.embedding.weight"])
     assert not loaded.training and loaded.identity()["source"] == "vq_ds16_c2i.pt"
 
@@ -98,10 +101,12 @@ def test_quantizer_cosine_codes_and_bad_input(model):
     assert torch.allclose(e.norm(dim=1), torch.ones(64))
     z = torch.stack([e[5] * 7.0, e[40] * 0.1]).T.reshape(1, -1, 1, 2)  # scale is ignored: cosine codes
     assert model.quantize(z).ids.tolist() == [[[5, 40]]]
-    with pytest.raises(ValueError, match="divisible by 2"):
+    with pytest.raises(ValueError, match="multiples of 2"):
         model.encode(torch.rand(1, 3, 15, 16))
     with pytest.raises(ValueError, match=r"\(B, h, w\)"):
         model.decode(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 64\)"):
+        model.decode(torch.full((1, 2, 2), 64))
 
 
 class Namespace:  # a pickled Python object, as LlamaGen's argparse args in its checkpoints
