@@ -141,3 +141,13 @@ def check_codebook_size(tokenizer: Tokenizer, codebook_size: int, where: str = "
     if int(tokenizer.codebook_size) != int(codebook_size):
         raise UserError(f"{tokenizer_name} has {tokenizer.codebook_size} codes but {where} has codebook_size "
                         f"{codebook_size}: use the tokenizer the generator's shards were made with")
+
+
+def __getattr__(name: str):
+    """Registered classes as attributes of this package (``enat_lightning.tokenizers.LlamaGenVQ``), imported on
+    first use so optional dependencies stay optional: the registry names are importable class paths."""
+    target = TOKENIZERS.get(f"{__name__}.{name}")
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
