@@ -273,6 +273,29 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+def model_class_for(argv: list[str]):
+    """ENATModule, or None (any LightningModule chosen by ``model.class_path``, e.g. the tokenizer trainer
+    of experiments/tokenizers/*.yaml) when a config file or the command line gives ``model.class_path``."""
+    import yaml
+
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg.startswith("--model.class_path") or arg.startswith("--model={") or (
+                arg == "--model" and i + 1 < len(args) and "class_path" in args[i + 1]):
+            return None
+        path = args[i + 1] if arg in ("-c", "--config") and i + 1 < len(args) else (
+            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
+        if path and Path(path).is_file():
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except yaml.YAMLError:
+                continue  # jsonargparse reports the broken file with its own message
+            model = (data.get("fit", data) if isinstance(data, dict) else {}).get("model") if isinstance(data, dict) else None
+            if isinstance(model, dict) and "class_path" in model:
+                return None
+    return ENATModule
+
+
 def run_lightning_cli(argv: list[str]) -> int:
     """Runs LightningCLI on argv (``["fit", "-c", "experiments/enat_s.yaml", ...]``) -> exit code."""
     _quiet_known_warnings()
@@ -282,7 +305,7 @@ def run_lightning_cli(argv: list[str]) -> int:
             # holds it): LightningCLI's "args and sys.argv both given" warning does not apply.
             warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
             ENATLightningCLI(
-                ENATModule,
+                model_class_for(argv),  # None: any LightningModule by class_path (a tokenizer run)
                 datamodule_class=None,  # any LightningDataModule, chosen by class_path in the YAML
                 auto_configure_optimizers=False,
                 # a resumed run writes its resolved config again into its own log dir

@@ -57,6 +57,14 @@ def test_config_parses_and_builds_its_model(path):
     files = composition(path)
     assert path in files, f"{path}: its own compose line does not use it: {files}"
     cfg = resolved(files)
+    if "class_path" in cfg["model"]:  # experiments/tokenizers/: a tokenizer run, its own LightningModule
+        from enat_lightning.tokenizer_training import VQTokenizerModule
+
+        assert cfg["model"]["class_path"].endswith("VQTokenizerModule"), path
+        with torch.device("meta"):
+            tok = VQTokenizerModule(**cfg["model"]["init_args"])
+        assert sum(p.numel() for p in tok.autoencoder.parameters()) > 0
+        return
     module = build(cfg["model"])
     assert isinstance(module.net, (ENAT, NAT)) and sum(p.numel() for p in module.net.parameters()) > 0
     assert all(p.is_meta for p in module.ema.parameters())

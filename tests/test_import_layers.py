@@ -15,7 +15,7 @@ LAYERS = [
     {"models", "tokenizers", "masking", "sampling", "text"},
     {"data", "evaluation", "demo.data", "demo.classifier"},  # the demo's data set and feature network
     {"sharding", "checkpointing"},
-    {"module", "callbacks", "training_cli", "training_config", "prediction", "analysis"},
+    {"module", "tokenizer_training", "callbacks", "training_cli", "training_config", "prediction", "analysis"},
     {"studies", "demo"},
     {"commands"},
     {"cli", "__main__"},

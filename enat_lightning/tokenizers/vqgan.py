@@ -167,24 +167,43 @@ class _Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class _Mid(nn.Module):
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the h*w positions with a residual (taming's ``attn_1``). The
+    MaskGIT VQGAN has none; trainable autoencoders (tokenizers/autoencoder.py) may switch it on."""
+
     def __init__(self, channels: int):
         super().__init__()
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # (B, hw, C) each
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]        # (B, hw, C)
+        return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class _Mid(nn.Module):
+    def __init__(self, channels: int, attention: bool = False):
+        super().__init__()
         self.block_1 = ResnetBlock(channels, channels)
+        self.attn_1 = AttnBlock(channels) if attention else None  # absent (no keys) in the official layout
         self.block_2 = ResnetBlock(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.block_1(x))
+        x = self.block_1(x)
+        return self.block_2(x if self.attn_1 is None else self.attn_1(x))
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VQGANConfig):
+    def __init__(self, cfg: VQGANConfig, attention: bool = False):
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1, bias=False)
         self.down = nn.ModuleList(_Level(([cfg.ch] + widths)[i], widths[i], cfg.num_res_blocks)
                                   for i in range(len(widths)))
-        self.mid = _Mid(widths[-1])
+        self.mid = _Mid(widths[-1], attention)
         self.norm_out = _norm(widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], cfg.z_channels, 1)
 
@@ -199,11 +218,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VQGANConfig):
+    def __init__(self, cfg: VQGANConfig, attention: bool = False):
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         self.conv_in = nn.Conv2d(cfg.z_channels, widths[-1], 3, padding=1)
-        self.mid = _Mid(widths[-1])
+        self.mid = _Mid(widths[-1], attention)
         # `up[i]` is level i (as `down[i]`), run deepest first; its input is the next deeper level's width.
         # REPRO: num_res_blocks blocks per level, not num_res_blocks + 1 as in taming.
         self.up = nn.ModuleList(_Level((widths + [widths[-1]])[i + 1], widths[i], cfg.num_res_blocks,
