@@ -228,7 +228,8 @@ def bench_phase(theirs: "Theirs", ours: "Ours", x: torch.Tensor, rounds: int, st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--llamagen-repo", type=Path, required=True, help="a checkout of github.com/FoundationVision/LlamaGen")
+    ap.add_argument("--llamagen-repo", type=Path, required=True,
+                    help="a checkout of github.com/FoundationVision/LlamaGen")
     ap.add_argument("--image-size", type=int, default=128, help="LlamaGen trains at 256; 128 keeps a CPU run short")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)

@@ -31,7 +31,8 @@ def test_zoo_config_matches_its_tokenizer_and_flops_runs(path, capsys):
     assert grid_cb["init_args"]["tokenizer"] == data_tok and data_tok["class_path"].endswith(cls)
     assert f"enat flops -c {path} --vq {vq}" in (REPO / path).read_text()
     capsys.readouterr()
-    assert main(["flops", "-c", str(REPO / path), "--vq", vq, "--steps", "2", "--json"]) == 0  # 2 steps: the count, not its size, is checked
+    # 2 steps: that the count runs is checked, not its size
+    assert main(["flops", "-c", str(REPO / path), "--vq", vq, "--steps", "2", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["config"]["codebook_size"] == codes and len(rep["per_step"]) == 2 and rep["gmacs_total"] > 0
     assert (rep["gmacs_vq_decoder"] > 0) == (vq != "none")
