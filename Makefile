@@ -13,7 +13,7 @@ help:  ## list targets
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	$(PIP) install $(TORCH_SPEC)
-	$(PIP) install -e ".[test,t2i,eval,app,tokenizer]"
+	$(PIP) install -e ".[test,t2i,eval,app,tokenizer,diffusers]"
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## install the package and its dependencies into the current Python

@@ -9,6 +9,8 @@ from enat_testing import FIXTURES, REPO
 EXPECTED = {
     "official_enat_tiny.pt": "85bca731c76fa512aed6bb5ca682eed1690e462e8a92d584a9c1cddbe015c51c",
     "official_vqgan_tiny.pt": "4b05f7c567585d2996df72875296b84f18b1207561ed70f821c7281a304fdff5",
+    "llamagen_vq_tiny.safetensors": "92cbe8c124c43d873390944ef6dddb44f707eb0c02eca59c8f9df4b0c185c75f",
+    "llamagen_vq16_layout.json": "f2c68a8b46e2d3475318fba4ee04f9ebb7f306ee140fe1604f7d02c2cfc53cd5",
 }
 
 

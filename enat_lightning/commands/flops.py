@@ -19,7 +19,7 @@ def flops(experiment: Optional[list[Path]] = None, preset: Optional[str] = None,
         ckpt: a checkpoint whose hyper-parameters hold the model config
         resolution: image side in pixels with --preset (latent grid = side/16; default: the preset's 256)
         guidance_pass: count the unconditional (guidance) pass too; false: the conditional pass only
-        vq: VQGAN preset whose decoder `tflops_paper` adds ('none' to drop)
+        vq: VQ decoder `tflops_paper` adds: a VQGAN preset, llamagen-vq-16 / llamagen-vq-8, or 'none' to drop
         json: print one JSON object instead of a table
         force_reuse: count reuse even for an ENAT trained without it (model.reuse_prob 0, Table 6a row 2); a NAT never reuses
         trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)

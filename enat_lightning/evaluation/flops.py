@@ -160,13 +160,29 @@ def build_meta(cfg: ModelConfig) -> nn.Module:
         return build_model(cfg)
 
 
+def _llamagen_decoder_gmacs(grid: int, preset: str) -> float:
+    from enat_lightning.tokenizers.llamagen import PRESETS, LlamaGenVQ
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown LlamaGen VQ preset 'llamagen-{preset}'; choose from "
+                         f"{sorted('llamagen-' + p for p in PRESETS)}")
+    with torch.device("meta"):
+        model = LlamaGenVQ(PRESETS[preset])
+    with FlopCounterMode(display=False) as fc:
+        model.decode_latent(torch.empty(1, PRESETS[preset].codebook_embed_dim, grid, grid, device="meta"))
+    return _macs(fc.get_total_flops())
+
+
 def vq_decoder_gmacs(grid: int, vq: str | dict | None = DEFAULT_VQ) -> float:
     """GMACs of one VQ-decoder call for a grid x grid token map (the MaskGIT VQGAN by default).
 
-    ``vq``: a ``tokenizers.VQGAN_PRESETS`` name or a VQGANConfig dict; None -> 0 (no decoder).
+    ``vq``: a ``tokenizers.VQGAN_PRESETS`` name, a VQGANConfig dict, or ``llamagen-vq-16`` / ``llamagen-vq-8``
+    (LlamaGen's decoder with its post_quant_conv); None -> 0 (no decoder).
     """
     if vq is None:
         return 0.0
+    if isinstance(vq, str) and vq.startswith("llamagen-"):
+        return _llamagen_decoder_gmacs(grid, vq.removeprefix("llamagen-"))
     from enat_lightning.tokenizers.vqgan import PRESETS, Decoder, VQGANConfig
 
     if isinstance(vq, str):

@@ -35,6 +35,8 @@ TOKENIZERS: dict[str, str] = {
     "enat_lightning.tokenizers.VQGAN": "enat_lightning.tokenizers.vqgan:VQGAN",
     "enat_lightning.tokenizers.DemoTokenizer": "enat_lightning.tokenizers.demo:DemoTokenizer",
     "enat_lightning.tokenizers.VQAutoencoder": "enat_lightning.tokenizers.autoencoder:VQAutoencoder",
+    "enat_lightning.tokenizers.LlamaGenVQ": "enat_lightning.tokenizers.llamagen:LlamaGenVQ",
+    "enat_lightning.tokenizers.DiffusersVQ": "enat_lightning.tokenizers.diffusers_vq:DiffusersVQ",  # [diffusers] extra
 }
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 TRAINED_KEY = "enat_tokenizer"  # checkpoint entry naming the class of a tokenizer trained with `enat fit`
@@ -145,3 +147,13 @@ def check_codebook_size(tokenizer: Tokenizer, codebook_size: int, where: str = "
     if int(tokenizer.codebook_size) != int(codebook_size):
         raise UserError(f"{tokenizer_name} has {tokenizer.codebook_size} codes but {where} has codebook_size "
                         f"{codebook_size}: use the tokenizer the generator's shards were made with")
+
+
+def __getattr__(name: str):
+    """Registered classes as attributes of this package (``enat_lightning.tokenizers.LlamaGenVQ``), imported on
+    first use so optional dependencies stay optional: the registry names are importable class paths."""
+    target = TOKENIZERS.get(f"{__name__}.{name}")
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
