@@ -216,7 +216,7 @@ def network_class(cfg) -> type:
     todo, seen = list(PretrainedMixin.__subclasses__()), set()
     while todo:
         c = todo.pop()
-        if c.__name__ == name and c.__module__.startswith("enat_lightning.models"):
+        if c.__name__ == name and c.__module__.startswith(__package__ + "."):
             return c
         seen.add(c)
         todo += [s for s in c.__subclasses__() if s not in seen]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from enat_lightning.errors import UserError
 
-from .base import Tokenizer
+from .base import TRAINED_KEY, Tokenizer
 from .vqgan import PRESETS as VQGAN_PRESETS
 from .vqgan import VQGAN, VQGANConfig
 
@@ -39,7 +39,6 @@ TOKENIZERS: dict[str, str] = {
     "enat_lightning.tokenizers.DiffusersVQ": "enat_lightning.tokenizers.diffusers_vq:DiffusersVQ",  # [diffusers] extra
 }
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
-TRAINED_KEY = "enat_tokenizer"  # checkpoint entry naming the class of a tokenizer trained with `enat fit`
 
 
 def tokenizer_class(class_path: str) -> type:

@@ -234,7 +234,7 @@ class VQAutoencoder(nn.Module):
     def from_config(cls, path: str) -> "VQAutoencoder":
         """The registry constructor: a checkpoint written by ``enat fit`` on a tokenizer config (it records
         the architecture, so ``path`` is all it takes). Eval mode."""
-        from . import TRAINED_KEY
+        from .base import TRAINED_KEY
 
         path = Path(path).expanduser()
         if not path.is_file():
@@ -261,7 +261,7 @@ def save_tokenizer(model: VQAutoencoder, path: str | Path) -> Path:
 
     from enat_lightning.fileio import atomic_write_bytes
 
-    from . import TRAINED_KEY
+    from .base import TRAINED_KEY
 
     buf = io.BytesIO()
     torch.save({TRAINED_KEY: {"class_path": "enat_lightning.tokenizers.VQAutoencoder",

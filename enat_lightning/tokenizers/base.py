@@ -31,6 +31,9 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+TRAINED_KEY = "enat_tokenizer"  # checkpoint entry naming the class of a tokenizer trained with `enat fit`
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     """Images in [0, 1] <-> grids of discrete token ids (see the module docstring)."""

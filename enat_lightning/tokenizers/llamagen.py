@@ -376,13 +376,13 @@ def _read(path: Path, trust_pickle: bool) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    from enat_lightning.sampling.checkpoint import UntrustedCheckpointError, read_torch_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; report them the same way
-        hint = ("; it holds Python objects beyond tensors (LlamaGen saves its argparse args): if you trust the "
-                "file, pass trust_pickle: true" if "weights_only" in str(err) or "Unsupported" in str(err) else "")
-        raise ValueError(f"cannot read LlamaGen VQ checkpoint {path} ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}){hint}") from err
+        obj = read_torch_file(path, what="LlamaGen VQ checkpoint", trust=trust_pickle,
+                              make_hint="download LlamaGen's vq_ds16_c2i.pt and give its path as init_args.path")
+    except UntrustedCheckpointError as err:  # LlamaGen saves its argparse args beside the weights
+        raise UntrustedCheckpointError(f"{err}; if you trust the file, pass trust_pickle: true") from err
     if not isinstance(obj, dict):
         raise ValueError(f"LlamaGen VQ checkpoint {path} holds a {type(obj).__name__}, not a state dict")
     return obj
