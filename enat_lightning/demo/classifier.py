@@ -180,3 +180,14 @@ def demo_reference_stats(spec: str, extractor) -> "FeatureStats":
     if keep is None:
         raise ValueError(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
     return reference_stats(images[keep], extractor)
+
+
+def demo_reference_images(spec: str) -> torch.Tensor:
+    """``[DATASET:]SPLIT`` -> those real digits, float (N, 3, H, W) in [0, 1] (the ``demo:...`` reference of
+    ``evaluation.reference_batch.load_reference_spec``: statistics and images for precision / recall)."""
+    dataset, _, split = spec.rpartition(":")
+    images, _, is_val = load_images(dataset or "mnist")
+    keep = {"train": ~is_val, "val": is_val, "all": torch.ones_like(is_val)}.get(split)
+    if keep is None:
+        raise ValueError(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
+    return images[keep]
