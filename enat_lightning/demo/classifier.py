@@ -160,7 +160,9 @@ class DemoClassifierFeatures:
                              f"expects v{RECIPE_VERSION}; delete it to retrain")
         net = DemoClassifier(num_classes=meta["num_classes"], pool=meta.get("pool", 8))
         net.load_state_dict(ck["state_dict"])
-        return cls(net, meta, device)
+        out = cls(net, meta, device)
+        out.weights_path = path  # its sha256 goes into the protocol record of every result
+        return out
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Features:
