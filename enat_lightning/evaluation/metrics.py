@@ -6,8 +6,6 @@ no logits).
 """
 from __future__ import annotations
 
-import torch
-
 from .frechet import FeatureStats, fid_from_stats, stats_from_features
 from .precision_recall import K_NEIGHBOURS, precision_recall
 from .reference_batch import ReferenceBatch
@@ -81,7 +79,3 @@ def select(result: dict, metrics) -> dict:
 
 def spatial_wanted(metrics, ref: ReferenceBatch | None) -> bool:
     return "sfid" in metrics and ref is not None and ref.spatial is not None
-
-
-def empty_spatial() -> torch.Tensor:
-    return torch.zeros(0, 7 * 17 * 17, dtype=torch.float64)
