@@ -133,11 +133,12 @@ def load_reference_spec(spec: str, extractor, images: bool = True) -> ReferenceB
     images) or a reference file (``load_reference_batch``)."""
     import importlib
 
-    from .reference import reference_stats
+    from .features import to_uint8
 
     head, _, rest = str(spec).partition(":")
     if head in IMAGE_PLUGINS and rest:
         module, _, fn = IMAGE_PLUGINS[head].partition(":")
         real = getattr(importlib.import_module(module), fn)(rest)  # (N, 3, H, W) float in [0, 1]
-        return reference_stats(real, extractor, ref_images=len(real) if images else 0)
+        chunks = (to_uint8(real[i:i + 100]) for i in range(0, len(real), 100))
+        return batch_from_chunks(chunks, extractor, ref_images=len(real) if images else 0)
     return load_reference_batch(spec, images=images)
