@@ -1,4 +1,5 @@
-"""FIDCallback: FID / IS (/ demo accuracy) of EMA samples every N steps and at the end of fit.
+"""FIDCallback: FID, sFID, IS, precision, recall (/ demo accuracy) of EMA samples every N steps and at
+the end of fit (the selected metric set).
 
 The math is ``enat_lightning.evaluation.evaluate`` (tested without a Trainer); this callback only
 decides when, picks the EMA network and logs. Under DDP every rank generates its share of the K
@@ -14,7 +15,7 @@ from enat_lightning.evaluation import evaluate, load_feature_extractor
 from enat_lightning.sampling.settings import SamplerSettings, as_settings
 from enat_lightning.errors import InvalidInput
 
-METRIC_KEYS = ("fid", "is_mean", "is_std", "accuracy")
+METRIC_KEYS = ("fid", "sfid", "is_mean", "is_std", "precision", "recall", "accuracy")
 
 
 class FIDCallback(pl.Callback):
@@ -33,14 +34,20 @@ class FIDCallback(pl.Callback):
         prefix:        metric names are ``{prefix}/fid`` etc.
         prompts_from:  text models: `enat tokenize coco` val shards; sample i is conditioned on the i-th caption
                        (the FID-30K protocol of ``enat evaluate --prompts_from``, in miniature)
+        metrics:       the metric set, e.g. [fid, precision, recall] or "fid,is" (default: every metric the feature
+                       network and the reference allow: sFID needs the Inception-v3 and mu_s/sigma_s; precision /
+                       recall need reference images -- arr_0 of an `enat fid-stats` / ADM file, or the demo digits)
     """
 
     def __init__(self, ref_stats: str | None = None, feature: str = "demo", tokenizer: str | dict = "demo",
                  every_n_steps: int = 0, num_samples: int = 1000, sampler: SamplerSettings | None = None,
                  per_class_balanced: bool = True, seed: int = 0, batch_size: int = 64, is_splits: int = 10,
                  at_fit_end: bool = True, use_ema: bool = True, prefix: str = "eval",
-                 prompts_from: str | None = None):
+                 prompts_from: str | None = None, metrics: list[str] | str | None = None):
         super().__init__()
+        from enat_lightning.evaluation.metrics import parse_metrics
+
+        self.metrics = parse_metrics(metrics)  # a bad name fails when the config is read
         if every_n_steps < 0 or num_samples < 1:
             raise InvalidInput(f"FIDCallback: every_n_steps must be >= 0 and num_samples >= 1, got "
                              f"{every_n_steps}, {num_samples}")
@@ -66,11 +73,13 @@ class FIDCallback(pl.Callback):
                              "FIDCallback: prompts_from is for text models (condition: text); class models sample labels")
         from enat_lightning.tokenizers import check_codebook_size, load_tokenizer
 
-        from enat_lightning.evaluation.reference import load_reference
+        from enat_lightning.evaluation.reference_batch import load_reference_spec
 
         self._extractor = load_feature_extractor(self.feature, device=pl_module.device)
-        # 'demo:val' etc.: the demo digits under this extractor, computed on the fly; else an .npz file
-        self._ref = load_reference(self.ref_stats, self._extractor) if self.ref_stats else None
+        # 'demo:val' etc.: the demo digits under this extractor, computed on the fly; else an .npz file (ADM
+        # layout; its arr_0 images only when precision / recall are logged)
+        pr = bool({"precision", "recall"} & set(self.metrics))
+        self._ref = load_reference_spec(self.ref_stats, self._extractor, images=pr) if self.ref_stats else None
         self._tokenizer = load_tokenizer(self.tokenizer_spec)
         check_codebook_size(self._tokenizer, pl_module.cfg.codebook_size, "model.net.init_args",
                             f"FIDCallback tokenizer ({self._tokenizer.identity().get('kind')})")
@@ -100,7 +109,7 @@ class FIDCallback(pl.Callback):
             self._captions = eval_captions(net, self.prompts_from, self.num_samples, seed=self.seed)
         res = evaluate(net, tok, self._extractor, num_samples=self.num_samples, ref=self._ref, settings=self.settings,
                        per_class_balanced=self.per_class_balanced, seed=self.seed, batch_size=self.batch_size,
-                       is_splits=self.is_splits, conditions=self._captions)
+                       is_splits=self.is_splits, conditions=self._captions, metrics=self.metrics)
         metrics = {f"{self.prefix}/{k}": float(res[k]) for k in METRIC_KEYS if k in res}
         step = trainer.global_step
         self._last_step = step

@@ -1,4 +1,5 @@
-"""`enat evaluate`: FID / IS (/ demo accuracy) of a checkpoint's samples or of a samples.npz."""
+"""`enat evaluate`: FID, sFID, IS, precision, recall (/ demo accuracy) of a checkpoint's samples or of a
+samples.npz, with the protocol record; `--compare A.json B.json` puts two results side by side."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,10 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
              num_samples: int = 50000, prompts_from: Optional[str] = None, per_class_balanced: bool = False,
              seed: int = 0, batch_size: int = 64, is_splits: int = 10, device: str = "cpu",
              save_samples: Optional[Path] = None, out: Optional[Path] = None, overwrite: bool = False,
-             trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
-    """FID / IS of a checkpoint (generating N samples) or of an existing samples.npz against reference stats.
+             trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings(),
+             metrics: Optional[str] = None, compare: Optional[list[Path]] = None, force: bool = False) -> dict:
+    """FID, sFID, IS, precision, recall of a checkpoint (generating N samples) or of an existing samples.npz
+    against a reference batch, with the protocol record; or --compare A.json B.json.
 
     Args:
         ckpt: a training / generator checkpoint (its EMA weights; the raw weights, with a note saying so, when it has no EMA copy)
@@ -63,13 +66,22 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         overwrite: replace an existing --out / --save_samples file that an earlier, different evaluation made
         trust_checkpoint: load a --ckpt holding pickled Python objects (can run code; only files you trust)
         sampler: sampler settings (defaults: the official ImageNet-256 setting)
+        metrics: comma-separated metric set: fid,sfid,is,precision,recall,accuracy (default: all the inputs allow)
+        compare: two result JSONs (--compare A.json B.json): print them side by side; refused when their
+            protocols differ
+        force: with --compare: compare results of different protocols anyway (the differences are listed)
     """
     import json
+
+    if compare is not None:
+        return compare_files(compare, force=force)
 
     from enat_lightning.commands.common import (check_device, check_output_file, feature_spec, load_features,
                                                 writing)
     from enat_lightning.errors import UserError
-    from enat_lightning.evaluation.frechet import load_stats
+    from enat_lightning.evaluation.metrics import parse_metrics
+    from enat_lightning.evaluation.protocol import metric_label, metric_table, protocol_record
+    from enat_lightning.evaluation.reference_batch import load_reference_batch
     from enat_lightning.fileio import atomic_write_text, sha256_file
 
     if (ckpt is None) == (samples is None):
@@ -82,7 +94,11 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
                "samples": str(samples) if samples else None, "ref": str(ref) if ref else None,
                "feature": feature_spec(inception, feature, None), "tokenizer": tokenizer, "num_samples": num_samples,
                "prompts_from": prompts_from, "per_class_balanced": per_class_balanced, "seed": seed,
-               "is_splits": is_splits, "sampler": sampler.to_dict()}  # JSON form: tuples as lists
+               "is_splits": is_splits, "sampler": sampler.to_dict(), "metrics": metrics}  # JSON form: tuples as lists
+    try:
+        metric_set = parse_metrics(metrics)
+    except ValueError as e:
+        raise UserError(f"--metrics {metrics}: {e}") from e
 
     def same_run(path: Path) -> bool:
         try:
@@ -100,12 +116,14 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         from enat_lightning.sampling.checkpoint import load_generator
 
         model, _ = load_generator(ckpt, device=device, trust=trust_checkpoint)
-    stats = load_stats(ref) if ref is not None else None
+    # the ADM layout as published: mu/sigma, mu_s/sigma_s, arr_0 (read only when precision/recall are asked for)
+    stats = (load_reference_batch(ref, images=bool({"precision", "recall"} & set(metric_set)))
+             if ref is not None else None)
     extractor = load_features(command["feature"], device)
     if samples is not None:
         from enat_lightning.evaluation import score_images
 
-        res = score_images(images, labels, extractor, stats, is_splits=is_splits)
+        res = score_images(images, labels, extractor, stats, is_splits=is_splits, metrics=metric_set)
         res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
     else:
         from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
@@ -124,7 +142,8 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
             tok = tok.to(device)
         res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,
                              per_class_balanced=per_class_balanced, seed=seed, batch_size=batch_size,
-                             is_splits=is_splits, return_samples=save_samples is not None, conditions=conditions)
+                             is_splits=is_splits, return_samples=save_samples is not None, conditions=conditions,
+                             metrics=metric_set)
         if prompts_from is not None:
             res["prompts_from"] = str(prompts_from)
         images, labels = res.pop("images", None), res.pop("labels", None)
@@ -137,11 +156,40 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
                 save_npz(save_samples, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
             res["samples"] = {"path": str(save_samples)}
     if stats is not None:
-        res["ref"] = {"path": str(ref), "sha256": sha256_file(ref), "num_samples": stats.num_samples}
+        res["ref"] = {"path": str(ref), "sha256": sha256_file(ref), "num_samples": stats.pool.num_samples}
+    # the protocol record (how it was scored) and the subject (what was scored): docs/evaluation.md
+    n = res["num_samples"]
+    label_rule = (None if samples is not None else "per-class balanced (i mod C)" if per_class_balanced
+                  else f"uniform random (seed {seed})")
+    if prompts_from is not None:
+        label_rule = f"captions of {prompts_from} (seed {seed})"
+    res["protocol"] = protocol_record(num_samples=n, extractor=extractor, metrics=metric_set, ref=stats, ref_path=ref,
+                                      labels=label_rule, is_splits=is_splits)
+    res["subject"] = ({"samples": res["samples"]} if samples is not None else
+                      {"checkpoint": res["ckpt"], "sampler": res["sampler"], "seed": seed, "tokenizer": tokenizer})
+    res["labels"] = {k: metric_label(k, n) for k in ("fid", "sfid", "is_mean", "precision", "recall") if k in res}
     res["made_by"] = command
     text = json.dumps(res, indent=2)
     print(text)
+    import sys
+
+    print(metric_table(res), file=sys.stderr)
     if out is not None:
         with writing(out):
             atomic_write_text(out, text + "\n")
     return res
+
+
+def compare_files(paths: list[Path], force: bool = False) -> dict:
+    """``--compare A.json B.json``: the side-by-side table (stdout); refused when the protocols differ."""
+    from enat_lightning.errors import UserError
+    from enat_lightning.evaluation.protocol import compare_results, load_result
+
+    if len(paths) != 2:
+        raise UserError(f"--compare takes two result files (--compare A.json B.json), got {len(paths)}")
+    a, b = (load_result(p) for p in paths)
+    print(compare_results(a, b, names=tuple(str(p) for p in paths), force=force))
+    return {"compared": [str(p) for p in paths]}
+
+
+evaluate.greedy_lists = ("compare",)  # --compare A.json B.json (both values after one flag)

@@ -100,6 +100,12 @@ def normalize_argv(parser, argv: list[str], fn: Callable) -> list[str]:
             i += 1
             continue
         if action is not None and _is_list(action) and not name.endswith("+"):
+            if not eq and name[2:] in getattr(fn, "greedy_lists", ()):  # --compare A.json B.json: every value
+                while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                    out.append(f"{name}+={argv[i + 1]}")
+                    i += 1
+                i += 1
+                continue
             if not eq and i + 1 < len(argv):
                 value, eq = argv[i + 1], "="
                 i += 1

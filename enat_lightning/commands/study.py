@@ -61,7 +61,8 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         metric: Literal["none", "demo-fid", "fid"] = "none", num_samples: Optional[int] = None,
         fid_stats: Optional[Path] = None, tokenizer: Optional[str] = None, inception: Optional[Path] = None,
         val_limit: Optional[int] = None, retrain: bool = False, seed: int = 0, device: str = "cpu",
-        trust_checkpoint: bool = False, ckpt: Optional[Path] = None) -> list[dict]:
+        trust_checkpoint: bool = False, ckpt: Optional[Path] = None,
+        metrics: str = "fid,is,accuracy") -> list[dict]:
     """Train (or reuse) and evaluate every row; rerun to resume. A sampler-zoo spec (``kind: sampler_zoo``)
     evaluates one --ckpt under many sampler settings instead (no training).
 
@@ -82,6 +83,7 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         device: device for evaluation (training follows the YAML trainer)
         trust_checkpoint: load row checkpoints holding pickled Python objects (can run code; only files you trust)
         ckpt: sampler-zoo specs (kind: sampler_zoo): the checkpoint to evaluate
+        metrics: with --metric: the metric set logged per row (fid,sfid,is,precision,recall,accuracy)
     """
     from enat_lightning.commands.common import check_device
     from enat_lightning.studies.study import run_study, sample_quality_metric
@@ -98,7 +100,8 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         # each row passes its own SamplerSettings (study/row `sampling`) to the metric
         sample_metric = sample_quality_metric(metric, num_samples=num_samples or 1000, seed=seed,
                                               fid_stats=str(fid_stats) if fid_stats else None, tokenizer=tokenizer,
-                                              feature=str(inception) if inception else None, device=device)
+                                              feature=str(inception) if inception else None, device=device,
+                                              metrics=metrics)
     results = run_study(study, folder, overrides=[Path(o) for o in override or []], sets=list(set or []),
                         sample_metric=sample_metric, val_limit=val_limit, retrain=retrain, device=device,
                         trust_checkpoint=trust_checkpoint)

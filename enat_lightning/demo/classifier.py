@@ -165,7 +165,9 @@ class DemoClassifierFeatures:
                              f"expects v{RECIPE_VERSION}; delete it to retrain")
         net = DemoClassifier(num_classes=meta["num_classes"], pool=meta.get("pool", 8))
         net.load_state_dict(ck["state_dict"])
-        return cls(net, meta, device)
+        out = cls(net, meta, device)
+        out.weights_path = path  # its sha256 goes into the protocol record of every result
+        return out
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Features:
@@ -187,14 +189,27 @@ def demo_reference_stats(spec: str, extractor) -> "FeatureStats":
     return reference_stats(images[keep], extractor)
 
 
+def demo_reference_images(spec: str) -> torch.Tensor:
+    """``[DATASET:]SPLIT`` -> those real digits, float (N, 3, H, W) in [0, 1] (the ``demo:...`` reference of
+    ``evaluation.reference_batch.load_reference_spec``: statistics and images for precision / recall)."""
+    dataset, _, split = spec.rpartition(":")
+    images, _, is_val = load_images(dataset or "mnist")
+    keep = {"train": ~is_val, "val": is_val, "all": torch.ones_like(is_val)}.get(split)
+    if keep is None:
+        raise InvalidInput(f"demo reference {spec!r}: the split must be 'train', 'val' or 'all', got {split!r}")
+    return images[keep]
+
+
 # Register the demo's feature network and reference digits with the evaluation code below this package
 # (``feature: demo``, ``ref_stats: demo:val``): the evaluation package never imports the demo.
 def _register() -> None:
     from enat_lightning.evaluation.features import register_feature_network
     from enat_lightning.evaluation.reference import register_reference
+    from enat_lightning.evaluation.reference_batch import register_reference_images
 
     register_feature_network("demo", load_demo_features)
     register_reference("demo", demo_reference_stats)
+    register_reference_images("demo", demo_reference_images)
 
 
 _register()

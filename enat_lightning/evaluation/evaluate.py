@@ -139,7 +139,7 @@ def score_features(features: torch.Tensor, logits: torch.Tensor | None, labels: 
 def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int, ref: FeatureStats | None,
              settings: SamplerSettings = SamplerSettings(), per_class_balanced: bool = True, seed: int = 0,
              batch_size: int = 32, is_splits: int = 10, progress=None, return_samples: bool = False,
-             labels: torch.Tensor | None = None, conditions=None) -> dict:
+             labels: torch.Tensor | None = None, conditions=None, metrics=None) -> dict:
     """Generate ``num_samples`` images (data-parallel over the process group), score them.
 
     Every rank returns the same dict: fid (if ``ref``), is_mean / is_std, accuracy (demo feature
@@ -147,7 +147,13 @@ def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int,
     holds ``images`` (N, 3, H, W) uint8 and ``labels`` (N,) (gathered on every rank).
     ``labels`` overrides the drawn class labels; ``conditions`` (row-sliceable, e.g. ``Captions`` for
     a text model) overrides what sample i is conditioned on (then ``labels`` are just indices).
+    ``ref``: ``FeatureStats`` (FID) or a ``ReferenceBatch`` (adds sFID, precision / recall);
+    ``metrics``: the metric set (``evaluation.metrics.METRICS``; None: all that the inputs allow).
     """
+    from .metrics import as_reference_batch, parse_metrics, spatial_wanted
+
+    metrics = parse_metrics(metrics)
+    ref = as_reference_batch(ref)
     rank, world = dist_info()
     if labels is None and conditions is not None:
         labels = torch.arange(num_samples)  # sample i <-> conditions row i
@@ -161,13 +167,17 @@ def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int,
                                   rank=rank, world_size=world, progress=progress, conditions=conditions)
     if images is None:  # more ranks than chunks: this rank contributes no rows
         images = torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
-        feats, logits = torch.zeros(0, extractor.num_features), None
+        feats, logits, spatial = torch.zeros(0, extractor.num_features), None, None
     else:
-        feats, logits = extract(extractor, images)
+        from .spatial import extract_all
+
+        feats, logits, spatial = extract_all(extractor, images, spatial=spatial_wanted(metrics, ref))
     feats = gather_rows(feats.double(), idx, num_samples)
     logits = _gather_optional(logits, idx, num_samples)
+    spatial = _gather_optional(spatial, idx, num_samples)
     # class accuracy only where the labels are classes (not caption indices)
-    res = score_features(feats, logits, labels if conditions is None else None, extractor, ref, is_splits)
+    res = score_all(feats, logits, spatial, labels if conditions is None else None, extractor, ref, is_splits,
+                    metrics)
     res.update(sampler=settings.to_dict(), seed=seed, per_class_balanced=per_class_balanced,
                world_size=world)
     if return_samples:
@@ -213,11 +223,30 @@ def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def score_images(images: torch.Tensor, labels: torch.Tensor | None, extractor: FeatureExtractor,
-                 ref: FeatureStats | None, is_splits: int = 10, batch_size: int = 100) -> dict:
-    """Score an existing uint8 set (N, 3, H, W) on one process."""
-    feats, logits = extract(extractor, images, batch_size)
-    return score_features(feats.double(), None if logits is None else logits.double(), labels, extractor, ref,
-                          is_splits)
+                 ref, is_splits: int = 10, batch_size: int = 100, metrics=None) -> dict:
+    """Score an existing uint8 set (N, 3, H, W) on one process (``ref``: FeatureStats or ReferenceBatch)."""
+    from .metrics import as_reference_batch, parse_metrics, spatial_wanted
+    from .spatial import extract_all
+
+    metrics = parse_metrics(metrics)
+    ref = as_reference_batch(ref)
+    fs = extract_all(extractor, images, batch_size, spatial=spatial_wanted(metrics, ref))
+    return score_all(fs.pool, fs.logits, fs.spatial, labels, extractor, ref, is_splits, metrics)
+
+
+def score_all(features: torch.Tensor, logits: torch.Tensor | None, spatial: torch.Tensor | None,
+              labels: torch.Tensor | None, extractor: FeatureExtractor, ref, is_splits: int = 10,
+              metrics=None) -> dict:
+    """The selected metric set (FID, sFID, IS, precision, recall, accuracy) of N samples' features."""
+    from .metrics import as_reference_batch, parse_metrics, score_extra, select
+    from .spatial import FeatureSet
+
+    metrics = parse_metrics(metrics)
+    ref = as_reference_batch(ref)
+    res = score_features(features, logits, labels, extractor, None if ref is None else ref.pool, is_splits)
+    res.update(score_extra(FeatureSet(features, logits, spatial), extractor, ref, metrics))
+    res["metrics"] = list(metrics)
+    return select(res, metrics)
 
 
 def stats_of_images(images: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 100) -> FeatureStats:

@@ -18,7 +18,11 @@ from .features import FeatureExtractor, to_uint8
 from enat_lightning.errors import InvalidInput, MissingInput
 
 
-def _stats(chunks, extractor: FeatureExtractor, limit: int | None) -> FeatureStats:
+def _stats(chunks, extractor: FeatureExtractor, limit: int | None, ref_images: int | None = None):
+    if ref_images is not None:  # the ADM reference batch: + spatial statistics and the first images
+        from .reference_batch import batch_from_chunks
+
+        return batch_from_chunks(chunks, extractor, limit, ref_images)
     feats, n = [], 0
     for images in chunks:  # uint8 (b, 3, H, W)
         if limit is not None:
@@ -33,8 +37,9 @@ def _stats(chunks, extractor: FeatureExtractor, limit: int | None) -> FeatureSta
 
 
 def stats_from_folder(root: str | os.PathLike, extractor: FeatureExtractor, resolution: int, *,
-                      batch_size: int = 100, limit: int | None = None) -> FeatureStats:
-    """Every image under ``root`` (recursively, sorted), ADM centre-cropped to ``resolution``."""
+                      batch_size: int = 100, limit: int | None = None, ref_images: int | None = None):
+    """Every image under ``root`` (recursively, sorted), ADM centre-cropped to ``resolution``.
+    ``ref_images``: return a ``ReferenceBatch`` (ADM layout) keeping that many images, else ``FeatureStats``."""
     from enat_lightning.data.tokenize import IMG_EXTENSIONS, load_image
 
     root = Path(root)
@@ -48,12 +53,12 @@ def stats_from_folder(root: str | os.PathLike, extractor: FeatureExtractor, reso
         for i in range(0, len(files), batch_size):
             yield to_uint8(torch.stack([load_image(f, resolution) for f in files[i:i + batch_size]]))
 
-    return _stats(chunks(), extractor, limit)
+    return _stats(chunks(), extractor, limit, ref_images)
 
 
 def stats_from_shards(spec: str | os.PathLike, tokenizer, extractor: FeatureExtractor, *, batch_size: int = 100,
-                      limit: int | None = None) -> FeatureStats:
-    """Token shards (a directory with manifest.json) decoded by ``tokenizer``."""
+                      limit: int | None = None, ref_images: int | None = None):
+    """Token shards (a directory with manifest.json) decoded by ``tokenizer`` (``ref_images``: as above)."""
     import numpy as np
 
     from enat_lightning.data.reader import iter_shard, resolve_manifest
@@ -78,12 +83,15 @@ def stats_from_shards(spec: str | os.PathLike, tokenizer, extractor: FeatureExtr
         with torch.no_grad():
             return to_uint8(tokenizer.decode(torch.from_numpy(np.stack(buf))))
 
-    return _stats(chunks(), extractor, limit)
+    return _stats(chunks(), extractor, limit, ref_images)
 
 
-def reference_stats(images: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 100) -> FeatureStats:
-    """Float images (N, 3, H, W) in [0, 1] (e.g. the demo's held-out digits) -> statistics."""
-    return _stats((to_uint8(images[i:i + batch_size]) for i in range(0, len(images), batch_size)), extractor, None)
+def reference_stats(images: torch.Tensor, extractor: FeatureExtractor, batch_size: int = 100,
+                    ref_images: int | None = None):
+    """Float images (N, 3, H, W) in [0, 1] (e.g. the demo's held-out digits) -> statistics
+    (``ref_images``: a ``ReferenceBatch`` keeping that many images)."""
+    return _stats((to_uint8(images[i:i + batch_size]) for i in range(0, len(images), batch_size)), extractor, None,
+                  ref_images)
 
 
 # spec prefix -> fn(rest of spec, extractor) -> FeatureStats. The demo registers its digits here when

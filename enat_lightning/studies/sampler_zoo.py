@@ -3,7 +3,8 @@
 Every token order x guidance schedule (and the skipped-unconditional-pass variants) is sampled from
 the same checkpoint and measured: FID (real Inception when the spec names its weights and reference
 statistics, else the demo feature network -- the ``feature`` column says which), IS where the
-feature network has logits, GFLOPs per image (``evaluation.flops.count_generation``: what the
+feature network has logits, precision and recall (k-NN manifolds against the reference images: fidelity
+vs diversity), GFLOPs per image (``evaluation.flops.count_generation``: what the
 sampler runs, and the paper's convention), and seconds per image (the sampler alone, no decoding).
 Outputs, each written atomically: ``results.csv``, ``results.md`` and ``fid_vs_gflops.png`` (the
 Pareto front -- no other row has both lower FID and fewer GFLOPs -- marked).
@@ -22,7 +23,7 @@ Spec (``experiments/studies/sampler_zoo.yaml``)::
       skip_uncond: {uncond_skip_steps: [3, 5, 7]}
     rows: [{name: autonat, sampler: {strategy: my_strategy.yaml}}]   # optional extra rows
     evaluation: {num_samples: 500, seed: 0, batch_size: 250, feature: demo, ref_stats: "demo:val",
-                 tokenizer: demo, time_samples: 100}
+                 tokenizer: demo, time_samples: 100, metrics: all}   # metrics: e.g. "fid,precision,recall"
 
 Run: ``enat study run experiments/studies/sampler_zoo.yaml --ckpt CKPT [--num-samples N] [--out DIR]``
 (the one entry point; commands/study.py).
@@ -47,7 +48,7 @@ from enat_lightning.errors import InvalidInput, MissingInput
 SPEC_KEYS = {"kind", "name", "title", "checkpoint", "base", "orders", "guidance", "variants", "rows",
              "evaluation", "notes"}
 EVAL_DEFAULTS = {"num_samples": 500, "seed": 0, "batch_size": 250, "feature": "demo", "ref_stats": "demo:val",
-                 "tokenizer": "demo", "time_samples": 100, "time_repeats": 2}
+                 "tokenizer": "demo", "time_samples": 100, "time_repeats": 2, "metrics": "all"}
 
 
 @dataclass
@@ -147,13 +148,16 @@ def _evaluator(ev: dict, device: str):
     """(tokenizer, extractor, reference stats) of the spec's evaluation section."""
     from enat_lightning.tokenizers import load_tokenizer
     from enat_lightning.evaluation import load_feature_extractor
-    from enat_lightning.evaluation.reference import load_reference
+    from enat_lightning.evaluation.metrics import parse_metrics
+    from enat_lightning.evaluation.reference_batch import load_reference_spec
 
     tok = load_tokenizer(ev["tokenizer"])
     if hasattr(tok, "to"):
         tok = tok.to(device)
     extractor = load_feature_extractor(ev["feature"], device=device)
-    ref = load_reference(ev["ref_stats"], extractor) if ev["ref_stats"] else None  # demo:[DATASET:]SPLIT or .npz
+    images = bool({"precision", "recall"} & set(parse_metrics(ev["metrics"])))  # reference images for the k-NN
+    # demo:[DATASET:]SPLIT (the digits themselves) or an .npz (ADM layout: arr_0 holds the reference images)
+    ref = load_reference_spec(ev["ref_stats"], extractor, images=images) if ev["ref_stats"] else None
     return tok, extractor, ref
 
 
@@ -183,13 +187,15 @@ def run_zoo(spec: ZooSpec, out_dir: str | os.PathLike, *, ckpt: str | os.PathLik
     for row in spec.rows:
         s = row.sampler
         res = evaluate(model, tok, extractor, num_samples=int(ev["num_samples"]), ref=ref, settings=s,
-                       seed=int(ev["seed"]), batch_size=int(ev["batch_size"]))
+                       seed=int(ev["seed"]), batch_size=int(ev["batch_size"]), metrics=ev["metrics"])
         flops = count_generation(cfg, s, vq=None)
         results.append({
             "sampler": row.name, "order": s.order, "guidance": s.guidance,
             "uncond_skip_steps": ",".join(map(str, s.uncond_skip_steps)) or "-",
             "fid": float(res.get("fid", float("nan"))), "is": float(res.get("is_mean", float("nan"))),
             "accuracy": float(res.get("accuracy", float("nan"))),
+            # fidelity vs diversity: a sampler that trades one for the other shows here, not in FID alone
+            "precision": float(res.get("precision", float("nan"))), "recall": float(res.get("recall", float("nan"))),
             "gflops_per_image": flops.gmacs_actual, "gflops_paper_convention": flops.gmacs_total,
             "uncond_passes": sum(p.uncond_ran for p in flops.per_step),
             "s_per_image": seconds_per_image(model, cfg.num_classes, s, int(ev["time_samples"]),
@@ -210,6 +216,7 @@ def write_zoo_results(spec: ZooSpec, rows: list[dict], out_dir: Path, ckpt: Path
     feature = rows[0]["feature"] if rows else "?"
     is_name = "IS" if "inception" in feature.lower() else f"IS ({feature} classifier)"
     pretty = [{"sampler": r["sampler"], f"FID ({r['feature']} features)": r["fid"], is_name: r["is"],
+               "precision": r["precision"], "recall": r["recall"],
                "GFLOPs/img (run)": r["gflops_per_image"], "GFLOPs/img (paper conv.)": r["gflops_paper_convention"],
                "uncond passes": r["uncond_passes"], "ms/img": 1e3 * r["s_per_image"],
                "Pareto": "yes" if r["pareto"] else ""} for r in full]

@@ -47,7 +47,8 @@ from enat_lightning.errors import InvalidInput, MissingInput
 
 KNOWN_METRICS = ("masked_loss", "gflops", "fid", "demo_fid", "is", "demo_is", "accuracy")
 METRIC_TITLES = {"masked_loss": "masked loss", "gflops": "GFLOPs", "fid": "FID", "demo_fid": "demo-FID",
-                 "is": "IS", "demo_is": "demo-IS", "accuracy": "class acc."}
+                 "is": "IS", "demo_is": "demo-IS", "accuracy": "class acc.", "sfid": "sFID", "demo_sfid": "demo-sFID",
+                 "precision": "precision", "recall": "recall"}
 
 
 @dataclass
@@ -315,25 +316,31 @@ def write_results(study: Study, rows: list[dict], out_dir: Path) -> dict[str, Pa
 # -- sample quality through the evaluation package -----------------------------------------------------
 def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *, num_samples: int, seed: int = 0,
                           fid_stats: str | None = None, tokenizer: str | None = None, feature: str | None = None,
-                          batch_size: int = 64, device: str = "cpu", **overrides):
+                          batch_size: int = 64, device: str = "cpu", metrics=("fid", "is", "accuracy"), **overrides):
     """A callable ``(model, sampling=None) -> dict`` scoring ``num_samples`` samples of a model.
 
     kind "demo-fid": demo tokenizer + demo classifier, against the demo train digits -> demo_fid,
     demo_is, accuracy. kind "fid": ``tokenizer`` (VQGAN path or JSON spec), Inception weights
     (``feature``, a .pth path) and reference ``fid_stats`` (.npz) -> fid, is. ``settings`` (keyword
     ``overrides`` replace fields) is the sampler; ``sampling`` given to the callable (a study row's
-    SamplerSettings, or a mapping of fields to replace) takes its place.
+    SamplerSettings, or a mapping of fields to replace) takes its place. ``metrics``: the metric set logged per
+    row (``evaluation.metrics.METRICS``, e.g. "fid,precision,recall"; precision / recall against the
+    reference images: the demo digits, or ``arr_0`` of the ``fid_stats`` file).
     """
     import dataclasses
 
     from enat_lightning.evaluation import evaluate, load_feature_extractor
+    from enat_lightning.evaluation.metrics import parse_metrics
+    from enat_lightning.evaluation.reference_batch import load_reference_spec
+
+    metrics = parse_metrics(metrics)
+    want_images = bool({"precision", "recall"} & set(metrics))
     from enat_lightning.sampling.iterative import resolve_settings
 
     base = resolve_settings(settings, overrides)
 
     if kind == "demo-fid":
         from enat_lightning.demo.data import dataset_for, ensure_demo_data
-        from enat_lightning.evaluation.reference import load_reference
         from enat_lightning.tokenizers.demo import DemoTokenizer
 
         cache: dict = {}
@@ -345,13 +352,12 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
             if ds.name not in cache:
                 ex = load_feature_extractor(f"demo:{ds.name}", device=device)
                 cache[ds.name] = (DemoTokenizer.load(ensure_demo_data(dataset=ds).tokenizer), ex,
-                                  load_reference(f"demo:{ds.name}:train", ex))
+                                  load_reference_spec(f"demo:{ds.name}:train", ex, images=want_images))
             return cache[ds.name]
 
         tok = extractor = ref = None
         prefix = "demo_"
     elif kind == "fid":
-        from enat_lightning.evaluation.frechet import load_stats
         from enat_lightning.tokenizers import load_tokenizer
 
         missing = [n for n, v in (("--fid-stats", fid_stats), ("--tokenizer", tokenizer),
@@ -361,7 +367,7 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
                              f"VQGAN checkpoint, the Inception-v3 weights file)")
         tok = load_tokenizer(tokenizer)
         extractor = load_feature_extractor(feature, device=device)
-        ref = load_stats(fid_stats)
+        ref = load_reference_spec(fid_stats, extractor, images=want_images)
         prefix = ""
     else:
         raise InvalidInput(f"unknown sample metric {kind!r}: use 'demo-fid' or 'fid'")
@@ -376,12 +382,11 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
             settings = dataclasses.replace(base, **(sampling or {}))
         m_tok, m_extractor, m_ref = setup(model)
         r = evaluate(model, m_tok, m_extractor, num_samples=num_samples, ref=m_ref, settings=settings, seed=seed,
-                     batch_size=batch_size)
-        out = {f"{prefix}fid": r["fid"]}
+                     batch_size=batch_size, metrics=metrics)
+        out = {f"{prefix}{k}": r[k] for k in ("fid", "sfid") if k in r}
         if "is_mean" in r:
             out[f"{prefix}is"] = r["is_mean"]
-        if "accuracy" in r:
-            out["accuracy"] = r["accuracy"]
+        out.update({k: r[k] for k in ("precision", "recall", "accuracy") if k in r})
         return out
 
     return metric

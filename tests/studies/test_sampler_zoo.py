@@ -88,6 +88,7 @@ def test_zoo_runs_on_a_tiny_model(tmp_path):
     for r in rows:
         assert r["fid"] > 0 and r["gflops_per_image"] > 0 and r["s_per_image"] > 0 and r["feature"].startswith("demo-classifier")
         assert r["is"] >= 1.0
+        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1  # fidelity vs diversity columns
     # skipped / interval-limited unconditional passes are cheaper, the study shows it
     assert by["confidence / linear"]["uncond_passes"] == 3 and by["confidence / linear + skip"]["uncond_passes"] == 2
     assert by["confidence / interval"]["uncond_passes"] == 2
@@ -98,7 +99,7 @@ def test_zoo_runs_on_a_tiny_model(tmp_path):
     assert [r["sampler"] for r in csv_rows] == names and "pareto" in csv_rows[0]
     assert any(r["pareto"] == "True" for r in csv_rows)
     md = (out / "results.md").read_text()
-    assert "FID (demo-classifier" in md and "NOT Inception" in md and md.count("\n| ") == len(rows) + 1
+    assert "FID (demo-classifier" in md and "NOT Inception" in md and "| precision | recall |" in md and md.count("\n| ") == len(rows) + 1
     png = (out / "fid_vs_gflops.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporary files
