@@ -6,7 +6,7 @@ With two optimizers in manual optimisation Lightning counts every ``LightningOpt
 generator steps and every interval would count double. Here the discriminator steps its underlying torch
 optimizer (``LightningOptimizer.optimizer``, public API), so ``global_step`` counts generator steps only:
 ``max_steps``, ``every_n_train_steps``, ``val_check_interval``, ``disc_start``, the warm-up and resume all
-mean generator steps (tests/tokenizer_training/test_module.py pins it). Consequence: fp16 AMP (GradScaler)
+mean generator steps (tests/tokenizer_training/test_tokenizer_module.py pins it). Consequence: fp16 AMP (GradScaler)
 is refused -- use ``bf16-mixed`` or 32-bit.
 
 Validation logs PSNR / SSIM (torchmetrics), codebook usage / perplexity of the whole epoch (summed across
