@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from enat_lightning.errors import UserError
+from enat_lightning.errors import MissingInput, UserError
 
 
 def config_files(argv: Iterable[str]) -> list[str]:
@@ -27,7 +27,7 @@ def read_config_file(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist (the training configs are in experiments/)")
+        raise MissingInput(f"config file {path} does not exist (the training configs are in experiments/)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

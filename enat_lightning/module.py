@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_ce, num_masked, random_positions,
                                     sample_mask, sample_mask_ratio, sample_reuse_mask)
 from enat_lightning.models import Captions, ENATConfig, NATConfig, NetworkConfig, build_model, config_from_dict
+from enat_lightning.errors import InvalidInput
 from enat_lightning.seeding import mix_seed
 
 
@@ -125,9 +126,9 @@ class ENATModule(pl.LightningModule):
         _check_fraction("model.ema_decay", ema_decay)
         _check_fraction("model.min_lr_ratio", min_lr_ratio)
         if lr_decay_steps < 0:
-            raise ValueError(f"model.lr_decay_steps must be >= 0 (0: no decay), got {lr_decay_steps}")
+            raise InvalidInput(f"model.lr_decay_steps must be >= 0 (0: no decay), got {lr_decay_steps}")
         if reuse_prob > 0 and not cfg.supports_reuse:
-            raise ValueError(f"model.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
+            raise InvalidInput(f"model.reuse_prob={reuse_prob}: the NAT baseline has no reuse path; set it to 0")
         self.save_hyperparameters(ignore=["net"])
         # self-describing checkpoint (no architecture flags at load time), in the YAML form
         self.hparams["net"] = net_config_dict(cfg)
@@ -135,7 +136,7 @@ class ENATModule(pl.LightningModule):
         self.net = build_model(cfg)
         self.ema = make_ema(self.net, ema_decay)
         if finite_check_every_n_steps < 1:
-            raise ValueError(f"model.finite_check_every_n_steps must be >= 1, got {finite_check_every_n_steps}")
+            raise InvalidInput(f"model.finite_check_every_n_steps must be >= 1, got {finite_check_every_n_steps}")
         if compile:
             self.net.compile()  # in place: parameter names (and checkpoints) stay those of the eager network
         self._bad_loss: torch.Tensor | None = None  # (step, loss) of the first non-finite loss, on the device
@@ -423,4 +424,4 @@ def upgrade_checkpoint(checkpoint: dict) -> dict:
 
 def _check_fraction(key: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{key} must lie in [0, 1], got {value}")
+        raise InvalidInput(f"{key} must lie in [0, 1], got {value}")

@@ -8,7 +8,9 @@ value (after every ``-c`` file and command-line override). The data module is gi
 ``codebook_size`` and ``num_classes`` by the network (``link_arguments``): the data section never
 repeats them, and the data module checks its shards against them where the data enters.
 Parsing and instantiation happen before any training: an unknown key or wrong type exits with
-jsonargparse's message naming the key; a bad value raises ValueError naming the YAML key.
+jsonargparse's message naming the key; a bad value raises InvalidInput naming the YAML key (one line,
+also when jsonargparse wraps it, e.g. for a callback in ``trainer.callbacks``). A data section or flag
+that sets a linked value to another value than the network's is refused (``check_linked_data_values``).
 
 What ``fit`` adds to plain LightningCLI (docs/training.md, docs/reliability.md):
 - checkpoints written beside their target, fsynced and renamed, with a sha256 sidecar
@@ -38,7 +40,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import enat_lightning.demo.classifier  # noqa: F401  registers feature: demo / ref_stats: demo:SPLIT (FID callback)
 from enat_lightning.checkpointing import (AtomicCheckpointIO, RunCheckpoints, RunDirLock, checkpoint_problem,
                                           newest_valid_checkpoint, resume_candidates)
-from enat_lightning.errors import UserError
+from enat_lightning.errors import InvalidInput, UserError
 from enat_lightning.fileio import is_launch_rank_zero
 from enat_lightning.models import config_from_dict
 from enat_lightning.module import ENATModule, NonFiniteLossError, upgrade_checkpoint
@@ -82,6 +84,7 @@ class ENATLightningCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
+        check_linked_data_values(self.config[sub] if sub else self.config, args)
         self.ckpt_request = self.config[sub].get("ckpt_path") if sub else None
         if sub:
             self.config[sub].ckpt_path = None
@@ -213,6 +216,51 @@ def check_checkpoint_against_config(path: Path, model: ENATModule) -> None:
             + "; ".join(changed))
 
 
+def _given_data_values(args) -> dict:
+    """``data.init_args.{grid,codebook_size,num_classes}`` as the user wrote them (the -c files in order, then
+    the flags), interpolations left out. jsonargparse's link overwrites them silently, so they are read here."""
+    from enat_lightning.config_files import config_files, read_config_file
+
+    args = [str(a) for a in (args or [])]
+    given: dict = {}
+    for path in config_files(args):
+        data = read_config_file(path)
+        data = data.get("fit", data) if isinstance(data.get("fit"), dict) else data
+        init = ((data.get("data") or {}) if isinstance(data.get("data"), dict) else {}).get("init_args")
+        if isinstance(init, dict):
+            given.update({k: init[k] for k in DATA_LINKS if k in init})
+    for i, arg in enumerate(args):
+        for key in DATA_LINKS:
+            flag = f"--data.init_args.{key}"
+            if arg == flag and i + 1 < len(args):
+                given[key] = args[i + 1]
+            elif arg.startswith(flag + "="):
+                given[key] = arg.split("=", 1)[1]
+    return {k: v for k, v in given.items() if not (isinstance(v, str) and v.strip().startswith("${"))}
+
+
+def check_linked_data_values(config, args) -> None:
+    """The data module is given grid / codebook_size / num_classes by model.net (link_arguments). A data
+    section or flag that sets one of them to another value than the network's is refused, naming both keys
+    (the link would otherwise drop the user's value without a word)."""
+    try:
+        net = config["model"]["net"]["init_args"]
+    except (KeyError, TypeError):
+        return  # not an ENAT model config (e.g. a tokenizer run): nothing is linked
+    for key, value in _given_data_values(args).items():
+        ours = net.get(key) if hasattr(net, "get") else None
+        if ours is None:
+            continue
+        try:
+            same = int(value) == int(ours)
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise InvalidInput(f"model.net.init_args.{key}={ours} but data.init_args.{key}={value}: the data "
+                               f"module is given {key} by the network (linked); drop data.init_args.{key} and "
+                               f"set model.net.init_args.{key} if the data needs another value")
+
+
 def _norm(v):
     return list(v) if isinstance(v, (tuple, list)) else v
 
@@ -306,4 +354,23 @@ def run_lightning_cli(argv: list[str]) -> int:
         return code if isinstance(code, int) else (0 if code is None else 2)
     except NonFiniteLossError as e:
         raise UserError(str(e)) from e
+    except (ValueError, TypeError) as e:
+        # jsonargparse wraps an error raised while a class is instantiated (a callback in trainer.callbacks:
+        # "Does not validate against any of the Union subtypes ...") and chains the original: a UserError
+        # raised where the input is checked stays the one line naming the key.
+        user = user_error_in_chain(e)
+        if user is None or user is e:
+            raise
+        raise user from e
     return 0
+
+
+def user_error_in_chain(e: BaseException) -> UserError | None:
+    """The first UserError among ``e``'s causes and contexts (``e`` itself included), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, UserError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

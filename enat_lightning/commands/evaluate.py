@@ -170,13 +170,13 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
     res["labels"] = {k: metric_label(k, n) for k in ("fid", "sfid", "is_mean", "precision", "recall") if k in res}
     res["made_by"] = command
     text = json.dumps(res, indent=2)
+    if out is not None:  # first: a failed write is the one error line, not a table followed by an error
+        with writing(out):
+            atomic_write_text(out, text + "\n")
     print(text)
     import sys
 
     print(metric_table(res), file=sys.stderr)
-    if out is not None:
-        with writing(out):
-            atomic_write_text(out, text + "\n")
     return res
 
 

@@ -31,8 +31,11 @@ MANIFEST_NAME = "manifest.json"
 FIELDS = ("tokens.npy", "flip.npy", "cls", "text.npy", "text_mask.npy")
 
 
-class BadDataError(ValueError):
-    """A shard or sample that must not reach the model; the message names the shard and key."""
+class BadDataError(InvalidInput):
+    """A shard or sample that must not reach the model; the message names the shard and key.
+
+    Bad data in the user's shards or manifest is the user's input: an InvalidInput (so also a ValueError),
+    which the CLI prints as one line."""
 
 
 @dataclass

@@ -67,8 +67,9 @@ def _missing_manifest(where: str) -> MissingInput:
         if command:
             return MissingInput(f"no {MANIFEST_NAME} at {where}: build these shards with `{command}`")
     return MissingInput(f"no {MANIFEST_NAME} at {where}: build the token shards first: your images with `enat "
-                        f"tokenize imagefolder|list|coco ... --out DIR`, the demo data with `enat tokenize demo "
-                        f"[--dataset mnist|digits]` (an interrupted `enat tokenize` run: rerun it to resume)")
+                        f"tokenize imagefolder|list|coco ... --out DIR`, the demo data with `enat tokenize demo` "
+                        f"(or `make demo`), with --dataset mnist|digits to pick the set; an interrupted `enat tokenize` "
+                        f"run: rerun it to resume")
 
 
 def resolve_manifest(spec: str) -> tuple[Manifest, list[str], str]:

@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from enat_lightning.errors import InvalidInput
+
 
 @runtime_checkable
 class TextEncoder(Protocol):
@@ -51,14 +53,14 @@ def build_text_encoder(spec: str, device: str | torch.device = "cpu") -> TextEnc
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
             if not eq or key not in ("dim", "length", "seed"):
-                raise ValueError(f"bad hash text-encoder option {item!r} in {spec!r}; use dim=, length=, seed=")
+                raise InvalidInput(f"bad hash text-encoder option {item!r} in {spec!r}; use dim=, length=, seed=")
             kwargs[key] = int(value)
         return HashTextEncoder(**kwargs)
     if kind == "clip":
         return CLIPTextEncoder(rest, device=device)
     if Path(spec).is_dir():
         return CLIPTextEncoder(spec, device=device)
-    raise ValueError(f"unknown text encoder {spec!r}: use 'hash[:dim=..,length=..]', 'clip:DIR' or a "
+    raise InvalidInput(f"unknown text encoder {spec!r}: use 'hash[:dim=..,length=..]', 'clip:DIR' or a "
                      f"directory holding a transformers CLIP text model")
 
 
@@ -70,9 +72,9 @@ def check_encoder_identity(now: dict | None, recorded: dict | None, where: str, 
     with: an encoder of the same shape but other weights (another CLIP, another hash seed) embeds
     captions the model never saw. ``now`` and ``recorded`` are ``TextEncoder.identity()`` dicts (the
     encoder used now, the one stored); None (older files, precomputed embeddings) is not checked. Raises
-    ValueError naming both."""
+    InvalidInput (a ValueError) naming both."""
     if not recorded or not now:
         return
     diff = [k for k in IDENTITY_KEYS if k in recorded and recorded.get(k) != now.get(k)]
     if diff:
-        raise ValueError(f"{what} is not the encoder {where} was made with: {', '.join(f'{k} {recorded[k]!r} there, {now.get(k)!r} now' for k in diff)}; use that encoder (its identity is in the checkpoint / manifest)")
+        raise InvalidInput(f"{what} is not the encoder {where} was made with: {', '.join(f'{k} {recorded[k]!r} there, {now.get(k)!r} now' for k in diff)}; use that encoder (its identity is in the checkpoint / manifest)")

@@ -16,8 +16,8 @@ from enat_lightning.sampling.checkpoint import save_generator_checkpoint
 from enat_lightning.sampling.settings import SamplerSettings
 
 REPO = Path(__file__).resolve().parents[2]
-DIGITS_TOKENIZER = REPO / "data" / "digits" / "tokenizer.npz"  # committed: 16x16 digits, 4x4 tokens, 64 codes
-CFG = ENATConfig(codebook_size=64, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
+DIGITS_TOKENIZER = REPO / "data" / "digits" / "tokenizer.npz"  # committed: 16x16 digits, 4x4 tokens, 128 codes
+CFG = ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
 PRESET = SamplerSettings(steps=3, cfg_scale=1.0, mask_temp=1.0, samp_temp=2.0)
 
 

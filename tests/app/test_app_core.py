@@ -100,7 +100,7 @@ def test_a_text_model_samples_captions_like_enat_sample_prompts(tmp_path, capsys
     from enat_lightning.sampling.checkpoint import save_generator_checkpoint
 
     torch.manual_seed(0)
-    cfg = ENATConfig(codebook_size=64, grid=4, width=32, heads=4, enc_depth=1, dec_depth=1, text_dim=12, text_len=6,
+    cfg = ENATConfig(codebook_size=128, grid=4, width=32, heads=4, enc_depth=1, dec_depth=1, text_dim=12, text_len=6,
                      condition="text")
     ckpt = save_generator_checkpoint(tmp_path / "t2i.ckpt", cfg, ENAT(cfg).state_dict())
     s = core.open_session(ckpt, str(DIGITS_TOKENIZER), tmp_path / "appout", text_encoder="hash:dim=12,length=6")

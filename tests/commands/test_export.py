@@ -16,8 +16,8 @@ from enat_lightning.sampling.checkpoint import load_generator, save_generator_ch
 from enat_lightning.sampling.runner import sample_chunk
 from enat_lightning.sampling.settings import SamplerSettings
 
-CFG = ENATConfig(codebook_size=64, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
-DIGITS_TOKENIZER = str(Path(__file__).resolve().parents[2] / "data" / "digits" / "tokenizer.npz")  # 4x4 tokens, 64 codes
+CFG = ENATConfig(codebook_size=128, num_classes=10, grid=4, width=32, heads=2, enc_depth=1, dec_depth=1)
+DIGITS_TOKENIZER = str(Path(__file__).resolve().parents[2] / "data" / "digits" / "tokenizer.npz")  # 4x4 tokens, 128 codes
 
 
 def one_line_error(capsys, argv: list[str], *needles: str) -> str:

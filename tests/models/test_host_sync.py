@@ -164,4 +164,4 @@ def test_sampling_steps_do_not_sync():
         with count_syncs() as syncs:
             generate(model, torch.tensor([0, 3]), steps=steps, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
         counts[steps] = len(syncs)
-    assert counts[2] == counts[6] <= 6, counts
+    assert counts[2] == counts[6] <= 8, counts

@@ -31,7 +31,7 @@ def digits_vq(tmp_path_factory):
 
 def test_demo_shards_of_a_trained_tokenizer(digits_vq):
     path, paths = digits_vq
-    dm = TokenShardDataModule(str(paths.train), str(paths.val), codebook_size=16, latent_side=4, num_classes=10,
+    dm = TokenShardDataModule(str(paths.train), str(paths.val), codebook_size=16, grid=4, num_classes=10,
                               tokenizer=str(path))
     dm.setup("fit")  # the manifest records this tokenizer: accepted
     m = dm.manifest("train")
