@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "enat_lightning"
 
 # The layers, bottom first: a module may import its own layer or lower ones only.
 LAYERS = [
-    {"errors", "fileio", "seeding", "quiet", "devices", "config_files"},
+    {"errors", "fileio", "seeding", "quiet", "devices", "config_files", "image_sets"},
     {"models", "tokenizers", "masking", "sampling", "text"},
     {"data", "evaluation", "demo.data", "demo.classifier"},  # the demo's data set and feature network
     {"sharding", "checkpointing"},

@@ -43,19 +43,10 @@ def image_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-# "demo" -> function(data set name) -> (images (N, 3, H, W) in [0, 1], labels (N,), is_val (N,)). The demo
-# registers its embedded data sets here from above (enat_lightning.demo.classifier, imported by the commands
-# and the training CLI), so this package never imports the demo.
-IMAGE_SETS: dict = {}
-
-
-def register_image_set(prefix: str, fn) -> None:
-    """Make ``PREFIX`` / ``PREFIX:NAME`` image specs read ``fn(NAME)``."""
-    IMAGE_SETS[prefix] = fn
-
-
 def demo_split(spec: str, split: str) -> TensorDataset:
     """``demo`` / ``demo:digits`` -> the demo data set's train or held-out images with labels."""
+    from enat_lightning.image_sets import IMAGE_SETS  # the demo registers its digits there from above
+
     prefix, _, name = spec.partition(":")
     if prefix not in IMAGE_SETS:
         raise UserError(f"image set {spec!r}: no data set {prefix!r} is registered (import enat_lightning.demo."

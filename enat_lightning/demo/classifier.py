@@ -206,17 +206,12 @@ def _register() -> None:
     from enat_lightning.evaluation.features import register_feature_network
     from enat_lightning.evaluation.reference import register_reference
     from enat_lightning.evaluation.reference_batch import register_reference_images
-
-    try:  # data/ needs Lightning; the pure-torch users of this module may run without it
-        from enat_lightning.data.images import register_image_set
-    except ImportError:
-        register_image_set = None
+    from enat_lightning.image_sets import register_image_set
 
     register_feature_network("demo", load_demo_features)
     register_reference("demo", demo_reference_stats)
     register_reference_images("demo", demo_reference_images)
-    if register_image_set is not None:
-        register_image_set("demo", load_images)
+    register_image_set("demo", load_images)
 
 
 _register()
