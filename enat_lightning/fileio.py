@@ -17,7 +17,7 @@ from typing import Iterator
 FILE_MODE = 0o644  # mkstemp creates 0600; our outputs are meant to be read by others (shared runs, servers)
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     # fsync on any descriptor of a file flushes the file's data (POSIX), so the writer that
     # filled the temp file (np.savez, torch.save, PIL, Lightning) needs no fsync of its own.
     fd = os.open(path, os.O_RDONLY)
@@ -46,7 +46,7 @@ def atomic_writer(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Pa
     try:
         yield tmp
         if fsync:
-            _fsync_path(tmp)
+            fsync_path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:

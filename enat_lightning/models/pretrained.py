@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from enat_lightning.errors import UserError
-from enat_lightning.fileio import sha256_file
+from enat_lightning.fileio import fsync_path, sha256_file
 
 FORMAT = "enat-lightning export"
 VERSION = 1
@@ -107,7 +107,7 @@ def write_export(path: str | os.PathLike, files: dict[str, bytes], meta: dict | 
         for f in tmp.rglob("*"):
             if f.is_file():
                 os.chmod(f, 0o644)
-                _fsync(f)
+                fsync_path(f)
         os.chmod(tmp, 0o755)
         old = None
         if path.exists():  # an empty folder, or an export being replaced: move it aside, then swap
@@ -135,14 +135,6 @@ def check_export_target(path: Path, *, overwrite: bool, flag: str = "--out") -> 
         if not overwrite:
             raise UserError(f"{flag} {path} already holds an export; pass --overwrite to replace it, or choose "
                             f"another {flag}")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the network files --------------------------------------------------------------------------------
@@ -223,13 +215,20 @@ def network_class(cfg) -> type:
     raise ExportError(f"no network class {name} for {type(cfg).__name__}")
 
 
-def load_weights(model, weights: dict, where: str) -> None:
-    """``model.load_state_dict(weights)`` with missing / unexpected / misshapen keys as one line naming ``where``."""
-    own = model.state_dict()
+def weights_mismatch(own: dict, weights: dict) -> str | None:
+    """What keeps ``weights`` from loading into a model whose state dict is ``own`` (missing / unexpected /
+    misshapen keys, the first eight of each), or None when they fit."""
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
              for k in sorted(set(own) & set(weights)) if weights[k].shape != own[k].shape]
     if missing or unexpected or wrong:
-        raise ExportError(f"{where}: weights do not fit {model.cfg}: missing {missing[:8]}, unexpected "
-                          f"{unexpected[:8]}, shape mismatches {wrong[:8]}")
+        return f"missing {missing[:8]}, unexpected {unexpected[:8]}, shape mismatches {wrong[:8]}"
+    return None
+
+
+def load_weights(model, weights: dict, where: str) -> None:
+    """``model.load_state_dict(weights)`` with missing / unexpected / misshapen keys as one line naming ``where``."""
+    problem = weights_mismatch(model.state_dict(), weights)
+    if problem:
+        raise ExportError(f"{where}: weights do not fit {model.cfg}: {problem}")
     model.load_state_dict(weights)

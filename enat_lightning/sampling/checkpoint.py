@@ -41,7 +41,7 @@ from enat_lightning.fileio import (ChecksumMismatchError, atomic_torch_save, ver
                                   write_checksum)
 from enat_lightning.models import build_model, config_from_dict
 from enat_lightning.models.config import ModelConfig
-from enat_lightning.models.pretrained import is_export_dir, net_to_yaml_form, read_network  # noqa: F401 (re-exported)
+from enat_lightning.models.pretrained import is_export_dir, net_to_yaml_form, read_network, weights_mismatch  # noqa: F401 (re-exported)
 
 WEIGHT_PREFIXES = ("ema.module.", "ema.", "net.")  # tried in this order
 MAKE_CHECKPOINT = "train one with `enat fit -c CONFIG.yaml` or convert official weights with `enat import-official`"
@@ -156,12 +156,9 @@ def load_generator(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     own = model.state_dict()
     if prefix.startswith("ema."):
         weights.pop("n_averaged", None)  # AveragedModel's counter, not a network buffer
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
-             for k in sorted(set(own) & set(weights)) if weights[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"checkpoint {ckpt_path}: weights under '{prefix}' do not fit {cfg}: missing {missing[:8]}, "
-                        f"unexpected {unexpected[:8]}, shape mismatches {wrong[:8]}")
+    problem = weights_mismatch(own, weights)
+    if problem:
+        raise CheckpointError(f"checkpoint {ckpt_path}: weights under '{prefix}' do not fit {cfg}: {problem}")
     check_finite_weights(weights, ckpt_path, prefix)
     model.load_state_dict(weights)
     # Which weights run, said where they are chosen: the help promises EMA; a checkpoint without an EMA
