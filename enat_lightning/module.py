@@ -17,8 +17,6 @@ EMA under ``ema.``) still load: ``on_load_checkpoint`` renames their keys.
 from __future__ import annotations
 
 import dataclasses
-import math
-
 import lightning.pytorch as pl
 import torch
 from torch import nn
@@ -28,6 +26,7 @@ from enat_lightning.masking import (Labels, apply_mask, masked_accuracy, masked_
                                     sample_mask, sample_mask_ratio, sample_reuse_mask)
 from enat_lightning.models import Captions, ENATConfig, NATConfig, NetworkConfig, build_model, config_from_dict
 from enat_lightning.errors import InvalidInput
+from enat_lightning.lr_schedule import lr_factor, warmup_factor  # noqa: F401  (warmup_factor: public here too)
 from enat_lightning.seeding import mix_seed
 
 
@@ -62,24 +61,6 @@ def update_ema(ema: AveragedModel, online: nn.Module) -> None:
         eb.copy_(ob)
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up then constant (U-ViT / official: min(step / warmup, 1)).
-
-    REPRO: step 0 has factor 0, i.e. the very first update uses lr 0, as in the official schedule.
-    """
-    return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
-
-
-def lr_factor(step: int, warmup_steps: int, decay_steps: int = 0, min_lr_ratio: float = 0.0) -> float:
-    """The learning-rate multiplier at ``step``: the official warm-up (``warmup_factor``), then constant
-    when ``decay_steps`` is 0 (official), else a cosine from 1 at the end of the warm-up down to
-    ``min_lr_ratio`` at step ``decay_steps``, and ``min_lr_ratio`` after it. A short run (the CPU demo)
-    ends at a small learning rate, so its last weights do not depend on where the noise of a constant
-    rate left them."""
-    if decay_steps <= 0 or step <= warmup_steps:
-        return warmup_factor(step, warmup_steps)
-    progress = min((step - warmup_steps) / max(decay_steps - warmup_steps, 1), 1.0)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 def attached_trainer(module: pl.LightningModule) -> "pl.Trainer | None":
     """The module's trainer, or None when it is not attached to one (tests calling a step directly).
     Lightning's public ``trainer`` property raises in that case; nothing private is read."""

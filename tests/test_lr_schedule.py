@@ -6,7 +6,8 @@ import math
 import pytest
 
 from enat_lightning.models import ENATConfig
-from enat_lightning.module import ENATModule, lr_factor, warmup_factor
+from enat_lightning.lr_schedule import lr_factor, warmup_factor
+from enat_lightning.module import ENATModule
 
 
 def test_no_decay_is_the_official_warmup_then_constant():

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from enat_lightning.errors import UserError
+from enat_lightning.lr_schedule import lr_factor
 from enat_lightning.tokenizers import TRAINED_KEY
 from enat_lightning.tokenizers.autoencoder import AutoencoderConfig, QuantizerConfig, VQAutoencoder
 
@@ -41,10 +42,6 @@ def check_precision(precision: str) -> None:
                         "Lightning's GradScaler; use bf16-mixed or 32-true")
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    return 1.0 if warmup_steps <= 0 else min((step + 1) / warmup_steps, 1.0)
-
-
 class VQTokenizerModule(pl.LightningModule):
     """Args:
         autoencoder: encoder/decoder sizes (``AutoencoderConfig``; the official MaskGIT VQGAN is the default).
@@ -52,7 +49,10 @@ class VQTokenizerModule(pl.LightningModule):
             code_dim, EMA, k-means init, dead-code restart, cosine codes).
         loss: the loss terms (``LossConfig``: L1/L2, LPIPS from a local file, PatchGAN from disc_start, LeCam).
         lr, betas, weight_decay: Adam(W) of the autoencoder; disc_lr: the discriminator's (default lr).
-        warmup_steps: linear warm-up of both learning rates, in generator steps.
+        warmup_steps: linear warm-up of both learning rates, in generator steps (the first step already
+            trains: factor (step + 1) / warmup_steps).
+        lr_decay_steps, min_lr_ratio: 0: constant after the warm-up; else a cosine decay of both rates to
+            ``min_lr_ratio`` at generator step ``lr_decay_steps`` (the generator's schedule, ``lr_factor``).
         init_from: a tokenizer checkpoint to start from (fine-tuning): an ``enat fit`` tokenizer checkpoint
             or an official MaskGIT/MAGE VQGAN file (encoder, decoder and codebook; architecture must match).
         rfid_feature: feature network of the validation rFID ('inception' = the offline Inception of the
@@ -63,7 +63,8 @@ class VQTokenizerModule(pl.LightningModule):
     def __init__(self, autoencoder: AutoencoderConfig = AutoencoderConfig(),
                  quantizer: QuantizerConfig = QuantizerConfig(), loss: LossConfig = LossConfig(),
                  lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), weight_decay: float = 0.0,
-                 disc_lr: float | None = None, warmup_steps: int = 0, init_from: str | None = None,
+                 disc_lr: float | None = None, warmup_steps: int = 0,
+                 lr_decay_steps: int = 0, min_lr_ratio: float = 0.0, init_from: str | None = None,
                  rfid_feature: str | None = None, grid_images: int = 16):
         super().__init__()
         self.automatic_optimization = False
@@ -72,6 +73,7 @@ class VQTokenizerModule(pl.LightningModule):
         self.save_hyperparameters({"autoencoder": ae.to_dict(), "quantizer": q.to_dict(),
                                    "loss": dataclasses.asdict(lc), "lr": lr, "betas": list(betas),
                                    "weight_decay": weight_decay, "disc_lr": disc_lr, "warmup_steps": warmup_steps,
+                                   "lr_decay_steps": lr_decay_steps, "min_lr_ratio": min_lr_ratio,
                                    "init_from": init_from, "rfid_feature": rfid_feature, "grid_images": grid_images})
         self.loss_cfg = lc
         self.autoencoder = VQAutoencoder(ae, q)
@@ -102,7 +104,8 @@ class VQTokenizerModule(pl.LightningModule):
         if self.disc is not None:
             optimizers.append(torch.optim.AdamW(self.disc.parameters(), lr=hp.disc_lr or hp.lr,
                                                 betas=tuple(hp.betas), weight_decay=hp.weight_decay))
-        scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_factor(s, hp.warmup_steps))
+        scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s + 1, hp.warmup_steps,
+                                                                    hp.get("lr_decay_steps", 0), hp.get("min_lr_ratio", 0.0)))
                   for o in optimizers]
         return optimizers, scheds
 

@@ -181,3 +181,16 @@ def test_the_official_vqgan_is_one_configuration(tmp_path, official_vqgan):
         quantizer={"kind": "vq", "codebook_size": c["n_embed"], "code_dim": None}, init_from=str(path))
     ids = module.autoencoder.eval().encode(official_vqgan["images"])
     assert torch.equal(ids, official_vqgan["token_ids"])
+
+
+def test_cosine_lr_decay_counts_generator_steps_for_both_optimizers(tmp_path):
+    """``lr_decay_steps`` decays the autoencoder's and the discriminator's rates together, by generator step."""
+    from enat_lightning.lr_schedule import lr_factor
+
+    m = tiny_module(lr=1.0, warmup_steps=2, lr_decay_steps=6, min_lr_ratio=0.1)
+    tr = trainer(tmp_path, max_steps=6)
+    tr.fit(m, loader(n=24))
+    expected = lr_factor(6 + 1, 2, 6, 0.1)  # the rate of the next step, after 6 generator steps
+    assert expected == pytest.approx(0.1)
+    assert [o.param_groups[0]["lr"] for o in tr.optimizers] == pytest.approx([expected, expected])
+    assert m.hparams.lr_decay_steps == 6 and m.hparams.min_lr_ratio == 0.1
