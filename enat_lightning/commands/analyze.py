@@ -94,7 +94,7 @@ def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optiona
         trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
         sampler: sampler settings
     """
-    from enat_lightning.analysis.attention import analyze_attention_maps
+    from enat_lightning.analysis.attention_maps import analyze_attention_maps
     from enat_lightning.commands.common import check_device, check_output_dir
 
     check_device(device)
@@ -138,7 +138,8 @@ def attention(ckpt: Path, out: Path, remove: str = "all", data: Optional[str] = 
         trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
         sampler: sampler settings for --metric
     """
-    from enat_lightning.analysis.attention import analyze_attention_removal, markdown_table, removal_list
+    from enat_lightning.analysis.attention_removal import analyze_attention_removal, removal_list
+    from enat_lightning.analysis.report import markdown_table
     from enat_lightning.commands.common import check_device, check_output_dir
 
     check_device(device)
