@@ -385,12 +385,56 @@ SPEED_VS_OFFICIAL = re.compile(r"(faster|speed(-?up)?|slower)[^.\n|]{0,80}offici
                                r"|\d(\.\d+)?\s?×[^.\n|]{0,40}(faster|speed(-?up)?)[^.\n|]{0,40}official", re.I)
 
 
+RATIO = re.compile(r"\d(\.\d+)?\s?×")
+REPO_PATH = re.compile(r"`((?:enat_lightning|tests|benchmarks|experiments|docs|\.ci)/[^`\s]*)`")
+
+
+def _speed_lines_in_official_sections(text: str) -> list[str]:
+    """Lines with a speed word and a ratio (1.25×) in a section (between headings) that compares with the official
+    code: a table of ours against the official call pattern says it through its rows, not in one sentence."""
+    found = []
+    for section in re.split(r"(?m)^#{1,6}\s", text):
+        if "official" in section.lower():
+            found += [line.strip() for line in section.splitlines()
+                      if re.search(r"speed|faster|slower", line, re.I) and RATIO.search(line)]
+    return found
+
+
+def _package_listings(text: str):
+    """(folder, files named) of "`enat_lightning/pkg/` (`a.py` does X, `b.py` ...)" listings."""
+    for m in re.finditer(r"`((?:enat_lightning|tests|benchmarks|experiments)(?:/[\w.-]+)*)/`\s*\(", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        yield m.group(1), re.findall(r"`([\w-]+\.(?:py|yaml))`", text[m.end():i - 1])
+
+
+def _exists(ref: str) -> bool:
+    """A repository path, or ``tests/x.py::test_name`` (the file defines that test)."""
+    path, _, test = ref.partition("::")
+    if not (REPO / path).exists():
+        return False
+    return not test or re.search(rf"^\s*def {re.escape(test)}\(", (REPO / path).read_text(), re.M) is not None
+
+
+def _missing_files(text: str) -> list[str]:
+    """Repository paths in backticks (``file::test`` references too), and files of package listings, that do
+    not exist."""
+    missing = [v for v in (m.group(1).rstrip("/") for m in REPO_PATH.finditer(text))
+               if "..." not in v and not any(c in v for c in "{*<>[]") and not _exists(v)]
+    for folder, names in _package_listings(text):
+        missing += [f"{folder}/{n}" for n in names if not (REPO / folder / n).exists()]
+    return missing
+
+
 def test_no_stale_cross_references_and_one_page_per_measured_figure():
-    """A page never announces an existing page as "planned"; the speed against the official code is stated on
-    performance.md only (other pages link it)."""
+    """A page never announces an existing page as "planned"; the files it names exist; the speed against the
+    official code is stated on performance.md only (other pages link it)."""
     problems = []
     for page in PAGES:
         text = page.read_text()
+        problems += [f"{page.name}: names {f}, which does not exist" for f in _missing_files(text)]
         for m in re.finditer(r"planned pages?\b[^.]*", text, re.I):
             linked = re.findall(r"\]\(([\w./-]+\.md)", m.group(0))
             problems += [f"{page.name}: announces existing page {t} as planned" for t in linked
@@ -398,6 +442,8 @@ def test_no_stale_cross_references_and_one_page_per_measured_figure():
         if page.name != "performance.md":
             problems += [f"{page.name}: speed figure vs the official code outside performance.md: {m.group(0)!r}"
                          for m in SPEED_VS_OFFICIAL.finditer(text)]
+            problems += [f"{page.name}: speed figure in a section on the official code outside performance.md: {line!r}"
+                         for line in _speed_lines_in_official_sections(text)]
     assert not problems, "\n".join(problems)
 
 
@@ -405,6 +451,17 @@ def test_the_stale_reference_check_can_fail():
     assert SPEED_VS_OFFICIAL.search("`generate` is 1.1–1.25× faster than the official call pattern")
     assert SPEED_VS_OFFICIAL.search("speed against the official code (2-core CPU: sampling 1.6×)")
     assert not SPEED_VS_OFFICIAL.search("the speed against the official code: [performance.md](performance.md)")
+    table = ("### Sampling speed\n\n| | s/image |\n|---|---|\n| official call pattern | 2.25 |\n| `generate` | 1.79 |\n"
+             "| speedup | 1.25× wall |\n")
+    assert _speed_lines_in_official_sections(table) == ["| speedup | 1.25× wall |"]
+    assert _speed_lines_in_official_sections(table.replace("official call pattern", "baseline")) == []
+    listing = "Code: `enat_lightning/analysis/` (`similarity.py` Fig. 5, `model_source.py` loading the model)."
+    assert _missing_files(listing) == ["enat_lightning/analysis/model_source.py"]
+    assert _missing_files("see `enat_lightning/analysis/attention.py` and `tests/...`") == \
+        ["enat_lightning/analysis/attention.py"]
+    assert _missing_files("`tests/test_import_layers.py::test_no_import_cycles`, "
+                          "`tests/test_import_layers.py::test_renamed_away`") == [
+        "tests/test_import_layers.py::test_renamed_away"]
 
 
 # --- the README in order, as on a fresh clone ----------------------------------------------------
