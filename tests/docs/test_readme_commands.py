@@ -613,3 +613,42 @@ def test_readme_order_check_fails_on_a_reordered_or_missing_producer(monkeypatch
     assert any(p.startswith("`tensorboard --logdir runs/demo`") for p in readme_order_problems(no_demo))
     fit = "`enat fit -c experiments/enat_l.yaml -c experiments/strategy/ddp.yaml`, then "
     assert any("runs/enat_l/checkpoints/last.ckpt" in p for p in readme_order_problems(text.replace(fit, "")))
+
+
+def _fresh_clone(dst: Path) -> Path:
+    """The tracked files of this checkout (what `git clone` gives, without the builds, data and runs here)."""
+    import shutil
+    import subprocess
+
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: no fresh clone to make")
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO / name
+        if src.is_file() and not name.startswith("tests/fixtures/"):
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+@pytest.mark.slow
+def test_readme_cheap_commands_run_in_order_on_a_fresh_clone(tmp_path):
+    """On a fresh clone, in README order: the cheap commands run for real (`enat flops` of the paper map, and `enat
+    tokenize demo --dataset digits`, which builds the data of the tiny study right below it); the rest is parsed
+    and ordered by the tests above."""
+    import os
+    import subprocess
+    import sys
+
+    clone = _fresh_clone(tmp_path / "clone")
+    env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"}
+    ran = []
+    for argv in readme_commands_in_order(README.read_text()):
+        if _is_cheap(argv) or argv[1:3] == ["tokenize", "demo"]:
+            res = subprocess.run([sys.executable, "-m", "enat_lightning.cli", *argv[1:]], cwd=clone, env=env,
+                                 capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, f"`{shlex.join(argv)}` on a fresh clone: {res.stderr[-2000:]}"
+            ran.append(shlex.join(argv[:3]))
+    assert "enat tokenize demo" in ran and any(r.startswith("enat flops") for r in ran), ran
+    assert (clone / "data" / "digits" / "shards" / "train" / "manifest.json").is_file()  # the study's data
