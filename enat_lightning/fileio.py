@@ -278,9 +278,27 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, is_ours=No
     return path
 
 
+# A folder output's record of the command that made it (``claim_output(..., made_by=...)``): a rerun of the
+# same command (a resume) finds it and may write again; anything else in a non-empty folder is not ours.
+OUTPUT_RECORD = ".enat_output.json"
+
+
+def folder_made_by(made_by: dict):
+    """``is_ours`` for a folder output: its ``OUTPUT_RECORD`` names ``made_by``."""
+    import json
+
+    def is_ours(path: Path) -> bool:
+        try:
+            return json.loads((Path(path) / OUTPUT_RECORD).read_text()).get("made_by") == made_by
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    return is_ours
+
+
 @contextmanager
 def claim_output(path: str | os.PathLike, *, overwrite: bool = False, is_ours=None, flag: str = "--out",
-                 folder: bool = False) -> Iterator[Path]:
+                 folder: bool = False, made_by: dict | None = None) -> Iterator[Path]:
     """THE output rule of every command that writes a file or folder the user names (``--out`` ...):
 
         with claim_output(out, overwrite=overwrite, is_ours=made_by_me):
@@ -293,7 +311,18 @@ def claim_output(path: str | os.PathLike, *, overwrite: bool = False, is_ours=No
     3. the writes themselves stay atomic (``atomic_writer``): a crash leaves the old file or none.
 
     New commands and outputs (tokenizer training, export, apps) adopt the rule by wrapping their writes
-    in this context; ``is_ours`` is the command's own test that an existing output is its rerun."""
+    in this context; ``is_ours`` is the command's own test that an existing output is its rerun. A folder
+    output may pass ``made_by`` (the command's identity, JSON types) instead: the folder then records it
+    (``OUTPUT_RECORD``, written once the lock is held) and a later run with the same ``made_by`` is ours."""
+    if made_by is not None and not folder:
+        raise ValueError("made_by records folder outputs; a file output passes is_ours")
+    if made_by is not None and is_ours is None:
+        is_ours = folder_made_by(made_by)
     path = check_output(path, overwrite=overwrite, is_ours=is_ours, flag=flag, folder=folder)
     with OutputLock(lock_path(path, folder=folder), what=f"{flag} {path}"):
+        if made_by is not None:
+            import json
+
+            path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path / OUTPUT_RECORD, json.dumps({"made_by": made_by}, indent=2) + "\n")
         yield path

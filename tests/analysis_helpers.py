@@ -7,6 +7,22 @@ import torch
 # Mask ratio ~ Beta(2, 2), half the tokens on average: enough visible context to learn to read it.
 # Analysis tests must score with the same distribution (it is returned with the network).
 DEMO_BETA = (2.0, 2.0)
+V = 32  # codebook size of the tiny untrained networks
+
+
+def tiny_nat(**kw):
+    from enat_lightning.models import NAT, NATConfig
+    from enat_testing import perturbed
+
+    return perturbed(NAT(NATConfig(codebook_size=V, num_classes=5, grid=4, width=32, heads=4, depth=2, **kw)))
+
+
+def tiny_enat(**kw):
+    from enat_lightning.models import ENAT, ENATConfig
+    from enat_testing import perturbed
+
+    return perturbed(ENAT(ENATConfig(codebook_size=V, num_classes=5, grid=4, width=32, heads=4, enc_depth=2,
+                                     dec_depth=1, **kw)))
 
 
 @functools.lru_cache(maxsize=1)  # trained once per test session, shared by the modules that use it
@@ -14,7 +30,7 @@ def trained_demo_nat():
     """(NAT in eval mode, val tokens (N, 16), val labels (N,), mask-ratio Beta) after ~300 plain AdamW
     steps (no Lightning, ~10 s on one core): enough that the network reads visible tokens (masked loss
     ~3.0 vs log 128 = 4.85)."""
-    from enat_lightning.analysis.attention import load_tokens
+    from enat_lightning.analysis.tokens import load_tokens
     from enat_lightning.demo.data import ensure_demo_data
     from enat_lightning.masking import apply_mask, masked_ce, sample_mask, sample_mask_ratio
     from enat_lightning.models import NAT, NATConfig

@@ -326,7 +326,7 @@ def test_enat_analyze_on_a_text_checkpoint(tmp_path, capsys):
     are neither visible nor [MASK], so a text model's two masses of a query kind sum to < 1."""
     import csv
 
-    from enat_lightning.analysis.attention import run_attention_maps
+    from enat_lightning.analysis.attention_maps import run_attention_maps
     from enat_lightning.cli import main
 
     model = tiny_model()
@@ -364,7 +364,7 @@ def test_text_checkpoint_commands_ask_for_prompts(coco_shards, tmp_path, capsys)
 
 def test_masked_token_loss_on_text_shards(coco_shards):
     """The validation loss of studies / analyses reads text shards as tokens + Captions."""
-    from enat_lightning.analysis.attention import load_tokens, masked_token_loss
+    from enat_lightning.analysis.tokens import load_tokens, masked_token_loss
 
     tokens, caps = load_tokens(str(coco_shards), limit=3)
     assert tokens.shape == (3, 16) and isinstance(caps, Captions) and caps.text.shape == (3, 6, 12)

@@ -8,6 +8,14 @@ from typing import Literal, Optional
 from enat_lightning.sampling.settings import SamplerSettings
 
 
+def _claim(out: Path, analysis: str, overwrite: bool):
+    """The output rule (fileio.claim_output) for an analysis folder: a non-empty --out this analysis did not make is
+    refused unless --overwrite; a second concurrent writer is refused; a rerun writes again."""
+    from enat_lightning.fileio import claim_output
+
+    return claim_output(out, overwrite=overwrite, folder=True, made_by={"command": f"enat analyze {analysis}"})
+
+
 @contextmanager
 def _tensorboard(tensorboard: Optional[Path]):
     """A SummaryWriter on --tensorboard (closed afterwards), or None."""
@@ -36,7 +44,7 @@ def _captions(prompts: Optional[Path], text_encoder: Optional[str]):
 def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[list[int]] = None,
                prompts: Optional[Path] = None, text_encoder: Optional[str] = None, layer: Literal["final", "all"] = "final", show_samples: int = 2, seed: int = 0, batch_size: int = 32,
                device: str = "cpu", tensorboard: Optional[Path] = None, trust_checkpoint: bool = False,
-               sampler: SamplerSettings = SamplerSettings()) -> dict:
+               overwrite: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
     """Token-wise cosine similarity of adjacent steps' features (paper Fig. 5).
 
     Args:
@@ -53,14 +61,14 @@ def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[li
         device: cpu, cuda, cuda:1 ...
         tensorboard: also log figures and scalars to this TensorBoard log dir
         trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
+        overwrite: write into an existing non-empty --out that this analysis did not make
         sampler: sampler settings
     """
     from enat_lightning.analysis.similarity import GROUPS, analyze_similarity
-    from enat_lightning.commands.common import check_device, check_output_dir
+    from enat_lightning.commands.common import check_device
 
     check_device(device)
-    check_output_dir(out)
-    with _tensorboard(tensorboard) as writer:
+    with _claim(out, "similarity", overwrite), _tensorboard(tensorboard) as writer:
         res, paths = analyze_similarity(ckpt, out, sampler, num_samples=num_samples, labels=labels,
                                         layers=layer, show_samples=show_samples, seed=seed, device=device,
                                         batch_size=batch_size, logger=writer, trust=trust_checkpoint,
@@ -77,7 +85,8 @@ def similarity(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[li
 def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optional[list[int]] = None,
                    prompts: Optional[Path] = None, text_encoder: Optional[str] = None, seed: int = 0,
                    batch_size: int = 32, device: str = "cpu", tensorboard: Optional[Path] = None,
-                   trust_checkpoint: bool = False, sampler: SamplerSettings = SamplerSettings()) -> dict:
+                   trust_checkpoint: bool = False, overwrite: bool = False,
+                   sampler: SamplerSettings = SamplerSettings()) -> dict:
     """Attention mass of [MASK] queries on visible vs [MASK] keys per block and step.
 
     Args:
@@ -92,14 +101,14 @@ def attention_maps(ckpt: Path, out: Path, num_samples: int = 16, labels: Optiona
         device: cpu, cuda, cuda:1 ...
         tensorboard: also log figures and scalars to this TensorBoard log dir
         trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
+        overwrite: write into an existing non-empty --out that this analysis did not make
         sampler: sampler settings
     """
-    from enat_lightning.analysis.attention import analyze_attention_maps
-    from enat_lightning.commands.common import check_device, check_output_dir
+    from enat_lightning.analysis.attention_maps import analyze_attention_maps
+    from enat_lightning.commands.common import check_device
 
     check_device(device)
-    check_output_dir(out)
-    with _tensorboard(tensorboard) as writer:
+    with _claim(out, "attention-maps", overwrite), _tensorboard(tensorboard) as writer:
         res, paths = analyze_attention_maps(ckpt, out, sampler, num_samples=num_samples, labels=labels,
                                             seed=seed, device=device, batch_size=batch_size, logger=writer,
                                             trust=trust_checkpoint, captions=_captions(prompts, text_encoder))
@@ -115,7 +124,7 @@ def attention(ckpt: Path, out: Path, remove: str = "all", data: Optional[str] = 
               batch_size: int = 64, mask_ratio_beta: tuple[float, float] = (12.0, 3.0),
               metric: Literal["none", "demo-fid", "fid"] = "none", num_samples: int = 500,
               fid_stats: Optional[Path] = None, tokenizer: Optional[str] = None, inception: Optional[Path] = None,
-              seed: int = 0, device: str = "cpu", trust_checkpoint: bool = False,
+              seed: int = 0, device: str = "cpu", trust_checkpoint: bool = False, overwrite: bool = False,
               sampler: SamplerSettings = SamplerSettings()) -> list[dict]:
     """A trained NAT with one attention interaction cut at inference time (Fig. 2): masked-token loss change
     and sample quality.
@@ -136,13 +145,14 @@ def attention(ckpt: Path, out: Path, remove: str = "all", data: Optional[str] = 
         seed: sampling / mask seed
         device: cpu, cuda, cuda:1 ...
         trust_checkpoint: load a checkpoint holding pickled Python objects (can run code; only files you trust)
+        overwrite: write into an existing non-empty --out that this analysis did not make
         sampler: sampler settings for --metric
     """
-    from enat_lightning.analysis.attention import analyze_attention_removal, markdown_table, removal_list
-    from enat_lightning.commands.common import check_device, check_output_dir
+    from enat_lightning.analysis.attention_removal import analyze_attention_removal, removal_list
+    from enat_lightning.analysis.report import markdown_table
+    from enat_lightning.commands.common import check_device
 
     check_device(device)
-    check_output_dir(out)
     removals = removal_list(remove)
     sample_metric = None
     if metric != "none":
@@ -151,9 +161,10 @@ def attention(ckpt: Path, out: Path, remove: str = "all", data: Optional[str] = 
         sample_metric = sample_quality_metric(metric, sampler, num_samples=num_samples, seed=seed,
                                               fid_stats=str(fid_stats) if fid_stats else None, tokenizer=tokenizer,
                                               feature=str(inception) if inception else None, device=device)
-    rows = analyze_attention_removal(ckpt, out, removals=removals, data=data, limit=limit, batch_size=batch_size,
-                                     seed=seed, mask_ratio_beta=tuple(mask_ratio_beta), sample_metric=sample_metric,
-                                     device=device, trust=trust_checkpoint)
+    with _claim(out, "attention", overwrite):
+        rows = analyze_attention_removal(ckpt, out, removals=removals, data=data, limit=limit, batch_size=batch_size,
+                                         seed=seed, mask_ratio_beta=tuple(mask_ratio_beta),
+                                         sample_metric=sample_metric, device=device, trust=trust_checkpoint)
     print(markdown_table(rows), end="")
     print(f"wrote {out}/attention_removal.csv and attention_removal.md")
     return rows

@@ -37,6 +37,12 @@ def read_samples(path: Path):
     return images, labels
 
 
+# Said when SIGTERM stops an evaluation (nothing is written: the scores need every sample).
+STOP_ADVICE = ("no output written; an evaluation starts again from the beginning when rerun. To sample resumably, run "
+               "`enat sample --ckpt CKPT --out DIR` (it resumes after SIGTERM) and score DIR/samples.npz with "
+               "`enat evaluate --samples`")
+
+
 def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: Optional[Path] = None,
              inception: Optional[Path] = None, feature: Optional[str] = None, tokenizer: Optional[str] = None,
              num_samples: int = 50000, prompts_from: Optional[str] = None, per_class_balanced: bool = False,
@@ -76,7 +82,7 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
     if compare is not None:
         return compare_files(compare, force=force)
 
-    from enat_lightning.commands.common import (check_device, check_output_file, feature_spec, load_features,
+    from enat_lightning.commands.common import (check_device, feature_spec, load_features,
                                                 writing)
     from enat_lightning.errors import UserError
     from enat_lightning.evaluation.metrics import parse_metrics
@@ -106,78 +112,91 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         except (OSError, ValueError, AttributeError):
             return False
 
-    check_output_file(out, overwrite=overwrite, same_run=same_run)
-    check_output_file(save_samples, overwrite=overwrite, flag="--save_samples",
-                      same_run=lambda p: out is not None and Path(out).is_file() and same_run(Path(out)))
-    # cheap checks of every input first (model, samples, stats), then the feature network, then the work
-    if samples is not None:
-        images, labels = read_samples(samples)
-    else:
-        from enat_lightning.sampling.checkpoint import load_generator
+    import contextlib
 
-        model, _ = load_generator(ckpt, device=device, trust=trust_checkpoint)
-    # the ADM layout as published: mu/sigma, mu_s/sigma_s, arr_0 (read only when precision/recall are asked for)
-    stats = (load_reference_batch(ref, images=bool({"precision", "recall"} & set(metric_set)))
-             if ref is not None else None)
-    extractor = load_features(command["feature"], device)
-    if samples is not None:
-        from enat_lightning.evaluation import score_images
+    from enat_lightning.fileio import claim_output
+    from enat_lightning.signals import stop_on_sigterm
 
-        res = score_images(images, labels, extractor, stats, is_splits=is_splits, metrics=metric_set)
-        res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
-    else:
-        from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
-        from enat_lightning.evaluation import evaluate as run_evaluation
-        from enat_lightning.sampling.checkpoint import checkpoint_sha256
-        conditions = None
-        if prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
-            from enat_lightning.data.coco import eval_captions
+    def same_run_samples(_path: Path) -> bool:  # the samples of this evaluation's own earlier --out
+        return out is not None and Path(out).is_file() and same_run(Path(out))
 
-            conditions = eval_captions(model, prompts_from, num_samples, seed=seed)
-        elif model.cfg.condition == "text":
-            raise UserError(f"{ckpt} is a text model: give --prompts_from SHARDS (captions to sample)")
-        tok = load_tokenizer(tokenizer)
-        check_codebook_size(tok, model.cfg.codebook_size, f"the generator {ckpt}", f"--tokenizer {spec_text(tokenizer)}")
-        if hasattr(tok, "to"):
-            tok = tok.to(device)
-        res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,
-                             per_class_balanced=per_class_balanced, seed=seed, batch_size=batch_size,
-                             is_splits=is_splits, return_samples=save_samples is not None, conditions=conditions,
-                             metrics=metric_set)
+    outputs = ((out, "--out", same_run), (save_samples, "--save_samples", same_run_samples))
+    # The output rule (fileio.claim_output): before any work, an output that is not this evaluation's is refused
+    # unless --overwrite, and a second concurrent writer is refused. SIGTERM stops after the current chunk.
+    with contextlib.ExitStack() as claims, stop_on_sigterm("enat evaluate", STOP_ADVICE) as stop:
+        for path, flag, ours in outputs:
+            if path is not None:
+                claims.enter_context(claim_output(path, overwrite=overwrite, is_ours=ours, flag=flag))
+        # cheap checks of every input first (model, samples, stats), then the feature network, then the work
+        if samples is not None:
+            images, labels = read_samples(samples)
+        else:
+            from enat_lightning.sampling.checkpoint import load_generator
+
+            model, _ = load_generator(ckpt, device=device, trust=trust_checkpoint)
+        # the ADM layout as published: mu/sigma, mu_s/sigma_s, arr_0 (read only when precision/recall are asked for)
+        stats = (load_reference_batch(ref, images=bool({"precision", "recall"} & set(metric_set)))
+                 if ref is not None else None)
+        extractor = load_features(command["feature"], device)
+        if samples is not None:
+            from enat_lightning.evaluation import score_images
+
+            res = score_images(images, labels, extractor, stats, is_splits=is_splits, metrics=metric_set,
+                               safe_point=stop.check)
+            res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
+        else:
+            from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
+            from enat_lightning.evaluation import evaluate as run_evaluation
+            from enat_lightning.sampling.checkpoint import checkpoint_sha256
+            conditions = None
+            if prompts_from is not None:  # text-to-image: sample i is conditioned on caption i
+                from enat_lightning.data.coco import eval_captions
+
+                conditions = eval_captions(model, prompts_from, num_samples, seed=seed)
+            elif model.cfg.condition == "text":
+                raise UserError(f"{ckpt} is a text model: give --prompts_from SHARDS (captions to sample)")
+            tok = load_tokenizer(tokenizer)
+            check_codebook_size(tok, model.cfg.codebook_size, f"the generator {ckpt}", f"--tokenizer {spec_text(tokenizer)}")
+            if hasattr(tok, "to"):
+                tok = tok.to(device)
+            res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,
+                                 per_class_balanced=per_class_balanced, seed=seed, batch_size=batch_size,
+                                 is_splits=is_splits, return_samples=save_samples is not None, conditions=conditions,
+                                 metrics=metric_set, safe_point=stop.check)
+            if prompts_from is not None:
+                res["prompts_from"] = str(prompts_from)
+            images, labels = res.pop("images", None), res.pop("labels", None)
+            res["ckpt"] = {"path": str(ckpt), "sha256": checkpoint_sha256(ckpt)}  # a file or an export folder
+            res["tokenizer"] = tokenizer
+            if save_samples is not None:
+                from enat_lightning.sampling.io import save_npz
+
+                with writing(save_samples):
+                    save_npz(save_samples, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
+                res["samples"] = {"path": str(save_samples)}
+        if stats is not None:
+            res["ref"] = {"path": str(ref), "sha256": sha256_file(ref), "num_samples": stats.pool.num_samples}
+        # the protocol record (how it was scored) and the subject (what was scored): docs/evaluation.md
+        n = res["num_samples"]
+        label_rule = (None if samples is not None else "per-class balanced (i mod C)" if per_class_balanced
+                      else f"uniform random (seed {seed})")
         if prompts_from is not None:
-            res["prompts_from"] = str(prompts_from)
-        images, labels = res.pop("images", None), res.pop("labels", None)
-        res["ckpt"] = {"path": str(ckpt), "sha256": checkpoint_sha256(ckpt)}  # a file or an export folder
-        res["tokenizer"] = tokenizer
-        if save_samples is not None:
-            from enat_lightning.sampling.io import save_npz
+            label_rule = f"captions of {prompts_from} (seed {seed})"
+        res["protocol"] = protocol_record(num_samples=n, extractor=extractor, metrics=metric_set, ref=stats, ref_path=ref,
+                                          labels=label_rule, is_splits=is_splits)
+        res["subject"] = ({"samples": res["samples"]} if samples is not None else
+                          {"checkpoint": res["ckpt"], "sampler": res["sampler"], "seed": seed, "tokenizer": tokenizer})
+        res["labels"] = {k: metric_label(k, n) for k in ("fid", "sfid", "is_mean", "precision", "recall") if k in res}
+        res["made_by"] = command
+        text = json.dumps(res, indent=2)
+        if out is not None:  # first: a failed write is the one error line, not a table followed by an error
+            with writing(out):
+                atomic_write_text(out, text + "\n")
+        print(text)
+        import sys
 
-            with writing(save_samples):
-                save_npz(save_samples, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
-            res["samples"] = {"path": str(save_samples)}
-    if stats is not None:
-        res["ref"] = {"path": str(ref), "sha256": sha256_file(ref), "num_samples": stats.pool.num_samples}
-    # the protocol record (how it was scored) and the subject (what was scored): docs/evaluation.md
-    n = res["num_samples"]
-    label_rule = (None if samples is not None else "per-class balanced (i mod C)" if per_class_balanced
-                  else f"uniform random (seed {seed})")
-    if prompts_from is not None:
-        label_rule = f"captions of {prompts_from} (seed {seed})"
-    res["protocol"] = protocol_record(num_samples=n, extractor=extractor, metrics=metric_set, ref=stats, ref_path=ref,
-                                      labels=label_rule, is_splits=is_splits)
-    res["subject"] = ({"samples": res["samples"]} if samples is not None else
-                      {"checkpoint": res["ckpt"], "sampler": res["sampler"], "seed": seed, "tokenizer": tokenizer})
-    res["labels"] = {k: metric_label(k, n) for k in ("fid", "sfid", "is_mean", "precision", "recall") if k in res}
-    res["made_by"] = command
-    text = json.dumps(res, indent=2)
-    if out is not None:  # first: a failed write is the one error line, not a table followed by an error
-        with writing(out):
-            atomic_write_text(out, text + "\n")
-    print(text)
-    import sys
-
-    print(metric_table(res), file=sys.stderr)
-    return res
+        print(metric_table(res), file=sys.stderr)
+        return res
 
 
 def compare_files(paths: list[Path], force: bool = False) -> dict:

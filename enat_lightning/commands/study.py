@@ -62,7 +62,7 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         fid_stats: Optional[Path] = None, tokenizer: Optional[str] = None, inception: Optional[Path] = None,
         val_limit: Optional[int] = None, retrain: bool = False, seed: int = 0, device: str = "cpu",
         trust_checkpoint: bool = False, ckpt: Optional[Path] = None,
-        metrics: str = "fid,is,accuracy") -> list[dict]:
+        metrics: str = "fid,is,accuracy", overwrite: bool = False) -> list[dict]:
     """Train (or reuse) and evaluate every row; rerun to resume. A sampler-zoo spec (``kind: sampler_zoo``)
     evaluates one --ckpt under many sampler settings instead (no training).
 
@@ -84,17 +84,32 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
         trust_checkpoint: load row checkpoints holding pickled Python objects (can run code; only files you trust)
         ckpt: sampler-zoo specs (kind: sampler_zoo): the checkpoint to evaluate
         metrics: with --metric: the metric set logged per row (fid,sfid,is,precision,recall,accuracy)
+        overwrite: use an existing non-empty --out that is not this study's folder (its row checkpoints are reused)
     """
     from enat_lightning.commands.common import check_device
-    from enat_lightning.studies.study import run_study, sample_quality_metric
-
     from enat_lightning.studies.sampler_zoo import is_zoo_spec
 
     check_device(device)
     if is_zoo_spec(spec):
-        return _run_zoo(spec, out, ckpt, device, num_samples)
+        return _run_zoo(spec, out, ckpt, device, num_samples, overwrite)
     study = _study(spec, rows)
-    folder = _out(study, out)
+    with _claim(_out(study, out), study.name, overwrite) as folder:
+        return _run(study, folder, override, set, metric, num_samples, fid_stats, tokenizer, inception, val_limit,
+                    retrain, seed, device, trust_checkpoint, metrics)
+
+
+def _claim(folder: Path, name: str, overwrite: bool):
+    """The output rule (fileio.claim_output) for a study folder: rerun to resume; a non-empty folder of another study
+    or of anything else is refused unless --overwrite; a second concurrent run into it is refused."""
+    from enat_lightning.fileio import claim_output
+
+    return claim_output(folder, overwrite=overwrite, folder=True, made_by={"command": "enat study run", "study": name})
+
+
+def _run(study, folder, override, set, metric, num_samples, fid_stats, tokenizer, inception, val_limit, retrain, seed,
+         device, trust_checkpoint, metrics) -> list[dict]:
+    from enat_lightning.studies.study import run_study, sample_quality_metric
+
     sample_metric = None
     if metric != "none":
         # each row passes its own SamplerSettings (study/row `sampling`) to the metric
@@ -110,13 +125,14 @@ def run(spec: Path, override: Optional[list[Path]] = None, set: Optional[list[st
     return results
 
 
-def _run_zoo(spec: Path, out: Optional[Path], ckpt: Optional[Path], device: str, num_samples: Optional[int]):
+def _run_zoo(spec: Path, out: Optional[Path], ckpt: Optional[Path], device: str, num_samples: Optional[int],
+             overwrite: bool = False):
     from enat_lightning.studies.sampler_zoo import load_zoo, run_zoo
 
     zoo = load_zoo(spec)
-    folder = Path(out) if out else Path("runs") / "studies" / zoo.name
-    rows = run_zoo(zoo, folder, ckpt=ckpt, device=device,
-                   overrides={"num_samples": num_samples} if num_samples else None)
+    with _claim(Path(out) if out else Path("runs") / "studies" / zoo.name, zoo.name, overwrite) as folder:
+        rows = run_zoo(zoo, folder, ckpt=ckpt, device=device,
+                       overrides={"num_samples": num_samples} if num_samples else None)
     print((folder / "results.md").read_text())
     print(f"wrote {folder / 'results.md'}, {folder / 'results.csv'}, {folder / 'fid_vs_gflops.png'}")
     return rows

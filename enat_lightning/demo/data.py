@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from enat_lightning.data.format import MANIFEST_NAME, Sample
 from enat_lightning.data.writer import ShardSetWriter
+from enat_lightning.analysis.tokens import register_val_shards
 from enat_lightning.data.reader import register_shards_command
 from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root
 from enat_lightning.errors import InvalidInput, MissingInput
@@ -275,3 +276,16 @@ def shards_command(where: str) -> str | None:
 
 
 register_shards_command(shards_command)
+
+
+def val_shards(cfg) -> str | None:
+    """The demo validation shards a network config fits (built first if absent), or None (registered with
+    analysis/tokens.py: the default --data of `enat analyze attention`)."""
+    try:
+        ds = dataset_for(cfg)
+    except InvalidInput:
+        return None
+    return str(ensure_demo_data(dataset=ds).val)
+
+
+register_val_shards(val_shards)

@@ -79,11 +79,13 @@ def gather_rows(local: torch.Tensor, index: torch.Tensor, total: int) -> torch.T
 
 @torch.no_grad()
 def generate_images(model, tokenizer, labels: torch.Tensor, settings: SamplerSettings, *, seed: int = 0,
-                    batch_size: int = 32, rank: int = 0, world_size: int = 1, progress=None, conditions=None):
+                    batch_size: int = 32, rank: int = 0, world_size: int = 1, progress=None, conditions=None,
+                    safe_point=None):
     """This rank's share of the samples -> (global indices (n,), uint8 images (n, 3, H, W)).
 
     ``conditions``: what sample i is conditioned on, row-sliceable (default: ``labels``), e.g.
-    ``Captions`` for a text model."""
+    ``Captions`` for a text model. ``safe_point(where)`` is called after every chunk (a stop request, e.g.
+    signals.StopRequest.check, raises there)."""
     from enat_lightning.sampling import generate
     from enat_lightning.seeding import sample_generators
 
@@ -97,6 +99,8 @@ def generate_images(model, tokenizer, labels: torch.Tensor, settings: SamplerSet
         idx.append(torch.arange(start, stop))
         if progress is not None:
             progress(stop - start)
+        if safe_point is not None:
+            safe_point(f"after {sum(len(i) for i in idx)} of {len(labels)} samples generated")
     if not imgs:
         return torch.zeros(0, dtype=torch.long), None
     return torch.cat(idx), torch.cat(imgs)
@@ -139,7 +143,7 @@ def score_features(features: torch.Tensor, logits: torch.Tensor | None, labels: 
 def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int, ref: FeatureStats | None,
              settings: SamplerSettings = SamplerSettings(), per_class_balanced: bool = True, seed: int = 0,
              batch_size: int = 32, is_splits: int = 10, progress=None, return_samples: bool = False,
-             labels: torch.Tensor | None = None, conditions=None, metrics=None) -> dict:
+             labels: torch.Tensor | None = None, conditions=None, metrics=None, safe_point=None) -> dict:
     """Generate ``num_samples`` images (data-parallel over the process group), score them.
 
     Every rank returns the same dict: fid (if ``ref``), is_mean / is_std, accuracy (demo feature
@@ -149,6 +153,7 @@ def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int,
     a text model) overrides what sample i is conditioned on (then ``labels`` are just indices).
     ``ref``: ``FeatureStats`` (FID) or a ``ReferenceBatch`` (adds sFID, precision / recall);
     ``metrics``: the metric set (``evaluation.metrics.METRICS``; None: all that the inputs allow).
+    ``safe_point(where)``: called after every sampled chunk and feature batch (a stop request raises there).
     """
     from .metrics import as_reference_batch, parse_metrics, spatial_wanted
 
@@ -164,14 +169,16 @@ def evaluate(model, tokenizer, extractor: FeatureExtractor, *, num_samples: int,
     if conditions is not None and len(conditions) != num_samples:
         raise InvalidInput(f"{len(conditions)} conditions given for num_samples={num_samples}")
     idx, images = generate_images(model, tokenizer, labels, settings, seed=seed, batch_size=batch_size,
-                                  rank=rank, world_size=world, progress=progress, conditions=conditions)
+                                  rank=rank, world_size=world, progress=progress, conditions=conditions,
+                                  safe_point=safe_point)
     if images is None:  # more ranks than chunks: this rank contributes no rows
         images = torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
         feats, logits, spatial = torch.zeros(0, extractor.num_features), None, None
     else:
         from .spatial import extract_all
 
-        feats, logits, spatial = extract_all(extractor, images, spatial=spatial_wanted(metrics, ref))
+        feats, logits, spatial = extract_all(extractor, images, spatial=spatial_wanted(metrics, ref),
+                                             safe_point=safe_point)
     feats = gather_rows(feats.double(), idx, num_samples)
     logits = _gather_optional(logits, idx, num_samples)
     spatial = _gather_optional(spatial, idx, num_samples)
@@ -223,14 +230,15 @@ def load_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def score_images(images: torch.Tensor, labels: torch.Tensor | None, extractor: FeatureExtractor,
-                 ref, is_splits: int = 10, batch_size: int = 100, metrics=None) -> dict:
-    """Score an existing uint8 set (N, 3, H, W) on one process (``ref``: FeatureStats or ReferenceBatch)."""
+                 ref, is_splits: int = 10, batch_size: int = 100, metrics=None, safe_point=None) -> dict:
+    """Score an existing uint8 set (N, 3, H, W) on one process (``ref``: FeatureStats or ReferenceBatch;
+    ``safe_point(where)`` after every feature batch)."""
     from .metrics import as_reference_batch, parse_metrics, spatial_wanted
     from .spatial import extract_all
 
     metrics = parse_metrics(metrics)
     ref = as_reference_batch(ref)
-    fs = extract_all(extractor, images, batch_size, spatial=spatial_wanted(metrics, ref))
+    fs = extract_all(extractor, images, batch_size, spatial=spatial_wanted(metrics, ref), safe_point=safe_point)
     return score_all(fs.pool, fs.logits, fs.spatial, labels, extractor, ref, is_splits, metrics)
 
 

@@ -80,9 +80,10 @@ def has_spatial(extractor) -> bool:
 
 
 @torch.no_grad()
-def extract_all(extractor, images: torch.Tensor, batch_size: int = 100, spatial: bool = True) -> FeatureSet:
+def extract_all(extractor, images: torch.Tensor, batch_size: int = 100, spatial: bool = True,
+                safe_point=None) -> FeatureSet:
     """uint8 images (N, 3, H, W) -> FeatureSet in one pass per batch; spatial features where the network has
-    the layer (the two Inception sources) and ``spatial`` is asked for."""
+    the layer (the two Inception sources) and ``spatial`` is asked for. ``safe_point(where)`` after every batch."""
     pools, logits, spats = [], [], []
     for i in range(0, images.shape[0], batch_size):
         batch = images[i:i + batch_size]
@@ -99,6 +100,8 @@ def extract_all(extractor, images: torch.Tensor, batch_size: int = 100, spatial:
             logits.append(lg.double())
         if s is not None:
             spats.append(s.double())
+        if safe_point is not None:
+            safe_point(f"after the features of {min(i + batch_size, images.shape[0])} of {images.shape[0]} images")
     if not pools:
         raise ValueError("no images to extract features from")
     return FeatureSet(torch.cat(pools), torch.cat(logits) if logits else None, torch.cat(spats) if spats else None)

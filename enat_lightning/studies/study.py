@@ -40,7 +40,7 @@ import yaml
 from enat_lightning.fileio import atomic_write_bytes, atomic_writer, write_checksum
 from enat_lightning.training_config import get as _get
 
-from enat_lightning.analysis.attention import load_tokens, masked_token_loss
+from enat_lightning.analysis.tokens import load_tokens, masked_token_loss
 from enat_lightning.analysis.report import markdown_table, write_csv
 from enat_lightning.sampling.settings import SamplerSettings
 from enat_lightning.errors import InvalidInput, MissingInput

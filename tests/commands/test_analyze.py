@@ -74,7 +74,7 @@ def test_user_errors_are_one_line(ckpts, tmp_path, capsys):
     assert main(["analyze", "attention", "--ckpt", str(ckpts["nat"]), "--remove", "mask_to_all",
                  "--out", str(tmp_path / "x")]) == 2
     assert "mask_to_all" in capsys.readouterr().err
-    assert main(["analyze", "similarity", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path)]) == 2
+    assert main(["analyze", "similarity", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "z")]) == 2
     assert "missing.ckpt does not exist" in capsys.readouterr().err
     assert main(["analyze", "similarity", "--ckpt", str(ckpts["nat"]), "--labels", "12", "--num-samples", "1",
                  "--steps", "2", "--out", str(tmp_path / "y")]) == 2

@@ -13,12 +13,15 @@ Checks: ``enat`` commands parse with the real argument parser; training commands
 the cheap commands run (``enat models``, ``enat study plan``, ``enat flops`` at 256 px; the ``flops``
 lines outside the README only with the slow tests); a
 ``python - <<'EOF'`` block is executed (keep such blocks small and runnable on a fresh clone); the import
-lines of ``python`` blocks must import. The README
+lines of ``python`` blocks must import. Read in README order, every command that reads a built asset (demo
+shards, anything under runs/) comes after the command that builds it (``make demo``, ``enat tokenize demo``,
+``enat fit``, ``--out``). The README
 stays an index (<= 250 lines) that links every docs page, and relative links and their anchors resolve.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import re
@@ -382,12 +385,56 @@ SPEED_VS_OFFICIAL = re.compile(r"(faster|speed(-?up)?|slower)[^.\n|]{0,80}offici
                                r"|\d(\.\d+)?\s?×[^.\n|]{0,40}(faster|speed(-?up)?)[^.\n|]{0,40}official", re.I)
 
 
+RATIO = re.compile(r"\d(\.\d+)?\s?×")
+REPO_PATH = re.compile(r"`((?:enat_lightning|tests|benchmarks|experiments|docs|\.ci)/[^`\s]*)`")
+
+
+def _speed_lines_in_official_sections(text: str) -> list[str]:
+    """Lines with a speed word and a ratio (1.25×) in a section (between headings) that compares with the official
+    code: a table of ours against the official call pattern says it through its rows, not in one sentence."""
+    found = []
+    for section in re.split(r"(?m)^#{1,6}\s", text):
+        if "official" in section.lower():
+            found += [line.strip() for line in section.splitlines()
+                      if re.search(r"speed|faster|slower", line, re.I) and RATIO.search(line)]
+    return found
+
+
+def _package_listings(text: str):
+    """(folder, files named) of "`enat_lightning/pkg/` (`a.py` does X, `b.py` ...)" listings."""
+    for m in re.finditer(r"`((?:enat_lightning|tests|benchmarks|experiments)(?:/[\w.-]+)*)/`\s*\(", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        yield m.group(1), re.findall(r"`([\w-]+\.(?:py|yaml))`", text[m.end():i - 1])
+
+
+def _exists(ref: str) -> bool:
+    """A repository path, or ``tests/x.py::test_name`` (the file defines that test)."""
+    path, _, test = ref.partition("::")
+    if not (REPO / path).exists():
+        return False
+    return not test or re.search(rf"^\s*def {re.escape(test)}\(", (REPO / path).read_text(), re.M) is not None
+
+
+def _missing_files(text: str) -> list[str]:
+    """Repository paths in backticks (``file::test`` references too), and files of package listings, that do
+    not exist."""
+    missing = [v for v in (m.group(1).rstrip("/") for m in REPO_PATH.finditer(text))
+               if "..." not in v and not any(c in v for c in "{*<>[]") and not _exists(v)]
+    for folder, names in _package_listings(text):
+        missing += [f"{folder}/{n}" for n in names if not (REPO / folder / n).exists()]
+    return missing
+
+
 def test_no_stale_cross_references_and_one_page_per_measured_figure():
-    """A page never announces an existing page as "planned"; the speed against the official code is stated on
-    performance.md only (other pages link it)."""
+    """A page never announces an existing page as "planned"; the files it names exist; the speed against the
+    official code is stated on performance.md only (other pages link it)."""
     problems = []
     for page in PAGES:
         text = page.read_text()
+        problems += [f"{page.name}: names {f}, which does not exist" for f in _missing_files(text)]
         for m in re.finditer(r"planned pages?\b[^.]*", text, re.I):
             linked = re.findall(r"\]\(([\w./-]+\.md)", m.group(0))
             problems += [f"{page.name}: announces existing page {t} as planned" for t in linked
@@ -395,6 +442,8 @@ def test_no_stale_cross_references_and_one_page_per_measured_figure():
         if page.name != "performance.md":
             problems += [f"{page.name}: speed figure vs the official code outside performance.md: {m.group(0)!r}"
                          for m in SPEED_VS_OFFICIAL.finditer(text)]
+            problems += [f"{page.name}: speed figure in a section on the official code outside performance.md: {line!r}"
+                         for line in _speed_lines_in_official_sections(text)]
     assert not problems, "\n".join(problems)
 
 
@@ -402,3 +451,204 @@ def test_the_stale_reference_check_can_fail():
     assert SPEED_VS_OFFICIAL.search("`generate` is 1.1–1.25× faster than the official call pattern")
     assert SPEED_VS_OFFICIAL.search("speed against the official code (2-core CPU: sampling 1.6×)")
     assert not SPEED_VS_OFFICIAL.search("the speed against the official code: [performance.md](performance.md)")
+    table = ("### Sampling speed\n\n| | s/image |\n|---|---|\n| official call pattern | 2.25 |\n| `generate` | 1.79 |\n"
+             "| speedup | 1.25× wall |\n")
+    assert _speed_lines_in_official_sections(table) == ["| speedup | 1.25× wall |"]
+    assert _speed_lines_in_official_sections(table.replace("official call pattern", "baseline")) == []
+    listing = "Code: `enat_lightning/analysis/` (`similarity.py` Fig. 5, `model_source.py` loading the model)."
+    assert _missing_files(listing) == ["enat_lightning/analysis/model_source.py"]
+    assert _missing_files("see `enat_lightning/analysis/attention.py` and `tests/...`") == \
+        ["enat_lightning/analysis/attention.py"]
+    assert _missing_files("`tests/test_import_layers.py::test_no_import_cycles`, "
+                          "`tests/test_import_layers.py::test_renamed_away`") == [
+        "tests/test_import_layers.py::test_renamed_away"]
+
+
+# --- the README in order, as on a fresh clone ----------------------------------------------------
+# A command that reads a built asset -- demo shards under data/demo or data/digits, anything under runs/ -- must
+# come after the command that builds it: `make demo` (its outputs: the MNIST demo data and runs/demo), `enat
+# tokenize demo --dataset X`, `enat fit` (its log folder), any `--out DIR`. Assets the user brings (ImageNet
+# shards, official weights, NAT.ckpt) are named in the README's "needs" column and are not checked here.
+
+def readme_commands_in_order(text: str) -> list[list[str]]:
+    """argv of every README command in reading order: fenced blocks and table cells as they come."""
+    found, block, lang = [], None, ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if block is None:
+                lang, block = line.strip()[3:].strip().lower(), []
+            else:
+                found += block_commands(lang, "\n".join(block) + "\n")[0]
+                block = None
+        elif block is not None:
+            block.append(line)
+        elif line.lstrip().startswith("|"):
+            found += _table_commands(line)
+    return found
+
+
+def _demo_roots() -> dict[str, str]:
+    """Demo data set name -> its folder relative to the repository (data/demo, data/digits)."""
+    from enat_lightning.demo.data import DATASETS, demo_paths
+
+    return {name: demo_paths(None, ds).root.resolve().relative_to(REPO).as_posix() for name, ds in DATASETS.items()}
+
+
+def _make_demo_outputs() -> set[str]:
+    """What `make demo` (enat_lightning.demo -> `enat demo`, run_demo) documents that it builds: the data set
+    ensure_demo_data builds by default and run_demo's run folder."""
+    import inspect
+
+    from enat_lightning.demo.data import ensure_demo_data
+    from enat_lightning.demo.pipeline import run_demo
+
+    dataset = inspect.signature(ensure_demo_data).parameters["dataset"].default
+    run_dir = inspect.signature(run_demo).parameters["run_dir"].default
+    return {_demo_roots()[getattr(dataset, "name", dataset)], Path(run_dir).as_posix()}
+
+
+def _rel(value) -> str | None:
+    """A repository-relative path of a built asset (under a demo data folder or runs/), else None."""
+    if value is None or not isinstance(value, (str, Path)):
+        return None
+    p = Path(str(value))
+    if p.is_absolute():
+        return None
+    s = p.as_posix().removeprefix("./").rstrip("/")
+    built = ("runs", *_demo_roots().values())
+    return s if any(s == b or s.startswith(b + "/") for b in built) else None
+
+
+def _config_assets(configs: list, sets: list[str] = ()) -> tuple[set[str], set[str]]:
+    """(read, written) by `enat fit` on these composed configs: its data shards; its log / checkpoint folder."""
+    from enat_lightning.training_config import resolve_training_config
+
+    composed = resolve_training_config([REPO / c for c in configs], list(sets))
+    data = (composed.get("data") or {}).get("init_args") or {}
+    trainer = composed.get("trainer") or {}
+    logger = trainer.get("logger")
+    logger = logger[0] if isinstance(logger, list) and logger else logger
+    args = logger.get("init_args", {}) if isinstance(logger, dict) else {}
+    written = {Path(args["save_dir"], args.get("name") or "").as_posix()} if args.get("save_dir") else set()
+    if trainer.get("default_root_dir"):
+        written.add(Path(trainer["default_root_dir"]).as_posix())
+    read = {r for r in (_rel(data.get(k)) for k in ("train_shards", "val_shards")) if r}
+    return read, {r for r in map(_rel, written) if r}
+
+
+def command_assets(argv: list[str]) -> tuple[set[str], set[str]]:
+    """(built assets the command reads, built assets it writes) for one README command."""
+    return _command_assets(tuple(argv))
+
+
+@functools.lru_cache(maxsize=None)  # configs resolve once per session (seconds in all)
+def _command_assets(argv: tuple[str, ...]) -> tuple[frozenset, frozenset]:
+    argv = list(argv)
+    if argv[:2] == ["make", "demo"]:
+        return frozenset(), frozenset(_make_demo_outputs())
+    if argv[0] == "tensorboard":
+        i = argv.index("--logdir") if "--logdir" in argv else -1
+        return frozenset({_rel(argv[i + 1])} - {None} if i >= 0 else ()), frozenset()
+    if argv[0] != "enat" or len(argv) < 2:
+        return frozenset(), frozenset()
+    if _is_training(argv):
+        configs = [argv[i + 1] for i, a in enumerate(argv) if a in ("-c", "--config")]
+        read, written = _config_assets(configs) if configs else (set(), set())
+        if "--ckpt_path" in argv:
+            read |= {_rel(argv[argv.index("--ckpt_path") + 1])} - {None}
+        return frozenset(read), frozenset(written)
+    _, kwargs = cli.parse(argv[1:])
+    read = {_rel(v) for k, v in kwargs.items() if k != "out"} - {None}
+    written = {_rel(kwargs.get("out"))} - {None}
+    if argv[1:3] == ["tokenize", "demo"] and kwargs.get("out") is None:
+        written.add(_demo_roots()[kwargs["dataset"]])
+    if argv[1:3] == ["study", "run"]:
+        from enat_lightning.studies.study import load_study
+
+        study = load_study(REPO / kwargs["spec"])
+        for row in study.rows:
+            r, _ = _config_assets([*study.base, *row.configs, *(kwargs.get("override") or [])], kwargs.get("set") or [])
+            read |= r
+    return frozenset(read), frozenset(written)
+
+
+def readme_order_problems(text: str) -> list[str]:
+    """Each README command that reads a built asset no earlier README command builds."""
+    built: set[str] = set()
+    problems = []
+    for argv in readme_commands_in_order(text):
+        read, written = command_assets(argv)
+        for asset in sorted(read):
+            if not any(asset == b or asset.startswith(b + "/") for b in built):
+                problems.append(f"`{shlex.join(argv)}` reads {asset}, which no earlier README command builds")
+        built |= written
+    return problems
+
+
+def test_readme_commands_in_order_on_a_fresh_clone(monkeypatch):
+    """Run in README order on a fresh clone, every command finds the assets it reads: `make demo` before
+    TensorBoard on runs/demo, `enat tokenize demo --dataset digits` before the tiny study on data/digits,
+    `enat fit` before the `enat evaluate` of its checkpoint (the cheap ones also run: test_cheap_commands_run)."""
+    monkeypatch.chdir(REPO)
+    text = README.read_text()
+    assert readme_order_problems(text) == []
+    reads = [command_assets(a)[0] for a in readme_commands_in_order(text)]
+    assert any("data/digits/shards/train" in r for r in reads) and any("runs/demo" in r for r in reads)
+
+
+def test_readme_order_check_fails_on_a_reordered_or_missing_producer(monkeypatch):
+    monkeypatch.chdir(REPO)
+    text = README.read_text()
+    tokenize = next(line for line in text.splitlines() if line.startswith("enat tokenize demo --dataset digits"))
+    study = "enat study run experiments/studies/fig2_attention_removal.yaml --override"
+    problems = readme_order_problems(text.replace(tokenize + "\n", ""))  # the producing command removed
+    assert [p.split("` reads ")[1].split(",")[0] for p in problems] == ["data/digits/shards/train",
+                                                                         "data/digits/shards/val"]
+    assert all(p.startswith(f"`{study}") for p in problems)
+    start = text.index(study)  # the study moved above the command that builds its data
+    block_end = text.index("```", start)
+    reordered = text.replace(tokenize + "\n", "").replace(text[start:block_end], text[start:block_end] + tokenize + "\n")
+    assert reordered != text and readme_order_problems(reordered) == problems
+    no_demo = text.replace("make demo   #", "make test   #", 1)  # without `make demo`, runs/demo is never built
+    assert any(p.startswith("`tensorboard --logdir runs/demo`") for p in readme_order_problems(no_demo))
+    fit = "`enat fit -c experiments/enat_l.yaml -c experiments/strategy/ddp.yaml`, then "
+    assert any("runs/enat_l/checkpoints/last.ckpt" in p for p in readme_order_problems(text.replace(fit, "")))
+
+
+def _fresh_clone(dst: Path) -> Path:
+    """The tracked files of this checkout (what `git clone` gives, without the builds, data and runs here)."""
+    import shutil
+    import subprocess
+
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: no fresh clone to make")
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO / name
+        if src.is_file() and not name.startswith("tests/fixtures/"):
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+@pytest.mark.slow
+def test_readme_cheap_commands_run_in_order_on_a_fresh_clone(tmp_path):
+    """On a fresh clone, in README order: the cheap commands run for real (`enat flops` of the paper map, and `enat
+    tokenize demo --dataset digits`, which builds the data of the tiny study right below it); the rest is parsed
+    and ordered by the tests above."""
+    import os
+    import subprocess
+    import sys
+
+    clone = _fresh_clone(tmp_path / "clone")
+    env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"}
+    ran = []
+    for argv in readme_commands_in_order(README.read_text()):
+        if _is_cheap(argv) or argv[1:3] == ["tokenize", "demo"]:
+            res = subprocess.run([sys.executable, "-m", "enat_lightning.cli", *argv[1:]], cwd=clone, env=env,
+                                 capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, f"`{shlex.join(argv)}` on a fresh clone: {res.stderr[-2000:]}"
+            ran.append(shlex.join(argv[:3]))
+    assert "enat tokenize demo" in ran and any(r.startswith("enat flops") for r in ran), ran
+    assert (clone / "data" / "digits" / "shards" / "train" / "manifest.json").is_file()  # the study's data

@@ -149,3 +149,90 @@ def test_resume_after_the_strategy_file_was_edited_is_refused(tmp_path, capsys):
     one_line_error(capsys, ["sample", "--ckpt", str(ckpt), "--labels", "1,2", "--per-class", "2", "--steps", "4",
                             "--batch-size", "2", "--out", str(out), "--no-progress", "--sampler.strategy",
                             str(strategy)], str(strategy), "changed since")
+
+
+# -- folder outputs record their maker: `enat analyze`, `enat study run` -------------------------------------
+def test_a_folder_output_records_its_maker(tmp_path):
+    from enat_lightning.fileio import OUTPUT_RECORD
+
+    out = tmp_path / "analysis"
+    with claim_output(out, folder=True, made_by={"command": "enat analyze attention"}) as path:
+        assert (path / OUTPUT_RECORD).is_file() and lock_path(path, folder=True).is_file()
+        (path / "attention_removal.csv").write_text("x\n")
+    with claim_output(out, folder=True, made_by={"command": "enat analyze attention"}):  # a rerun: ours
+        pass
+    with pytest.raises(UserError, match="--out .* already exists and was not written by this command"):
+        with claim_output(out, folder=True, made_by={"command": "enat analyze similarity"}):
+            pass
+    users = tmp_path / "photos"
+    users.mkdir()
+    (users / "cat.png").write_bytes(b"png")
+    with pytest.raises(UserError, match="already exists"):
+        with claim_output(users, folder=True, made_by={"command": "enat analyze attention"}):
+            pass
+    assert sorted(p.name for p in users.iterdir()) == ["cat.png"]  # nothing written into it
+    with claim_output(users, folder=True, overwrite=True, made_by={"command": "enat analyze attention"}):
+        pass
+
+
+def _users_folder(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    return folder
+
+
+def test_analyze_out_follows_the_output_rule(tmp_path, capsys, other_process):
+    from commands_helpers import TINY_NAT
+
+    ckpt = tiny_checkpoint(tmp_path / "nat.ckpt", TINY_NAT)
+    folder = _users_folder(tmp_path)
+    cut = ["analyze", "attention", "--ckpt", str(ckpt), "--remove", "mask_to_visible", "--limit", "8",
+           "--batch_size", "8"]
+    for argv in (cut, ["analyze", "similarity", "--ckpt", str(ckpt), "--num-samples", "2", "--steps", "2"],
+                 ["analyze", "attention-maps", "--ckpt", str(ckpt), "--num-samples", "2", "--steps", "2"]):
+        one_line_error(capsys, [*argv, "--out", str(folder)], f"--out {folder} already exists", "--overwrite")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    out = tmp_path / "cut"
+    assert main([*cut, "--out", str(out)]) == 0
+    assert main([*cut, "--out", str(out)]) == 0  # a rerun replaces its own results
+    capsys.readouterr()
+    _hold(lock_path(out, folder=True), other_process)
+    one_line_error(capsys, [*cut, "--out", str(out)], "in use by another run")
+    assert main([*cut, "--out", str(folder), "--overwrite"]) == 0
+    assert (folder / "notes.txt").read_text() == "precious" and (folder / "attention_removal.csv").is_file()
+
+
+def test_study_run_out_follows_the_output_rule(tmp_path, capsys, other_process):
+    from enat_lightning.fileio import OUTPUT_RECORD
+
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]  # refused before any row trains
+    study = ["study", "run", str(repo / "experiments/studies/fig2_attention_removal.yaml"), "--override",
+             str(repo / "experiments/studies/demo_tiny.yaml")]
+    folder = _users_folder(tmp_path)
+    one_line_error(capsys, [*study, "--out", str(folder)], f"--out {folder} already exists", "--overwrite")
+    other = tmp_path / "other_study"  # a folder another study made
+    other.mkdir()
+    (other / OUTPUT_RECORD).write_text('{"made_by": {"command": "enat study run", "study": "table1_disentangled"}}')
+    (other / "results.md").write_text("| row |\n")
+    one_line_error(capsys, [*study, "--out", str(other)], "already exists")
+    ours = tmp_path / "fig2"  # this study's folder, being written by a live run
+    ours.mkdir()
+    (ours / OUTPUT_RECORD).write_text('{"made_by": {"command": "enat study run", "study": "fig2_attention_removal"}}')
+    _hold(lock_path(ours, folder=True), other_process)
+    one_line_error(capsys, [*study, "--out", str(ours)], "in use by another run")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_evaluate_out_and_save_samples_are_locked(tmp_path, capsys, other_process):
+    ckpt = tiny_checkpoint(tmp_path / "m.ckpt")
+    base = ["evaluate", "--ckpt", str(ckpt), "--tokenizer", "demo", "--feature", "demo", "--num_samples", "2"]
+    out = tmp_path / "r.json"
+    _hold(lock_path(out), other_process)
+    one_line_error(capsys, [*base, "--out", str(out)], f"--out {out} is in use by another run")
+    samples = tmp_path / "s.npz"
+    _hold(lock_path(samples), other_process)
+    one_line_error(capsys, [*base, "--out", str(tmp_path / "r2.json"), "--save_samples", str(samples)],
+                   f"--save_samples {samples} is in use by another run")

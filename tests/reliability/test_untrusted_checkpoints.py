@@ -69,8 +69,14 @@ def test_payload_row_checkpoint_is_refused_by_study_run(files, tmp_path, capsys)
     from enat_lightning.studies.study import load_study, slug
 
     spec = REPO / "experiments/studies/fig2_attention_removal.yaml"
-    row = load_study(spec).rows[0].name
-    (tmp_path / slug(row)).mkdir()
+    import json
+
+    from enat_lightning.fileio import OUTPUT_RECORD
+
+    study = load_study(spec)
+    row = study.rows[0].name
+    (tmp_path / slug(row)).mkdir()  # this study's folder (its record: a rerun resumes it) with a row checkpoint
+    (tmp_path / OUTPUT_RECORD).write_text(json.dumps({"made_by": {"command": "enat study run", "study": study.name}}))
     (tmp_path / slug(row) / "final.ckpt").write_bytes(files["payload"].read_bytes())  # an existing row: not retrained
     one_line_error(capsys, ["study", "run", str(spec), "--rows", row, "--out", str(tmp_path)], "refused",
                    "final.ckpt")

@@ -113,7 +113,7 @@ def test_demo_study_end_to_end(tmp_path, trained_demo_nat):
     assert len(table) == 4
 
     # inference-time Fig. 2 on a checkpoint of the shared briefly trained demo NAT
-    from enat_lightning.analysis.attention import analyze_attention_removal
+    from enat_lightning.analysis.attention_removal import analyze_attention_removal
     from enat_lightning.sampling.checkpoint import save_generator_checkpoint
 
     trained, _, _, beta = trained_demo_nat
@@ -159,7 +159,8 @@ def test_analysis_modules_import_neither_lightning_nor_matplotlib():
     import subprocess
     import sys
 
-    code = ("import sys, enat_lightning.analysis.similarity, enat_lightning.analysis.attention, "
+    code = ("import sys, enat_lightning.analysis.similarity, enat_lightning.analysis.attention_maps, "
+            "enat_lightning.analysis.attention_removal, enat_lightning.analysis.tokens, "
             "enat_lightning.studies.study, enat_lightning.analysis.report; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'matplotlib')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,25 +1,18 @@
-"""Spatial interaction analysis (paper §3, Fig. 2, Tables 1-2): who attends to whom?
+"""Attention maps (paper §3, Fig. 2a): who attends to whom while a network samples?
 
-Shape letters: B batch, H heads, n query tokens of a block, Lk key tokens, L = grid**2, S steps,
-N blocks, V codebook size.
+Shape letters: B batch, H heads, n query tokens of a block, Lk key tokens, L = grid**2, S steps, N blocks.
 
-Two tools:
-
-* Attention maps. ``F.scaled_dot_product_attention`` returns no weights, so forward pre-hooks on every
-  ``SCAttention`` capture its inputs ``(own, ctx, attn_mask)`` and the weights are recomputed from the
-  module's own projections: softmax(q k^T / sqrt(d)) with q = q(own), k = [kv.A(ctx) ; kv.B(own)] (keys
-  half). Each query and key is typed [MASK] or visible from the model call's input ids:
+``F.scaled_dot_product_attention`` returns no weights, so forward pre-hooks on every ``SCAttention`` capture
+its inputs ``(own, ctx, attn_mask)`` and the weights are recomputed from the module's own projections:
+softmax(q k^T / sqrt(d)) with q = q(own), k = [kv.A(ctx) ; kv.B(own)] (keys half). Each query and key is
+typed [MASK] or visible from the model call's input ids:
     NAT block        queries = keys = all L tokens (typed by the masking)
     ENAT encoder     queries = visible tokens (or the newly revealed ones under reuse), keys = [context ;
                      own]: no [MASK] queries, so the mask_to_* masses are NaN there
     ENAT decoder     queries = [MASK] tokens, keys = [visible tokens ; [MASK] tokens]
-  The reported quantity is the attention *mass*: for each query, the summed weight on keys of one kind,
-  averaged over heads, queries of one kind and samples. mask_to_visible is the channel the paper finds
-  indispensable (Fig. 2a).
-
-* Inference-time attention removal. A trained NAT is evaluated with one interaction cut at test time
-  (``NAT.forward(attention_removal=...)``): masked-token validation cross-entropy on fixed masks, and
-  optionally a sample-quality metric through a callback (the FID evaluators live elsewhere).
+The reported quantity is the attention *mass*: for each query, the summed weight on keys of one kind,
+averaged over heads, queries of one kind and samples. mask_to_visible is the channel the paper finds
+indispensable (Fig. 2a; its inference-time cut is analysis/attention_removal.py).
 
 Imports torch, numpy and (lazily) matplotlib only.
 """
@@ -31,15 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from enat_lightning.models.blocks import SCAttention, SelfCrossBlock
-from enat_lightning.models.conditioning import ConditionedNetwork
-from enat_lightning.models.config import ATTENTION_REMOVALS
-
-from .report import atomic_write_bytes, markdown_table, pyplot, save_figure, write_csv
-from .similarity import analysis_conditions, layer_modules, seeded_batches
 from enat_lightning.errors import InvalidInput
+from enat_lightning.models.blocks import SCAttention, SelfCrossBlock
+
+from .report import pyplot, save_figure, write_csv
+from .similarity import analysis_conditions, layer_modules, seeded_batches
 
 INTERACTIONS = ("mask_to_visible", "mask_to_mask", "visible_to_visible", "visible_to_mask")
 
@@ -296,145 +286,6 @@ def write_attention_map_outputs(result: AttentionMapResult, out_dir, logger=None
     return paths
 
 
-# -- inference-time attention removal ------------------------------------------------------------------
-class AttentionCut(ConditionedNetwork):
-    """A NAT that always runs with one interaction cut: a drop-in for the sampler and evaluators.
-
-    Holds the network as a submodule (so ``.parameters()``, ``.eval()``, devices follow it).
-    """
-
-    def __init__(self, net: nn.Module, removal: str):
-        super().__init__()
-        check_removal(net, removal)
-        self.net = net
-        self.removal = removal
-        self.cfg = net.cfg
-
-    def forward(self, ids, labels, prev=None, logits_at: str = "all", *, num_masked: int | None = None):
-        return self.net(ids, labels, prev=prev, logits_at=logits_at, attention_removal=self.removal,
-                        num_masked=num_masked)
-
-    # the network's conditioning interface (models/conditioning.py), unchanged
-    @property
-    def conditioner(self):
-        return self.net.conditioner
-
-    def condition_blocks(self):
-        return self.net.condition_blocks()
-
-
-def check_removal(net, removal: str) -> None:
-    if removal not in ATTENTION_REMOVALS:
-        raise InvalidInput(f"--remove {removal!r}: choose from {list(ATTENTION_REMOVALS)} or 'all'")
-    if not hasattr(net, "blocks") or getattr(net.cfg, "attention_removal", None) is None:
-        raise InvalidInput(f"inference-time attention removal needs a NAT checkpoint (arch 'nat'); got "
-                         f"{type(net).__name__}: ENAT has no full self-attention to cut")
-
-
-def removal_list(spec: str) -> list[str]:
-    """'all' -> the four Fig. 2 cuts; else a comma-separated list of ATTENTION_REMOVALS names."""
-    if spec == "all":
-        return [r for r in ATTENTION_REMOVALS if r != "none"]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [n for n in names if n not in ATTENTION_REMOVALS]
-    if bad or not names:
-        raise InvalidInput(f"--remove {spec!r}: unknown cut(s) {bad}; choose from {list(ATTENTION_REMOVALS)} or 'all'")
-    return names
-
-
-@torch.no_grad()
-def masked_token_loss(net, tokens: torch.Tensor, labels, *, removal: str | None = None,
-                      batch_size: int = 64, seed: int = 0, mask_ratio_beta=(12.0, 3.0),
-                      label_smoothing: float = 0.0) -> dict:
-    """Masked-token cross-entropy / accuracy on tokens (N, L) with their conditions: labels (N,), or
-    ``Captions`` of N rows for a text model.
-
-    Masks follow the training recipe (one Beta(a, b) ratio per batch, random positions) from a
-    generator seeded by (seed, batch index): every ``removal`` sees exactly the same masks, so
-    differences between cuts are not masking noise.
-    """
-    from enat_lightning.masking import apply_mask, masked_accuracy, masked_ce, sample_mask, sample_mask_ratio
-
-    if tokens.dim() != 2 or tokens.shape[1] != net.cfg.seq_len:
-        raise InvalidInput(f"tokens must be (N, {net.cfg.seq_len}) for grid {net.cfg.grid}, got {tuple(tokens.shape)}")
-    was_training = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    total_loss = total_acc = 0.0
-    total = 0
-    try:
-        for b, start in enumerate(range(0, tokens.shape[0], batch_size)):
-            t = tokens[start:start + batch_size].to(device)
-            y = labels[start:start + batch_size]
-            y = y.to(device) if isinstance(y, torch.Tensor) else y  # Captions move inside the network
-            g = torch.Generator().manual_seed(seed * 1_000_003 + b)
-            masking = sample_mask(t, sample_mask_ratio(g, *mask_ratio_beta), g)  # (b, L)
-            kwargs = {} if removal is None else {"attention_removal": removal}
-            logits = net(apply_mask(t, masking, net.cfg.mask_id), y, logits_at="masked", **kwargs).logits
-            n = t.shape[0]
-            total_loss += float(masked_ce(logits, t, masking, label_smoothing)) * n
-            total_acc += float(masked_accuracy(logits, t, masking)) * n
-            total += n
-    finally:
-        net.train(was_training)
-    if total == 0:
-        raise InvalidInput("no validation tokens to evaluate")
-    return {"loss": total_loss / total, "acc": total_acc / total}
-
-
-def removal_study(net, tokens: torch.Tensor, labels: torch.Tensor, removals: list[str], *,
-                  sample_metric=None, batch_size: int = 64, seed: int = 0, mask_ratio_beta=(12.0, 3.0),
-                  label_smoothing: float = 0.0) -> list[dict]:
-    """One row per variant ("none" first, then ``removals``): masked-token loss / accuracy, the loss
-    change against the uncut model, and ``sample_metric(model) -> dict`` (e.g. demo-FID) if given."""
-    variants = ["none", *[r for r in removals if r != "none"]]
-    for r in variants:
-        check_removal(net, r)
-    rows = []
-    for r in variants:
-        m = masked_token_loss(net, tokens, labels, removal=r, batch_size=batch_size, seed=seed,
-                              mask_ratio_beta=mask_ratio_beta, label_smoothing=label_smoothing)
-        row = {"removal": r, "masked_loss": m["loss"], "masked_acc": m["acc"]}
-        if sample_metric is not None:
-            row.update(sample_metric(AttentionCut(net, r)))
-        rows.append(row)
-    base = rows[0]["masked_loss"]
-    ordered = []
-    for row in rows:  # the loss change right after the loss in the table
-        first = {k: row.pop(k) for k in ("removal", "masked_loss")}
-        ordered.append({**first, "delta_masked_loss": first["masked_loss"] - base, **row})
-    return ordered
-
-
-def load_tokens(spec: str, limit: int | None = None):
-    """All (or the first ``limit``) samples of a token shard set -> tokens (N, L) int64 and their
-    conditions: labels (N,), or for text shards ``Captions`` (each image's first caption).
-
-    ``spec``: a shard directory with manifest.json, a manifest path or a shard pattern. Flipped copies
-    are ignored (the loss is measured on the stored orientation).
-    """
-    from enat_lightning.data.reader import iter_shard, resolve_manifest
-    from enat_lightning.models import Captions
-
-    manifest, urls, where = resolve_manifest(spec)
-    text = manifest.text is not None
-    tokens, conds = [], []
-    for url, info in zip(urls, manifest.shards):
-        for _, s in iter_shard(url, manifest, expected=info.samples):
-            tokens.append(torch.from_numpy(np.array(s.tokens, dtype=np.int64).reshape(-1)))
-            conds.append((s.text[0], s.text_mask[0]) if text else int(s.label))
-            if limit is not None and len(tokens) >= limit:
-                break
-        if limit is not None and len(tokens) >= limit:
-            break
-    if not tokens:
-        raise InvalidInput(f"{where}: no samples")
-    if text:
-        return torch.stack(tokens), Captions(torch.from_numpy(np.stack([t for t, _ in conds])).float(),
-                                             torch.from_numpy(np.stack([m for _, m in conds])).bool())
-    return torch.stack(tokens), torch.tensor(conds)
-
-
 def analyze_attention_maps(ckpt, out_dir, settings=None, *, num_samples: int = 16, labels=None, seed: int = 0,
                            device: str = "cpu", batch_size: int = 32, logger=None, captions=None,
                            trust: bool = False):
@@ -448,43 +299,3 @@ def analyze_attention_maps(ckpt, out_dir, settings=None, *, num_samples: int = 1
              for yb, g in seeded_batches(y, batch_size, seed, device)]
     result = concat_maps(parts)
     return result, write_attention_map_outputs(result, out_dir, logger=logger)
-
-
-def default_val_data(cfg) -> str:
-    """The embedded demo validation shards (MNIST or the sklearn digits) when the network fits them;
-    otherwise ask for --data."""
-    from enat_lightning.demo.data import dataset_for, ensure_demo_data
-
-    try:
-        ds = dataset_for(cfg)
-    except ValueError as e:
-        raise InvalidInput(f"pass --data with validation token shards for this checkpoint: {e}") from None
-    return str(ensure_demo_data(dataset=ds).val)
-
-
-def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str | None = None,
-                              limit: int | None = None, batch_size: int = 64, seed: int = 0,
-                              mask_ratio_beta=(12.0, 3.0), sample_metric=None, device: str = "cpu",
-                              trust: bool = False) -> list[dict]:
-    """`enat analyze attention`: a trained NAT with each interaction cut at inference time ->
-    attention_removal.csv / .md (masked-token loss and its change, plus ``sample_metric`` columns)."""
-    from pathlib import Path
-
-    from enat_lightning.sampling.checkpoint import load_generator
-
-    net, cfg = load_generator(ckpt, device=device, trust=trust)
-    check_removal(net, "none")
-    spec = data or default_val_data(cfg)
-    tokens, labels = load_tokens(spec, limit)
-    if tokens.shape[1] != cfg.seq_len or int(tokens.max()) >= cfg.codebook_size:
-        raise InvalidInput(f"--data {spec}: tokens of length {tokens.shape[1]} with ids up to {int(tokens.max())} "
-                         f"do not fit the checkpoint (grid {cfg.grid}, codebook_size {cfg.codebook_size})")
-    rows = removal_study(net, tokens, labels, removals, sample_metric=sample_metric, batch_size=batch_size,
-                         seed=seed, mask_ratio_beta=mask_ratio_beta)
-    out = Path(out_dir)
-    write_csv(out / "attention_removal.csv", rows)
-    header = (f"Inference-time attention removal (paper Fig. 2) for {ckpt}\n\n"
-              f"masked-token cross-entropy on {len(tokens)} samples of {spec}, Beta{tuple(mask_ratio_beta)} mask "
-              f"ratio, the same masks for every row.\n\n")
-    atomic_write_bytes(out / "attention_removal.md", (header + markdown_table(rows)).encode())
-    return rows
