@@ -6,12 +6,14 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from enat_lightning.demo import DemoSettings, run_demo
 from enat_lightning.demo import pipeline
+from enat_lightning.sampling import SamplerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model.net.init_args.width=32", "--model.net.init_args.enc_depth=1", "--model.net.init_args.dec_depth=1"]
@@ -53,11 +55,12 @@ def test_demo_end_to_end_tiny(tmp_path, capsys, lightning_messages):
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "demo_grid.png" in out
     # what it prints is true: the token grid of the tokenizer it uses, no advert, no column of zero FLOPs
-    from enat_lightning.tokenizers.demo import DemoTokenizer
+    from enat_lightning.demo.data import load_demo_tokenizer
 
-    tok = DemoTokenizer.load(REPO / "data" / "demo" / "tokenizer.npz")
-    side = tok.latent_side
-    assert f"-> {side}x{side} = {side * side} tokens of {tok.codebook_size} codes" in out
+    tok = load_demo_tokenizer()
+    side = tok.token_shape[0]
+    assert f"MNIST 32x32 digits -> {side}x{side} = {side * side} tokens of {tok.codebook_size} codes" in out
+    assert "tokenizer_vq.pt" in out
     logged = "\n".join(lightning_messages)
     assert "Total params" in logged and "GMACs per generated image" in logged  # the model summary ran
     assert "| FLOPs" not in logged and "Total Flops" not in logged and "litlogger" not in logged
@@ -119,11 +122,39 @@ def test_demo_resumes_a_finished_run_without_retraining(tmp_path):
         assert (a["fid"], a["accuracy"]) == (b["fid"], b["accuracy"])
 
 
+def test_reference_rows_and_real_features_are_measured_once_per_cache(monkeypatch):
+    """compare_reuse with a shared cache (run_seeds): the second call feeds the feature network only its samples."""
+    from enat_lightning.demo.data import load_demo_tokenizer
+    from enat_lightning.evaluation.features import load_feature_extractor
+    from enat_lightning.models import ENATConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ENATConfig(codebook_size=256, num_classes=10, grid=8, width=16, heads=2, enc_depth=1,
+                                   dec_depth=1)).eval()
+    extractor = load_feature_extractor("demo")
+    seen = []
+    counting = type("Counting", (), {"name": extractor.name, "num_features": extractor.num_features,
+                                     "description": "counting",
+                                     "__call__": lambda self, x: (seen.append(len(x)), extractor(x))[1]})()
+    s = DemoSettings(eval_samples=20, feature="demo", timing_samples=2)
+    cache = {}
+    first = pipeline.compare_reuse(model, load_demo_tokenizer(), s, SamplerSettings(steps=2), extractor=counting,
+                                   cache=cache)
+    n_first, seen[:] = sum(seen), []
+    second = pipeline.compare_reuse(model, load_demo_tokenizer(), s, SamplerSettings(steps=2), extractor=counting,
+                                    cache=cache)
+    assert n_first == 500 + 2 * 20 + 500 + 20  # held-out, two sampler rows, reconstructions, training digits
+    assert sum(seen) == 2 * 20 and second[1] == first[1]
+
+
 def test_seed_study_runs_each_seed_and_tabulates_the_spread(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run_demo(config, run_dir, settings, extra_args):  # the real one is covered above
+    caches = []
+
+    def fake_run_demo(config, run_dir, settings, extra_args, cache):  # the real one is covered above
         calls.append((Path(run_dir).name, settings.seed, extra_args))
+        caches.append(cache)
         k = settings.seed
         rows = [{"sampler": name, "fid": 10.0 + k + d, "accuracy": 0.95 + 0.01 * k, "tokenizer_floor_fid": 8.0,
                  "fid_over_floor": (10.0 + k + d) / 8.0, "gflops_per_image": 0.1, "ms_per_image": 1.0}
@@ -134,6 +165,7 @@ def test_seed_study_runs_each_seed_and_tabulates_the_spread(tmp_path, monkeypatc
     out = pipeline.run_seeds(3, REPO / "experiments" / "demo.yaml", tmp_path, DemoSettings(), ["--x=1"])
     base = pipeline.config_seed(REPO / "experiments" / "demo.yaml")
     assert [c[:2] for c in calls] == [("seed0", 0), ("seed1", 1), ("seed2", 2)]
+    assert caches[0] is caches[1] is caches[2]  # one cache: the reference rows are measured once
     assert calls[1][2] == ["--x=1", f"--seed_everything={base + 1}", f"--model.recipe_seed={base + 1}"]
     spread = out["spread"]["ENAT, reuse"]
     assert spread["fid_mean"] == pytest.approx(11.0) and spread["fid_spread_rel"] == pytest.approx(2 / 11)

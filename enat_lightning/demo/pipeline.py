@@ -102,13 +102,15 @@ def seconds_per_image(model, num_classes: int, sampler: SamplerSettings, n: int)
 
 
 def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, dataset: str = "mnist",
-                  extractor=None) -> tuple[list[dict], list[dict]]:
+                  extractor=None, cache: dict | None = None) -> tuple[list[dict], list[dict]]:
     """ENAT with and without computation reuse: FID, accuracy, GFLOPs and time per image; and, for scale,
     the same FID of real training digits and of the tokenizer's reconstructions of the held-out digits
     (what no model on these tokens can beat) -> (sampler rows, reference rows).
 
     FID: torchmetrics' ``FrechetInceptionDistance`` with the feature network as its custom extractor;
-    the real side (the held-out digits) is fed once and kept across every row."""
+    the real side (the held-out digits) is fed once and kept across every row. ``cache`` (a dict kept by
+    the caller, e.g. across the seeds of ``run_seeds``) keeps the real features and the reference rows,
+    which depend only on the data, the tokenizer and the feature network."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     from enat_lightning.evaluation import generate_images, sample_labels, score_images
@@ -120,10 +122,15 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
 
     extractor = extractor or load_feature_extractor(s.feature)
     classifier = load_demo_features(dataset)
-    fid = FrechetInceptionDistance(feature=FeatureModule(extractor), reset_real_features=False)
     images, image_labels, is_val = load_images(dataset)
-    for i in range(0, int(is_val.sum()), 250):
-        fid.update(to_uint8(images[is_val][i:i + 250]), real=True)
+    cache = {} if cache is None else cache
+    key = (extractor.name, dataset, json.dumps(tokenizer.identity(), sort_keys=True, default=str), s.eval_samples)
+    fid = cache.get(("fid",) + key)
+    if fid is None:
+        fid = FrechetInceptionDistance(feature=FeatureModule(extractor), reset_real_features=False)
+        for i in range(0, int(is_val.sum()), 250):
+            fid.update(to_uint8(images[is_val][i:i + 250]), real=True)
+        cache[("fid",) + key] = fid
     labels = sample_labels(s.eval_samples, model.cfg.num_classes)
     rows = []
     for reuse in (True, False):
@@ -140,21 +147,27 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
                      "gflops_per_image": flops.gmacs_total,
                      "ms_per_image": 1e3 * seconds_per_image(model, model.cfg.num_classes, settings,
                                                              s.timing_samples)})
-    val_images, val_labels = images[is_val], image_labels[is_val]
-    train_pick = torch.randperm(int((~is_val).sum()), generator=torch.Generator().manual_seed(s.seed))
-    train_pick = train_pick[:s.eval_samples]
-    references = {
-        "real training digits": (images[~is_val][train_pick], image_labels[~is_val][train_pick]),
-        "tokenizer reconstructions": (tokenizer.decode(tokenizer.encode(val_images)).clamp(0, 1), val_labels),
-    }
-    reference = []
-    for name, (imgs, labs) in references.items():
-        fid.reset()
-        fake = to_uint8(imgs)
-        for i in range(0, len(fake), 250):
-            fid.update(fake[i:i + 250], real=False)
-        reference.append({"reference": name, "fid": float(fid.compute()), "fid_fake_samples": len(fake),
-                          "accuracy": score_images(fake, labs, classifier, None)["accuracy"]})
+    reference = cache.get(("reference",) + key)
+    if reference is None:
+        val_images, val_labels = images[is_val], image_labels[is_val]
+        # a fixed subset (not the sampling seed): the reference rows are the same for every run
+        train_pick = torch.randperm(int((~is_val).sum()), generator=torch.Generator().manual_seed(0))
+        train_pick = train_pick[:s.eval_samples]
+        with torch.no_grad():
+            recon = tokenizer.decode(tokenizer.encode(val_images)).clamp(0, 1)
+        references = {
+            "real training digits": (images[~is_val][train_pick], image_labels[~is_val][train_pick]),
+            "tokenizer reconstructions": (recon, val_labels),
+        }
+        reference = []
+        for name, (imgs, labs) in references.items():
+            fid.reset()
+            fake = to_uint8(imgs)
+            for i in range(0, len(fake), 250):
+                fid.update(fake[i:i + 250], real=False)
+            reference.append({"reference": name, "fid": float(fid.compute()), "fid_fake_samples": len(fake),
+                              "accuracy": score_images(fake, labs, classifier, None)["accuracy"]})
+        cache[("reference",) + key] = reference
     floor = next(r for r in reference if r["reference"] == "tokenizer reconstructions")
     real = next(r for r in reference if r["reference"] == "real training digits")
     for row in rows:  # the floor beside each row: no model on these tokens can beat the reconstructions
@@ -191,24 +204,24 @@ def print_table(rows: list[dict]) -> None:
 
 
 def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), settings: DemoSettings = DemoSettings(),
-             extra_args: list[str] | None = None) -> dict:
+             extra_args: list[str] | None = None, cache: dict | None = None) -> dict:
     from enat_lightning.evaluation.features import load_feature_extractor
     from enat_lightning.sampling.checkpoint import load_checkpoint_dict, load_generator
     from enat_lightning.sampling.io import make_grid, save_png, to_uint8
-    from enat_lightning.tokenizers.demo import DemoTokenizer
 
     from .classifier import build_demo_classifier
-    from .data import ensure_demo_data
+    from .data import ensure_demo_data, load_demo_tokenizer
 
     t0 = time.time()
     run_dir = Path(run_dir)
     print("[demo] 1/5 demo data (MNIST -> 8x8 tokens) and demo classifier")
     paths = ensure_demo_data()
     build_demo_classifier()
-    tokenizer = DemoTokenizer.load(paths.tokenizer)
-    side = tokenizer.image_size
-    print(f"[demo]     MNIST {side}x{side} digits -> {tokenizer.latent_side}x{tokenizer.latent_side} = "
-          f"{tokenizer.latent_side ** 2} tokens of {tokenizer.codebook_size} codes ({paths.tokenizer})")
+    tokenizer = load_demo_tokenizer()
+    h, w = tokenizer.token_shape
+    side = h * tokenizer.downsample
+    print(f"[demo]     MNIST {side}x{side} digits -> {h}x{w} = {h * w} tokens of {tokenizer.codebook_size} codes "
+          f"({paths.tokenizer})")
     extractor = load_feature_extractor(settings.feature)  # a missing [eval] extra fails now, not after training
 
     print(f"[demo] 2/5 training {config} (TensorBoard logs in {run_dir})")
@@ -223,7 +236,7 @@ def run_demo(config: Path = REPO_CONFIG, run_dir: Path = Path("runs/demo"), sett
     grid_path = save_png(run_dir / "demo_grid.png", upscale(grid, 2))
 
     print(f"[demo] 4/5 evaluating with and without computation reuse (FID: {settings.feature})")
-    rows, reference = compare_reuse(model, tokenizer, settings, sampler, extractor=extractor)
+    rows, reference = compare_reuse(model, tokenizer, settings, sampler, extractor=extractor, cache=cache)
     print_table(rows)
     for r in reference:
         print(f"  for scale: {r['reference']}: FID {r['fid']:.2f}, class accuracy {100 * r['accuracy']:.1f} %")
@@ -254,11 +267,11 @@ def run_seeds(seeds: int, config: Path = REPO_CONFIG, run_dir: Path = Path("runs
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     base = config_seed(Path(config)) if base_seed is None else base_seed
-    runs = []
+    runs, cache = [], {}  # the real features and reference rows are measured once for all seeds
     for k in range(seeds):
         print(f"[demo] seed {k + 1}/{seeds}: seed_everything = model.recipe_seed = {base + k}, sampling seed {k}")
         args = [*(extra_args or []), f"--seed_everything={base + k}", f"--model.recipe_seed={base + k}"]
-        r = run_demo(config, Path(run_dir) / f"seed{k}", dataclasses.replace(settings, seed=k), args)
+        r = run_demo(config, Path(run_dir) / f"seed{k}", dataclasses.replace(settings, seed=k), args, cache=cache)
         runs.append({"seed": base + k, "sampling_seed": k, "minutes": r["minutes"], "rows": r["rows"],
                      "reference": r["reference"]})
     summary = seed_spread(runs)

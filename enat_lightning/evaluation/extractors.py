@@ -133,10 +133,16 @@ class TFInceptionV3(nn.Module):
     def train(self, mode: bool = True) -> "TFInceptionV3":
         return super().train(False)  # batch norm in inference mode, always
 
+    # On a CPU, batches of this size run faster per image than large ones (a 299x299 Inception's activations
+    # of 250 images span gigabytes: page faults and cache misses; measured 172 vs 274 ms/image, 50 vs 200)
+    cpu_chunk = 32
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise InvalidInput(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
+        if images.device.type == "cpu" and len(images) > self.cpu_chunk:
+            return torch.cat([self(chunk) for chunk in images.split(self.cpu_chunk)])
         x = tf_resize_bilinear(images.float(), INCEPTION_SIZE)  # 0..255
         return self.net((x - 128) / 128)  # the graph's own input scaling: [-1, 0.9921875]
 

@@ -340,8 +340,7 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
     base = resolve_settings(settings, overrides)
 
     if kind == "demo-fid":
-        from enat_lightning.demo.data import dataset_for, ensure_demo_data
-        from enat_lightning.tokenizers.demo import DemoTokenizer
+        from enat_lightning.demo.data import dataset_for, ensure_demo_data, load_demo_tokenizer
 
         cache: dict = {}
 
@@ -351,7 +350,8 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
             ds = dataset_for(model.cfg)
             if ds.name not in cache:
                 ex = load_feature_extractor(f"demo:{ds.name}", device=device)
-                cache[ds.name] = (DemoTokenizer.load(ensure_demo_data(dataset=ds).tokenizer), ex,
+                ensure_demo_data(dataset=ds)
+                cache[ds.name] = (load_demo_tokenizer(ds), ex,
                                   load_reference_spec(f"demo:{ds.name}:train", ex, images=want_images))
             return cache[ds.name]
 

@@ -4,7 +4,9 @@
 and Python alike. The one form is ``{class_path: NAME, init_args: {...}}`` (a dict, or its JSON/YAML text
 on a command line); short spellings are aliases of it:
 
-    demo                 -> {class_path: enat_lightning.tokenizers.DemoTokenizer}   (data/demo/tokenizer.npz)
+    demo                 -> {class_path: enat_lightning.tokenizers.VQAutoencoder, init_args: {path:
+                            data/demo/tokenizer_vq.pt}}   (the demo's trained tokenizer, `make demo`)
+    demo-kmeans          -> {class_path: enat_lightning.tokenizers.DemoTokenizer}   (data/demo/tokenizer.npz)
     demo:PATH, PATH.npz  -> {class_path: enat_lightning.tokenizers.DemoTokenizer, init_args: {path: PATH}}
     PATH.ckpt|.pt|.pth   -> a tokenizer trained with ``enat fit`` (its checkpoint records its class), else
                             {class_path: enat_lightning.tokenizers.VQGAN, init_args: {path: PATH}}
@@ -76,6 +78,10 @@ def normalize_spec(spec) -> dict:
             except yaml.YAMLError as e:
                 raise UserError(f"tokenizer spec {text!r} is not valid JSON/YAML ({' '.join(str(e).split())})") from e
         elif text == "demo":
+            from .demo import demo_vq_tokenizer
+
+            return {"class_path": "enat_lightning.tokenizers.VQAutoencoder", "init_args": {"path": str(demo_vq_tokenizer())}}
+        elif text == "demo-kmeans":
             return {"class_path": "enat_lightning.tokenizers.DemoTokenizer", "init_args": {}}
         elif text.startswith("demo:") or text.endswith(".npz"):
             path = text.split(":", 1)[1] if text.startswith("demo:") else text
@@ -83,7 +89,7 @@ def normalize_spec(spec) -> dict:
         elif Path(text).suffix.lower() in CHECKPOINT_SUFFIXES:
             return {"class_path": _checkpoint_class(Path(text)), "init_args": {"path": text}}
         else:
-            raise UserError(f"tokenizer {text!r}: expected 'demo', 'demo:PATH', a .npz demo tokenizer, a checkpoint "
+            raise UserError(f"tokenizer {text!r}: expected 'demo', 'demo-kmeans', 'demo:PATH', a .npz demo tokenizer, a checkpoint "
                             f"({'/'.join(CHECKPOINT_SUFFIXES)}) or {{class_path: ..., init_args: {{...}}}}")
     if not isinstance(spec, dict):
         raise UserError(f"tokenizer spec must be a path, an alias such as 'demo' or {{class_path, init_args}}, "

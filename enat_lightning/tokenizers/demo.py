@@ -27,8 +27,15 @@ def default_data_root() -> Path:
 
 
 def default_demo_tokenizer() -> Path:
-    """The demo's committed tokenizer file (``data/demo/tokenizer.npz``: MNIST, 2x2 patches, 64 codes)."""
+    """MNIST's committed k-means patch tokenizer (``data/demo/tokenizer.npz``: 4x4 patches, 256 codes), kept
+    for comparison (docs/tokenizers.md); the demo itself uses ``demo_vq_tokenizer()``."""
     return default_data_root() / "demo" / "tokenizer.npz"
+
+
+def demo_vq_tokenizer() -> Path:
+    """The demo's tokenizer: a VQ autoencoder trained by the framework on MNIST (experiments/tokenizers/mnist.yaml),
+    committed as ``data/demo/tokenizer_vq.pt`` (8x8 tokens, 256 codes). The alias ``demo`` names it."""
+    return default_data_root() / "demo" / "tokenizer_vq.pt"
 
 
 class DemoTokenizer:

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from enat_lightning.demo.data import (DIGITS, MNIST, build_demo_data, demo_paths, ensure_demo_data,
-                                      fit_demo_tokenizer, get_dataset, load_digit_images, load_mnist_images)
+                                      fit_demo_tokenizer, get_dataset, load_demo_tokenizer, load_digit_images,
+                                      load_mnist_images)
+from enat_lightning.errors import MissingInput
+from enat_lightning.tokenizers.demo import default_data_root
+
+REPO_DATA = default_data_root()
 
 CODEBOOK_SIZE = DIGITS.codebook_size
 
@@ -23,7 +28,7 @@ def test_mnist_from_the_installed_wheel_padded_and_split():
     assert (MNIST.grid, MNIST.codebook_size) == (8, 256) and demo_paths().root.name == "demo"
 
 
-def test_committed_mnist_tokenizer_round_trips_held_out_digits():
+def test_committed_mnist_kmeans_tokenizer_round_trips_held_out_digits():
     from enat_lightning.tokenizers.demo import DemoTokenizer, default_demo_tokenizer
 
     tok = DemoTokenizer.load(default_demo_tokenizer())
@@ -32,6 +37,34 @@ def test_committed_mnist_tokenizer_round_trips_held_out_digits():
     ids = tok.encode(images[is_val])
     assert ids.shape == (500, 8, 8)
     assert (tok.decode(ids) - images[is_val]).pow(2).mean() < 0.01
+
+
+def test_the_demo_tokenizer_is_the_committed_trained_vq_and_reconstructs_held_out_digits(tmp_path):
+    """make demo's tokenizer: trained by experiments/tokenizers/mnist.yaml, committed (data/demo/tokenizer_vq.pt)."""
+    from enat_lightning.tokenizers.autoencoder import VQAutoencoder
+
+    paths = demo_paths(tmp_path / "demo")
+    assert paths.tokenizer == REPO_DATA / "demo" / "tokenizer_vq.pt" and paths.tokenizer.stat().st_size < 5e6
+    assert paths.tokenizer_spec == {"class_path": "enat_lightning.tokenizers.VQAutoencoder",
+                                    "init_args": {"path": str(paths.tokenizer)}}
+    tok = load_demo_tokenizer()
+    assert isinstance(tok, VQAutoencoder) and not tok.training
+    assert (tok.codebook_size, tok.token_shape) == (MNIST.codebook_size, (MNIST.grid, MNIST.grid))
+    images, _, is_val = load_mnist_images()
+    held_out = images[is_val][:100]
+    mse = (tok.decode(tok.encode(held_out)) - held_out).pow(2).mean()
+    assert 10 * torch.log10(1 / mse) > 24  # dB; the k-means patch tokenizer reaches 24.3 on all 500
+
+
+def test_a_missing_committed_tokenizer_names_the_commands_that_remake_it(monkeypatch, tmp_path):
+    import dataclasses
+
+    import enat_lightning.demo.data as data
+
+    missing = dataclasses.replace(MNIST, trained_tokenizer="not_there.pt")
+    with pytest.raises(MissingInput, match=r"not_there\.pt is missing.*git checkout.*enat fit -c "
+                                           r"experiments/tokenizers/mnist\.yaml && enat tokenizer export"):
+        data.load_demo_tokenizer(missing)
 
 
 def test_unknown_dataset_is_named():

@@ -129,7 +129,7 @@ def test_codebook_mismatch_is_one_line_naming_the_shards_and_the_key(tmp_path):
                        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.max_steps", "1",
                        f"--data.init_args.train_shards={REPO / 'data/demo/shards/train'}",
                        f"--data.init_args.val_shards={REPO / 'data/demo/shards/val'}",
-                       f"--data.init_args.tokenizer.path={REPO / 'data/demo/tokenizer.npz'}", "--trainer.callbacks=[]")
+                       f"--data.init_args.tokenizer.path={REPO / 'data/demo/tokenizer_vq.pt'}", "--trainer.callbacks=[]")
     assert rc == 2, err
     assert "enat: error: codebook 256 in " in err and "vs model 128 (model.net.init_args.codebook_size)" in err, err
     assert not list(tmp_path.rglob("*.ckpt"))
