@@ -208,7 +208,7 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = out_dir / "final.ckpt"
     with atomic_writer(ckpt) as tmp:
-        cli.trainer.save_checkpoint(tmp)
+        cli.trainer.save_checkpoint(tmp, weights_only=False)  # the whole checkpoint, as ModelCheckpoint writes it
     write_checksum(ckpt)
     return ckpt
 
