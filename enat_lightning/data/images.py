@@ -107,8 +107,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _order_seed(self) -> int:
         """The seed of the shuffle and the flips: ``seed`` for a fresh run; on resume mixed with the restored
-        global step. Lightning restarts a map-style loader from its start on resume, so with ``seed`` alone a run
-        resumed at step s would replay the first s batches of the same permutation and never see the rest."""
+        global step. Lightning restarts a map-style loader from its start on resume, so with ``seed`` alone a
+        resumed run would start again on the run's first permutation (resumed in the first epoch at step s: the
+        s batches it already trained on, while the rest of the epoch goes unseen)."""
         trainer = getattr(self, "trainer", None)
         step = int(getattr(trainer, "global_step", 0) or 0)
         return self.hparams.seed if step == 0 else mix_seed(self.hparams.seed, step)
