@@ -217,7 +217,7 @@ def save_last(trainer: pl.Trainer) -> list[Path]:
         if cb.last_model_path and Path(cb.last_model_path) == path and path.is_file() \
                 and getattr(cb, "_last_global_step_saved", -1) == trainer.global_step:
             continue
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # a resumable checkpoint: optimizer and loop state too
         cb.last_model_path = str(path)
         cb._last_global_step_saved = trainer.global_step  # ModelCheckpoint skips a second save of this step
         written.append(path)

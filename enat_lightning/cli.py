@@ -35,7 +35,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "demo": "demo:demo",
     "export": "export:export",
     "app": "app:app",
-    "tokenizer": {"evaluate": "tokenizer:evaluate"},
+    "tokenizer": {"evaluate": "tokenizer:evaluate", "export": "tokenizer:export"},
 }
 # Only UserError (and its InvalidInput / MissingInput, raised where the input is checked) is the user's
 # mistake: one line, exit code 2. Any other exception -- a KeyError or ValueError included -- is a bug

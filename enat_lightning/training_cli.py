@@ -44,7 +44,7 @@ from enat_lightning.errors import InvalidInput, UserError
 from enat_lightning.fileio import is_launch_rank_zero
 from enat_lightning.models import config_from_dict
 from enat_lightning.module import ENATModule, NonFiniteLossError, upgrade_checkpoint
-from enat_lightning.quiet import quiet_known_warnings
+from enat_lightning.quiet import quiet_known_warnings, quiet_resume_warnings
 from enat_lightning.sampling.checkpoint import read_torch_file
 
 # omegaconf+: interpolations resolve on the composed config. Absolute paths (``${model.net.init_args.grid}``)
@@ -117,6 +117,8 @@ class ENATLightningCLI(LightningCLI):
         if ckpt is None and self.ckpt_request != "last":
             for d in dirs["written"]:
                 refuse_non_empty(d)
+        if ckpt is not None:  # resuming: the run's own folder is not empty, and our loaders draw a fresh order
+            quiet_resume_warnings(bool(getattr(self.datamodule, "reshuffles_on_resume", False)))
         lock = RunDirLock(dirs["run"]) if dirs["run"] and is_launch_rank_zero() else None
         if lock:
             lock.acquire()

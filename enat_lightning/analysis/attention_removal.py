@@ -99,6 +99,8 @@ def analyze_attention_removal(ckpt, out_dir, *, removals: list[str], data: str |
 
     net, cfg = load_generator(ckpt, device=device, trust=trust)
     check_removal(net, "none")
+    if hasattr(sample_metric, "check"):  # a tokenizer that cannot decode this model: refused before any work
+        sample_metric.check(cfg.codebook_size, f"the generator {ckpt}")
     spec = data or default_val_shards(cfg)
     tokens, labels = load_tokens(spec, limit)
     if tokens.shape[1] != cfg.seq_len or int(tokens.max()) >= cfg.codebook_size:

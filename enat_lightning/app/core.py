@@ -72,7 +72,7 @@ def open_session(ckpt: Path | None, tokenizer: str | None, out_dir: Path, *, dev
     from enat_lightning.models.pretrained import is_export_dir
     from enat_lightning.sampling.checkpoint import load_generator
     from enat_lightning.sampling.settings import as_settings
-    from enat_lightning.tokenizers import load_tokenizer
+    from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
     from enat_lightning.tokenizers.exported import has_tokenizer_weights
 
     demo = ckpt is None
@@ -87,6 +87,7 @@ def open_session(ckpt: Path | None, tokenizer: str | None, out_dir: Path, *, dev
             raise UserError(f"--tokenizer is needed to show images of {ckpt} (the tokenizer its training shards were "
                             f"made with: 'demo', a VQGAN checkpoint, or an export folder made with --with_tokenizer)")
     tok = load_tokenizer(tokenizer)
+    check_codebook_size(tok, cfg.codebook_size, f"the generator {ckpt}", f"--tokenizer {spec_text(tokenizer)}")
     if hasattr(tok, "to"):
         tok = tok.to(device)
     if is_export_dir(ckpt) and (Path(ckpt) / "sampler.yaml").is_file():

@@ -133,7 +133,12 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
         else:
             from enat_lightning.sampling.checkpoint import load_generator
 
+            from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
+
             model, _ = load_generator(ckpt, device=device, trust=trust_checkpoint)
+            tok = load_tokenizer(tokenizer)  # before the feature network: a tokenizer that cannot decode is refused
+            check_codebook_size(tok, model.cfg.codebook_size, f"the generator {ckpt}",
+                                f"--tokenizer {spec_text(tokenizer)}")
         # the ADM layout as published: mu/sigma, mu_s/sigma_s, arr_0 (read only when precision/recall are asked for)
         stats = (load_reference_batch(ref, images=bool({"precision", "recall"} & set(metric_set)))
                  if ref is not None else None)
@@ -145,7 +150,6 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
                                safe_point=stop.check)
             res["samples"] = {"path": str(samples), "sha256": sha256_file(samples)}
         else:
-            from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
             from enat_lightning.evaluation import evaluate as run_evaluation
             from enat_lightning.sampling.checkpoint import checkpoint_sha256
             conditions = None
@@ -155,8 +159,6 @@ def evaluate(ckpt: Optional[Path] = None, samples: Optional[Path] = None, ref: O
                 conditions = eval_captions(model, prompts_from, num_samples, seed=seed)
             elif model.cfg.condition == "text":
                 raise UserError(f"{ckpt} is a text model: give --prompts_from SHARDS (captions to sample)")
-            tok = load_tokenizer(tokenizer)
-            check_codebook_size(tok, model.cfg.codebook_size, f"the generator {ckpt}", f"--tokenizer {spec_text(tokenizer)}")
             if hasattr(tok, "to"):
                 tok = tok.to(device)
             res = run_evaluation(model, tok, extractor, num_samples=num_samples, ref=stats, settings=sampler,

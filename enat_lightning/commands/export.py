@@ -52,10 +52,13 @@ def export(ckpt: Path, out: Path, tokenizer: Optional[str] = None, with_tokenize
                            + yaml.safe_dump({"sampler": settings.to_dict()}, sort_keys=False)).encode()
     tok_info = None
     if tokenizer is not None:
-        from enat_lightning.tokenizers import load_tokenizer
+        from enat_lightning.tokenizers import check_codebook_size, load_tokenizer, spec_text
         from enat_lightning.tokenizers.exported import INFO, tokenizer_files
 
-        files.update(tokenizer_files(load_tokenizer(tokenizer), tokenizer, with_tokenizer))
+        tok = load_tokenizer(tokenizer)
+        # an export names the tokenizer its users will decode with: one that cannot decode it is refused here
+        check_codebook_size(tok, cfg.codebook_size, f"the generator {ckpt}", f"--tokenizer {spec_text(tokenizer)}")
+        files.update(tokenizer_files(tok, tokenizer, with_tokenizer))
         tok_info = json.loads(files[INFO])
     elif with_tokenizer:
         from enat_lightning.errors import UserError

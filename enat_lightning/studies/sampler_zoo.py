@@ -144,14 +144,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return out
 
 
-def _evaluator(ev: dict, device: str):
-    """(tokenizer, extractor, reference stats) of the spec's evaluation section."""
-    from enat_lightning.tokenizers import load_tokenizer
+def _evaluator(ev: dict, device: str, codebook_size: int, where: str, tokenizer_name: str):
+    """(tokenizer, extractor, reference stats) of the spec's evaluation section; a tokenizer that cannot decode
+    the generator's ``codebook_size`` codes is refused before the feature network loads."""
+    from enat_lightning.tokenizers import check_codebook_size, load_tokenizer
     from enat_lightning.evaluation import load_feature_extractor
     from enat_lightning.evaluation.metrics import parse_metrics
     from enat_lightning.evaluation.reference_batch import load_reference_spec
 
     tok = load_tokenizer(ev["tokenizer"])
+    check_codebook_size(tok, codebook_size, where, tokenizer_name)
     if hasattr(tok, "to"):
         tok = tok.to(device)
     extractor = load_feature_extractor(ev["feature"], device=device)
@@ -171,6 +173,7 @@ def run_zoo(spec: ZooSpec, out_dir: str | os.PathLike, *, ckpt: str | os.PathLik
     from enat_lightning.evaluation import evaluate
     from enat_lightning.evaluation.flops import count_generation
     from enat_lightning.sampling.checkpoint import load_generator
+    from enat_lightning.tokenizers import spec_text
 
     ckpt = ckpt or spec.checkpoint
     if not ckpt:
@@ -181,7 +184,8 @@ def run_zoo(spec: ZooSpec, out_dir: str | os.PathLike, *, ckpt: str | os.PathLik
                                 f"or `enat fit -c experiments/demo.yaml`)")
     ev = {**spec.evaluation, **(overrides or {})}
     model, cfg = load_generator(ckpt, device=device)
-    tok, extractor, ref = _evaluator(ev, device)
+    tok, extractor, ref = _evaluator(ev, device, cfg.codebook_size, f"the generator {ckpt}",
+                                     f"evaluation.tokenizer {spec_text(ev['tokenizer'])} of {spec.path}")
     out = Path(out_dir)
     results = []
     for row in spec.rows:

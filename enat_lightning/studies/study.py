@@ -208,7 +208,7 @@ def train_row(configs: list[Path], sets: list[str], out_dir: Path) -> Path:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = out_dir / "final.ckpt"
     with atomic_writer(ckpt) as tmp:
-        cli.trainer.save_checkpoint(tmp)
+        cli.trainer.save_checkpoint(tmp, weights_only=False)  # the whole checkpoint, as ModelCheckpoint writes it
     write_checksum(ckpt)
     return ckpt
 
@@ -253,16 +253,21 @@ def run_study(study: Study, out_dir: str | os.PathLike, *, overrides: list[Path]
     ``overrides``: YAMLs composed after every row (e.g. experiments/studies/demo_tiny.yaml);
     ``sets``: ``key=value`` overrides applied last; ``sample_metric(net, sampling) -> dict``.
     """
+    from enat_lightning.training_config import model_config, resolve_training_config
+
     out = Path(out_dir)
-    results = []
+    composed_rows = []
     for row in study.rows:
         configs = [*study.base, *row.configs, *map(Path, overrides)]
         for c in configs:
             if not c.is_file():
                 raise MissingInput(f"study {study.path}, row {row.name!r}: config {c} does not exist")
-        from enat_lightning.training_config import resolve_training_config
-
         composed = resolve_training_config(configs, sets)  # exactly what `enat fit` trains for this row
+        if hasattr(sample_metric, "check"):  # a tokenizer that cannot decode a row is refused before any training
+            sample_metric.check(model_config(composed).codebook_size, f"row {row.name!r} (model.net.init_args)")
+        composed_rows.append((row, configs, composed))
+    results = []
+    for row, configs, composed in composed_rows:
         row_dir = out / slug(row.name)
         ckpt = row_dir / "final.ckpt"
         if retrain or not ckpt.is_file():
@@ -323,7 +328,9 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
     demo_is, accuracy. kind "fid": ``tokenizer`` (VQGAN path or JSON spec), Inception weights
     (``feature``, a .pth path) and reference ``fid_stats`` (.npz) -> fid, is. ``settings`` (keyword
     ``overrides`` replace fields) is the sampler; ``sampling`` given to the callable (a study row's
-    SamplerSettings, or a mapping of fields to replace) takes its place. ``metrics``: the metric set logged per
+    SamplerSettings, or a mapping of fields to replace) takes its place; a model whose codebook_size is not the
+    tokenizer's is refused before sampling (``metric.check(codebook_size, where)`` refuses it earlier, e.g.
+    before a study trains). ``metrics``: the metric set logged per
     row (``evaluation.metrics.METRICS``, e.g. "fid,precision,recall"; precision / recall against the
     reference images: the demo digits, or ``arr_0`` of the ``fid_stats`` file).
     """
@@ -332,6 +339,7 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
     from enat_lightning.evaluation import evaluate, load_feature_extractor
     from enat_lightning.evaluation.metrics import parse_metrics
     from enat_lightning.evaluation.reference_batch import load_reference_spec
+    from enat_lightning.tokenizers import check_codebook_size
 
     metrics = parse_metrics(metrics)
     want_images = bool({"precision", "recall"} & set(metrics))
@@ -374,6 +382,13 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
     if hasattr(tok, "to"):
         tok = tok.to(device)
     setup = demo_setup if kind == "demo-fid" else (lambda model: (tok, extractor, ref))
+    tok_name = "the demo tokenizer" if kind == "demo-fid" else f"--tokenizer {tokenizer}"
+
+    def check(codebook_size: int, where: str = "the generator") -> None:
+        """Refuses a generator whose codebook is not the tokenizer's (before any training or sampling);
+        the demo tokenizer is chosen per model (``dataset_for``), so it is checked at call time only."""
+        if tok is not None:
+            check_codebook_size(tok, codebook_size, where, tok_name)
 
     def metric(model, sampling: SamplerSettings | dict | None = None) -> dict:
         if isinstance(sampling, SamplerSettings):
@@ -381,6 +396,7 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
         else:
             settings = dataclasses.replace(base, **(sampling or {}))
         m_tok, m_extractor, m_ref = setup(model)
+        check_codebook_size(m_tok, model.cfg.codebook_size, "the generator", tok_name)  # before decoding
         r = evaluate(model, m_tok, m_extractor, num_samples=num_samples, ref=m_ref, settings=settings, seed=seed,
                      batch_size=batch_size, metrics=metrics)
         out = {f"{prefix}{k}": r[k] for k in ("fid", "sfid") if k in r}
@@ -389,4 +405,5 @@ def sample_quality_metric(kind: str, settings: SamplerSettings | None = None, *,
         out.update({k: r[k] for k in ("precision", "recall", "accuracy") if k in r})
         return out
 
+    metric.check = check  # callers that know the codebook before sampling refuse a mismatch early
     return metric

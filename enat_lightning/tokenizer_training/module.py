@@ -25,13 +25,12 @@ from torch import nn
 from enat_lightning.errors import UserError
 from enat_lightning.lr_schedule import lr_factor
 from enat_lightning.tokenizers import TRAINED_KEY
-from enat_lightning.tokenizers.autoencoder import AutoencoderConfig, QuantizerConfig, VQAutoencoder
+from enat_lightning.tokenizers.autoencoder import CLASS_PATH, AutoencoderConfig, QuantizerConfig, VQAutoencoder
 
 from .losses import LeCam, LossConfig, PatchGAN, adaptive_weight, hinge_d_loss, hinge_g_loss, load_lpips
 from .losses import reconstruction_loss
 from .metrics import CodebookUsage
 
-CLASS_PATH = "enat_lightning.tokenizers.VQAutoencoder"
 FROZEN = ("lpips.", "rfid.")  # submodules whose weights never enter a checkpoint
 
 

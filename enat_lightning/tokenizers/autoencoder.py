@@ -24,6 +24,7 @@ from .base import check_ids, check_images
 from .vqgan import Decoder, Encoder, VQGANConfig
 
 QUANTIZERS = ("vq", "fsq", "lfq")
+CLASS_PATH = "enat_lightning.tokenizers.VQAutoencoder"  # what a trained tokenizer's file records as its class
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def save_tokenizer(model: VQAutoencoder, path: str | Path) -> Path:
     from .base import TRAINED_KEY
 
     buf = io.BytesIO()
-    torch.save({TRAINED_KEY: {"class_path": "enat_lightning.tokenizers.VQAutoencoder",
+    torch.save({TRAINED_KEY: {"class_path": CLASS_PATH,
                               "autoencoder": model.cfg.to_dict(), "quantizer": model.qcfg.to_dict(),
                               "prefix": "autoencoder."},
                 "state_dict": {f"autoencoder.{k}": v.detach().cpu() for k, v in model.state_dict().items()}}, buf)
