@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "enat_lightning"
 
 # The layers, bottom first: a module may import its own layer or lower ones only.
 LAYERS = [
-    {"errors", "fileio", "seeding", "quiet", "devices", "config_files", "image_sets", "signals"},
+    {"errors", "fileio", "seeding", "quiet", "devices", "config_files", "image_sets", "signals", "lr_schedule"},
     {"models", "tokenizers", "masking", "sampling", "text"},
     {"data", "evaluation"},
     {"sharding", "checkpointing"},
