@@ -4,7 +4,7 @@
 
 Rows (the offline Inception-v3 of the [eval] extra; reference = the held-out digits, ``--per-class`` of
 each class): real vs real (as many train digits), tokenizer reconstructions of the held-out digits vs
-the digits, and with ``--ckpt`` the demo sampler's samples (8 steps, CFG 5, temperatures 3 / 2, as
+the digits, and with ``--ckpt`` the demo sampler's samples (the ``sampler:`` of experiments/demo.yaml, as
 `make demo`). Timing: feature extraction (pool + spatial in one pass) per 1 000 images; FID, sFID
 (covariance + Fréchet distance of 1 000 feature rows), precision/recall (1 000 vs 1 000), IS (1 000 x
 1008 logits). Writes JSON; prints one line per row.
@@ -25,7 +25,7 @@ def per_class(labels: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    from enat_lightning.demo.data import demo_paths, load_mnist_images
+    from enat_lightning.demo.data import load_mnist_images
     from enat_lightning.evaluation.evaluate import score_all
     from enat_lightning.evaluation.extractors import WheelInceptionFeatures
     from enat_lightning.evaluation.features import to_uint8
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from enat_lightning.evaluation.reference_batch import ReferenceBatch
     from enat_lightning.evaluation.spatial import SPATIAL_NAME, extract_all
     from enat_lightning.fileio import atomic_write_text
-    from enat_lightning.tokenizers.demo import DemoTokenizer
+    from enat_lightning.demo.data import load_demo_tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--per-class", type=int, default=50)
@@ -55,20 +55,20 @@ def main(argv=None) -> int:
     ref = ReferenceBatch(stats_from_features(ref_fs.pool, net.name), stats_from_features(ref_fs.spatial, SPATIAL_NAME),
                          real)
     ref._features[net.name] = ref_fs.pool  # the same images: no second pass
+    tokenizer = load_demo_tokenizer()
+    with torch.no_grad():
+        recon = tokenizer.decode(tokenizer.encode(images[val_idx])).clamp(0, 1)
     sets = {"real vs real (train digits)": to_uint8(images[train_idx]),
-            "tokenizer reconstructions vs real": to_uint8(
-                DemoTokenizer.load(demo_paths().tokenizer).decode(
-                    DemoTokenizer.load(demo_paths().tokenizer).encode(images[val_idx])))}
+            "tokenizer reconstructions vs real": to_uint8(recon)}
     if args.ckpt is not None:
         from enat_lightning.evaluation import generate_images
         from enat_lightning.sampling.checkpoint import load_generator
-        from enat_lightning.sampling.settings import SamplerSettings
+        from enat_lightning.demo.pipeline import REPO_CONFIG, config_sampler
 
         model, _ = load_generator(args.ckpt)
-        settings = SamplerSettings(steps=8, cfg_scale=5.0, mask_temp=3.0, samp_temp=2.0)
+        settings = config_sampler(REPO_CONFIG)
         lab = torch.arange(10 * args.per_class) % 10
-        _, samples = generate_images(model, DemoTokenizer.load(demo_paths().tokenizer), lab, settings, seed=0,
-                                     batch_size=100)
+        _, samples = generate_images(model, tokenizer, lab, settings, seed=0, batch_size=100)
         sets[f"samples of {args.ckpt} vs real"] = samples
     n_extracted = len(real)
     for name, imgs in sets.items():
