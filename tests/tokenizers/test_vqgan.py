@@ -296,5 +296,14 @@ def test_load_tokenizer_demo_aliases_dispatch_to_demo_module(monkeypatch):
         "encode": None, "decode": None, "identity": None})
     monkeypatch.setitem(sys.modules, "enat_lightning.tokenizers.demo", fake)
     assert load_tokenizer({"class_path": "DemoTokenizer", "init_args": {"path": "demo.npz"}}) == "demo-tok"
-    assert load_tokenizer("demo:d.npz") == load_tokenizer("e.npz") == load_tokenizer("demo") == "demo-tok"
+    assert load_tokenizer("demo:d.npz") == load_tokenizer("e.npz") == load_tokenizer("demo-kmeans") == "demo-tok"
     assert calls == ["demo.npz", "d.npz", "e.npz", None]
+
+
+def test_the_demo_alias_names_the_committed_trained_tokenizer():
+    from enat_lightning.tokenizers import normalize_spec
+    from enat_lightning.tokenizers.demo import demo_vq_tokenizer
+
+    assert normalize_spec("demo") == {"class_path": "enat_lightning.tokenizers.VQAutoencoder",
+                                      "init_args": {"path": str(demo_vq_tokenizer())}}
+    assert normalize_spec("demo-kmeans") == {"class_path": "enat_lightning.tokenizers.DemoTokenizer", "init_args": {}}
