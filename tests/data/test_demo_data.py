@@ -56,15 +56,13 @@ def test_the_demo_tokenizer_is_the_committed_trained_vq_and_reconstructs_held_ou
     assert 10 * torch.log10(1 / mse) > 24  # dB; the k-means patch tokenizer reaches 24.3 on all 500
 
 
-def test_a_missing_committed_tokenizer_names_the_commands_that_remake_it(monkeypatch, tmp_path):
+def test_a_missing_committed_tokenizer_names_the_commands_that_remake_it():
     import dataclasses
-
-    import enat_lightning.demo.data as data
 
     missing = dataclasses.replace(MNIST, trained_tokenizer="not_there.pt")
     with pytest.raises(MissingInput, match=r"not_there\.pt is missing.*git checkout.*enat fit -c "
                                            r"experiments/tokenizers/mnist\.yaml && enat tokenizer export"):
-        data.load_demo_tokenizer(missing)
+        load_demo_tokenizer(missing)
 
 
 def test_unknown_dataset_is_named():
