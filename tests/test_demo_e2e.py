@@ -147,6 +147,43 @@ def test_reference_rows_and_real_features_are_measured_once_per_cache(monkeypatc
     assert sum(seen) == 2 * 20 and second[1] == first[1]
 
 
+def test_inception_features_of_the_reference_images_come_from_the_feature_cache(tmp_path, monkeypatch):
+    """With the Inception (whose name pins its weights), the held-out digits, training digits and
+    reconstructions go through the network once, into the content-addressed cache; a later run (a fresh
+    process: no in-memory cache) feeds it only its samples, with the same numbers."""
+    import dataclasses as dc
+
+    from enat_lightning.demo import data as demo_data
+    from enat_lightning.demo.data import load_demo_tokenizer
+    from enat_lightning.evaluation.extractors import INCEPTION_NAME
+    from enat_lightning.evaluation.features import load_feature_extractor
+    from enat_lightning.models import ENATConfig, build_model
+
+    real_paths = demo_data.demo_paths
+    monkeypatch.setattr(demo_data, "demo_paths", lambda root=None, dataset="mnist": dc.replace(
+        real_paths(root, dataset), features=tmp_path / "features"))
+    torch.manual_seed(0)
+    model = build_model(ENATConfig(codebook_size=256, num_classes=10, grid=8, width=16, heads=2, enc_depth=1,
+                                   dec_depth=1)).eval()
+    extractor = load_feature_extractor("demo")
+    seen = []
+    counting = type("Counting", (), {"name": INCEPTION_NAME, "num_features": extractor.num_features,
+                                     "description": "counting",
+                                     "__call__": lambda self, x: (seen.append(len(x)), extractor(x))[1]})()
+    s = DemoSettings(eval_samples=20, feature="demo", timing_samples=2)
+    first = pipeline.compare_reuse(model, load_demo_tokenizer(), s, SamplerSettings(steps=2), extractor=counting)
+    assert sum(seen) == 500 + 2 * 20 + 500 + 20
+    # the three reference sets, never the samples
+    assert len(list((tmp_path / "features").glob("inception-v3-2015-12-05-*.npz"))) == 3
+    seen[:] = []
+    second = pipeline.compare_reuse(model, load_demo_tokenizer(), s, SamplerSettings(steps=2), extractor=counting)
+    assert sum(seen) == 2 * 20  # only the samples
+    assert [r["fid"] for r in second[0]] == [r["fid"] for r in first[0]] and second[1] == first[1]
+    no_cache = pipeline.compare_reuse(model, load_demo_tokenizer(), dc.replace(s, feature_cache=False),
+                                      SamplerSettings(steps=2), extractor=counting)
+    assert [r["fid"] for r in no_cache[1]] == pytest.approx([r["fid"] for r in first[1]], rel=1e-6)
+
+
 def test_seed_study_runs_each_seed_and_tabulates_the_spread(tmp_path, monkeypatch):
     calls = []
 

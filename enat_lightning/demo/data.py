@@ -100,6 +100,9 @@ class DemoPaths:
     tokenizer: Path  # the data set's tokenizer file (trained and committed, or the k-means .npz)
     train: Path  # shard directory (manifest.json inside)
     val: Path
+    # Inception features of the fixed reference images (held-out digits, training digits, the committed
+    # tokenizer's reconstructions), content-addressed (evaluation/feature_cache.py); committed like the tokenizer
+    features: Path
 
     @property
     def tokenizer_spec(self) -> dict:
@@ -114,7 +117,8 @@ def demo_paths(root: str | Path | None = None, dataset: str | DemoDataset = MNIS
     # a committed trained tokenizer stays where it is committed, whatever folder the shards go to
     tokenizer = (default_data_root() / ds.dirname / ds.trained_tokenizer if ds.trained_tokenizer
                  else root / "tokenizer.npz")
-    return DemoPaths(root, tokenizer, root / "shards" / "train", root / "shards" / "val")
+    return DemoPaths(root, tokenizer, root / "shards" / "train", root / "shards" / "val",
+                     default_data_root() / ds.dirname / "features")
 
 
 def load_demo_tokenizer(dataset: str | DemoDataset = MNIST, root: str | Path | None = None):

@@ -4,9 +4,9 @@
 2. trains ``experiments/demo.yaml`` (a small ENAT with reuse-aware training) through LightningCLI,
    resuming ``last.ckpt`` when a previous run was interrupted;
 3. samples a class-conditional grid (one row per class) with the EMA weights;
-4. evaluates, with and without computation reuse: FID with the real Inception-v3 (torchmetrics'
-   ``FrechetInceptionDistance`` over the offline TF-Inception of the [eval] extra) against the 500
-   held-out digits, the class accuracy of the samples under the demo classifier, GFLOPs per image
+4. evaluates, with and without computation reuse: FID with the real Inception-v3 (the offline
+   TF-Inception of the [eval] extra; the held-out digits' features from the committed feature cache) against
+   the 500 held-out digits, the class accuracy of the samples under the demo classifier, GFLOPs per image
    in the paper's convention, and time per image, in one table;
 5. writes ``demo_results.json`` (each row with the tokenizer's floor beside it), TensorBoard panels (a
    custom-scalars layout that opens on loss / accuracy / FID / GFLOPs), and prints where everything is.
@@ -47,6 +47,7 @@ class DemoSettings:
     seed: int = 0
     feature: str = "inception"
     timing_samples: int = 100
+    feature_cache: bool = True  # reference images' Inception features from data/demo/features (compare_reuse)
 
 
 def config_sampler(config: Path) -> SamplerSettings:
@@ -107,85 +108,94 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
     the same FID of real training digits and of the tokenizer's reconstructions of the held-out digits
     (what no model on these tokens can beat) -> (sampler rows, reference rows).
 
-    FID: torchmetrics' ``FrechetInceptionDistance`` with the feature network as its custom extractor;
-    the real side (the held-out digits) is fed once and kept across every row. ``cache`` (a dict kept by
-    the caller, e.g. across the seeds of ``run_seeds``) keeps the real features and the reference rows,
-    which depend only on the data, the tokenizer and the feature network."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
+    FID: the Fréchet distance of the feature network's features (``evaluation.frechet.fid_from_features``,
+    exact, float64) of the samples against the held-out digits. The reference images (held-out digits,
+    training digits, reconstructions) are fixed, so with ``s.feature_cache`` their Inception features are
+    read from the content-addressed cache (``evaluation.feature_cache``: keyed by the exact pixels; the
+    demo's are committed in ``data/demo/features``) -- only the samples go through the network. ``cache``
+    (a dict kept by the caller, e.g. across the seeds of ``run_seeds``) keeps the real features and the
+    reference rows in memory."""
     from enat_lightning.evaluation import generate_images, sample_labels, score_images
-    from enat_lightning.evaluation.features import load_feature_extractor, to_uint8
+    from enat_lightning.evaluation.extractors import INCEPTION_NAME
+    from enat_lightning.evaluation.feature_cache import cached_features
+    from enat_lightning.evaluation.features import load_feature_extractor
     from enat_lightning.evaluation.flops import count_generation
+    from enat_lightning.evaluation.frechet import fid_from_features
 
     from .classifier import load_demo_features
-    from .data import load_images
+    from .data import demo_paths
 
     extractor = extractor or load_feature_extractor(s.feature)
     classifier = load_demo_features(dataset)
-    images, image_labels, is_val = load_images(dataset)
+
+    # Only the Inception's name pins its weights; the demo classifier is retrained per checkout
+    persistent = s.feature_cache and extractor.name == INCEPTION_NAME
+
+    def features(uint8_images: torch.Tensor, fixed: bool = False) -> torch.Tensor:
+        """fixed: reference images (the same every run), whose features the cache keeps; never samples"""
+        if fixed and persistent:
+            return cached_features(extractor, uint8_images, demo_paths(None, dataset).features)
+        return torch.cat([extractor(uint8_images[i:i + 250]).features.float().cpu()
+                          for i in range(0, len(uint8_images), 250)])
+
     cache = {} if cache is None else cache
     key = (extractor.name, dataset, json.dumps(tokenizer.identity(), sort_keys=True, default=str), s.eval_samples)
-    fid = cache.get(("fid",) + key)
-    if fid is None:
-        fid = FrechetInceptionDistance(feature=FeatureModule(extractor), reset_real_features=False)
-        for i in range(0, int(is_val.sum()), 250):
-            fid.update(to_uint8(images[is_val][i:i + 250]), real=True)
-        cache[("fid",) + key] = fid
+    real = cache.get(("real",) + key)
+    if real is None:
+        real = cache[("real",) + key] = features(held_out_images(dataset)[0], fixed=True)
     labels = sample_labels(s.eval_samples, model.cfg.num_classes)
     rows = []
     for reuse in (True, False):
         settings = dataclasses.replace(sampler, reuse=reuse)
         _, fake = generate_images(model, tokenizer, labels, settings, seed=s.seed, batch_size=250)
-        fid.reset()  # the fake side only (reset_real_features=False)
-        for i in range(0, len(fake), 250):
-            fid.update(fake[i:i + 250], real=False)
         flops = count_generation(model.cfg, settings, vq=None)
         rows.append({"sampler": "ENAT, reuse" if reuse else "ENAT, w/o reuse", "reuse": reuse,
-                     "fid": float(fid.compute()), "feature_network": getattr(extractor, "description", extractor.name),
-                     "feature": extractor.name, "fid_real_samples": int(is_val.sum()), "fid_fake_samples": len(fake),
+                     "fid": fid_from_features(real, features(fake)),
+                     "feature_network": getattr(extractor, "description", extractor.name),
+                     "feature": extractor.name, "fid_real_samples": len(real), "fid_fake_samples": len(fake),
                      "accuracy": score_images(fake, labels, classifier, None)["accuracy"],
                      "gflops_per_image": flops.gmacs_total,
                      "ms_per_image": 1e3 * seconds_per_image(model, model.cfg.num_classes, settings,
                                                              s.timing_samples)})
     reference = cache.get(("reference",) + key)
     if reference is None:
-        val_images, val_labels = images[is_val], image_labels[is_val]
-        # a fixed subset (not the sampling seed): the reference rows are the same for every run
-        train_pick = torch.randperm(int((~is_val).sum()), generator=torch.Generator().manual_seed(0))
-        train_pick = train_pick[:s.eval_samples]
-        with torch.no_grad():
-            recon = tokenizer.decode(tokenizer.encode(val_images)).clamp(0, 1)
-        references = {
-            "real training digits": (images[~is_val][train_pick], image_labels[~is_val][train_pick]),
-            "tokenizer reconstructions": (recon, val_labels),
-        }
         reference = []
-        for name, (imgs, labs) in references.items():
-            fid.reset()
-            fake = to_uint8(imgs)
-            for i in range(0, len(fake), 250):
-                fid.update(fake[i:i + 250], real=False)
-            reference.append({"reference": name, "fid": float(fid.compute()), "fid_fake_samples": len(fake),
-                              "accuracy": score_images(fake, labs, classifier, None)["accuracy"]})
+        for name, (imgs, labs) in reference_images(tokenizer, dataset, s.eval_samples).items():
+            reference.append({"reference": name, "fid": fid_from_features(real, features(imgs, fixed=True)),
+                              "fid_fake_samples": len(imgs),
+                              "accuracy": score_images(imgs, labs, classifier, None)["accuracy"]})
         cache[("reference",) + key] = reference
     floor = next(r for r in reference if r["reference"] == "tokenizer reconstructions")
-    real = next(r for r in reference if r["reference"] == "real training digits")
+    real_row = next(r for r in reference if r["reference"] == "real training digits")
     for row in rows:  # the floor beside each row: no model on these tokens can beat the reconstructions
         row.update(tokenizer_floor_fid=floor["fid"], tokenizer_floor_accuracy=floor["accuracy"],
-                   fid_over_floor=row["fid"] / floor["fid"], real_vs_real_fid=real["fid"])
+                   fid_over_floor=row["fid"] / floor["fid"], real_vs_real_fid=real_row["fid"])
     return rows, reference
 
 
-class FeatureModule(torch.nn.Module):
-    """A FeatureExtractor as the ``nn.Module`` (uint8 (N, 3, H, W) -> (N, F)) torchmetrics expects."""
+def held_out_images(dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits every demo FID is measured against: uint8 (N, 3, H, W) and labels (N,)."""
+    from enat_lightning.evaluation.features import to_uint8
 
-    def __init__(self, extractor):
-        super().__init__()
-        self.extractor = extractor
-        self.num_features = extractor.num_features
+    from .data import load_images
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.extractor(images).features
+    images, labels, is_val = load_images(dataset)
+    return to_uint8(images[is_val]), labels[is_val]
+
+
+def reference_images(tokenizer, dataset: str = "mnist", n: int = 500) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The demo's rows for scale, name -> (uint8 images (N, 3, H, W), labels): ``n`` real training digits
+    (a fixed subset, the same for every run) and the tokenizer's reconstructions of the held-out digits."""
+    from enat_lightning.evaluation.features import to_uint8
+
+    from .data import load_images
+
+    images, labels, is_val = load_images(dataset)
+    pick = torch.randperm(int((~is_val).sum()), generator=torch.Generator().manual_seed(0))[:n]
+    with torch.no_grad():
+        recon = tokenizer.decode(tokenizer.encode(images[is_val])).clamp(0, 1)
+    return {"real training digits": (to_uint8(images[~is_val][pick]), labels[~is_val][pick]),
+            "tokenizer reconstructions": (to_uint8(recon), labels[is_val])}
 
 
 def print_table(rows: list[dict]) -> None:

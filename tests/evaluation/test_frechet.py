@@ -3,8 +3,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from enat_lightning.evaluation.frechet import (FeatureStats, frechet_distance, inception_score, load_stats, save_stats,
-                                         sha256_file, stats_from_features)
+from enat_lightning.evaluation.frechet import (FeatureStats, fid_from_features, frechet_distance, inception_score,
+                                               load_stats, save_stats, sha256_file, stats_from_features)
 
 
 def scipy_fid(mu1, s1, mu2, s2):
@@ -45,6 +45,21 @@ def test_frechet_rank_deficient_covariance_is_finite():
     ours = frechet_distance(st1.mu, st1.sigma, st2.mu, st2.sigma)
     assert np.isfinite(ours) and ours > 0
     assert ours == pytest.approx(scipy_fid(st1.mu, st1.sigma, st2.mu, st2.sigma), rel=1e-5)
+
+
+@pytest.mark.parametrize("n1,n2", [(20, 30), (30, 7), (100, 80)])  # fewer and more samples than features
+def test_fid_from_features_equals_the_covariance_route(n1, n2):
+    rng = np.random.default_rng(n1)
+    f = 40
+    x = rng.standard_normal((n1, f)) @ rng.standard_normal((f, f))
+    y = rng.standard_normal((n2, f)) @ rng.standard_normal((f, f)) + 0.3
+    st1, st2 = stats_from_features(x), stats_from_features(y)
+    expect = scipy_fid(st1.mu, st1.sigma, st2.mu, st2.sigma)
+    assert fid_from_features(x, y) == pytest.approx(expect, rel=1e-6)
+    assert fid_from_features(torch.from_numpy(x).float(), y) == pytest.approx(expect, rel=1e-4)  # float32 input
+    assert fid_from_features(x, x) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match=r"\(N1, F\) and \(N2, F\)"):
+        fid_from_features(x, y[:, :5])
 
 
 def test_frechet_shape_errors():
