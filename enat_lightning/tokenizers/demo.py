@@ -34,7 +34,7 @@ def default_demo_tokenizer() -> Path:
 
 def demo_vq_tokenizer() -> Path:
     """The demo's tokenizer: a VQ autoencoder trained by the framework on MNIST (experiments/tokenizers/mnist.yaml),
-    committed as ``data/demo/tokenizer_vq.pt`` (8x8 tokens, 256 codes). The alias ``demo`` names it."""
+    committed as ``data/demo/tokenizer_vq.pt`` (8x8 tokens, 64 codes). The alias ``demo`` names it."""
     return default_data_root() / "demo" / "tokenizer_vq.pt"
 
 

@@ -25,7 +25,7 @@ def test_mnist_from_the_installed_wheel_padded_and_split():
     for c in range(10):  # the last 50 of every class are held out
         v = is_val[labels == c]
         assert not v[:450].any() and v[450:].all()
-    assert (MNIST.grid, MNIST.codebook_size) == (8, 256) and demo_paths().root.name == "demo"
+    assert (MNIST.grid, MNIST.codebook_size) == (8, 64) and demo_paths().root.name == "demo"
 
 
 def test_committed_mnist_kmeans_tokenizer_round_trips_held_out_digits():

@@ -36,7 +36,8 @@ def test_computed_once_then_read_back(tmp_path):
     again = cached_features(net, imgs.clone(), tmp_path, log=lambda m: None)
     assert net.seen == 7  # the network did not run again
     torch.testing.assert_close(again, first, rtol=0, atol=0)
-    torch.testing.assert_close(first, net(imgs).features)
+    assert first.dtype == torch.float32  # stored as float16: the first call returns the stored values too
+    torch.testing.assert_close(first, net(imgs).features, rtol=1e-3, atol=1e-4)
 
 
 def test_other_pixels_or_network_are_another_entry(tmp_path):

@@ -124,14 +124,14 @@ def test_codebook_mismatch_is_one_line_naming_the_shards_and_the_key(tmp_path):
     from enat_lightning.demo.data import ensure_demo_data
     from training_helpers import REPO
 
-    ensure_demo_data()  # the demo's MNIST shards: 256 codes
+    ensure_demo_data()  # the demo's MNIST shards: 64 codes
     rc, err = fit_here("-c", str(REPO / "experiments" / "demo.yaml"), "--model.net.init_args.codebook_size", "128",
                        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.max_steps", "1",
                        f"--data.init_args.train_shards={REPO / 'data/demo/shards/train'}",
                        f"--data.init_args.val_shards={REPO / 'data/demo/shards/val'}",
                        f"--data.init_args.tokenizer.path={REPO / 'data/demo/tokenizer_vq.pt'}", "--trainer.callbacks=[]")
     assert rc == 2, err
-    assert "enat: error: codebook 256 in " in err and "vs model 128 (model.net.init_args.codebook_size)" in err, err
+    assert "enat: error: codebook 64 in " in err and "vs model 128 (model.net.init_args.codebook_size)" in err, err
     assert not list(tmp_path.rglob("*.ckpt"))
     # the data section cannot repeat a linked value
     rc, err = fit_here("-c", str(REPO / "experiments" / "demo.yaml"), "--data.init_args.codebook_size", "128",
