@@ -25,7 +25,7 @@ def test_the_repository_spec_has_every_order_x_guidance_and_the_skip_variant():
     from enat_lightning.demo.pipeline import config_sampler
 
     demo = config_sampler(SPEC.parents[1] / "demo.yaml")
-    assert demo.cfg_scale == 2.0
+    assert demo.cfg_scale == 0.5
     assert all((r.sampler.cfg_scale, r.sampler.mask_temp, r.sampler.samp_temp)
                == (demo.cfg_scale, demo.mask_temp, demo.samp_temp) for r in spec.rows)
 
