@@ -116,6 +116,7 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
     (a dict kept by the caller, e.g. across the seeds of ``run_seeds``) keeps the real features and the
     reference rows in memory."""
     from enat_lightning.evaluation import generate_images, sample_labels, score_images
+    from enat_lightning.evaluation.evaluate import extract
     from enat_lightning.evaluation.extractors import INCEPTION_NAME
     from enat_lightning.evaluation.feature_cache import cached_features
     from enat_lightning.evaluation.features import load_feature_extractor
@@ -135,8 +136,7 @@ def compare_reuse(model, tokenizer, s: DemoSettings, sampler: SamplerSettings, d
         """fixed: reference images (the same every run), whose features the cache keeps; never samples"""
         if fixed and persistent:
             return cached_features(extractor, uint8_images, demo_paths(None, dataset).features)
-        return torch.cat([extractor(uint8_images[i:i + 250]).features.float().cpu()
-                          for i in range(0, len(uint8_images), 250)])
+        return extract(extractor, uint8_images, 250)[0]
 
     cache = {} if cache is None else cache
     key = (extractor.name, dataset, json.dumps(tokenizer.identity(), sort_keys=True, default=str), s.eval_samples)
@@ -183,7 +183,8 @@ def held_out_images(dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]
     return to_uint8(images[is_val]), labels[is_val]
 
 
-def reference_images(tokenizer, dataset: str = "mnist", n: int = 500) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def reference_images(tokenizer, dataset: str = "mnist",
+                     n: int = 500) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The demo's rows for scale, name -> (uint8 images (N, 3, H, W), labels): ``n`` real training digits
     (a fixed subset, the same for every run) and the tokenizer's reconstructions of the held-out digits."""
     from enat_lightning.evaluation.features import to_uint8

@@ -6,9 +6,10 @@ minutes. ``cached_features`` keys each set by what the features are a function o
 network's name (which pins its weights: ``extractors.INCEPTION_NAME``) and the sha256 of the exact
 uint8 pixels fed to it -- and stores the features in ``cache_dir/<key>.npz`` (written atomically) as
 float16: half the size of float32, and the demo's FIDs move by ~1e-4. The features are returned rounded
-to float16 on the first call too, so a run that computes them and a run that reads them agree exactly. Any change of pixels (another tokenizer, other digits, a different rounding of a decoder)
-is another key, so a cached file is never used for images it was not made from; a file whose recorded
-key, network or shape disagrees with its name is refused with an error naming it.
+to float16 on the first call too, so a run that computes them and a run that reads them agree exactly.
+Any change of pixels (another tokenizer, other digits, a different rounding of a decoder) is another
+key, so a cached file is never used for images it was not made from; a file whose recorded key, network
+or shape disagrees with its name is refused with an error naming it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import torch
 
 from enat_lightning.errors import InvalidInput
 from enat_lightning.fileio import atomic_writer
+
+from .evaluate import extract
 
 
 def images_key(feature_name: str, images: torch.Tensor) -> str:
@@ -49,8 +52,7 @@ def cached_features(extractor, images: torch.Tensor, cache_dir: str | Path, batc
                                    f"(key {str(z['key'])[:20]}, network {z['feature']}, {z['features'].shape[0]} "
                                    f"images); delete it to recompute")
             return torch.from_numpy(z["features"].astype(np.float32))
-    feats = torch.cat([extractor(images[i:i + batch_size]).features.float().cpu()
-                       for i in range(0, len(images), batch_size)]).half()
+    feats = extract(extractor, images, batch_size)[0].cpu().half()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, features=feats.numpy(), key=np.array(key), feature=np.array(extractor.name))

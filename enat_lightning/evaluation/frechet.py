@@ -85,8 +85,7 @@ def fid_from_features(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
     (milliseconds), and tr(S_i) = ||X_i||_F^2 / (N_i - 1). With more samples than features the
     covariance route is the smaller one and is used.
     """
-    x1, x2 = (torch.as_tensor(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t),
-                              dtype=torch.float64) for t in (a, b))
+    x1, x2 = (torch.as_tensor(t).detach().cpu().double() for t in (a, b))
     if x1.dim() != 2 or x2.dim() != 2 or x1.shape[1] != x2.shape[1] or min(len(x1), len(x2)) < 2:
         raise ValueError(f"need features (N1, F) and (N2, F) with N >= 2, got {tuple(x1.shape)} and {tuple(x2.shape)}")
     n1, n2, F_ = len(x1), len(x2), x1.shape[1]
